@@ -1,0 +1,23 @@
+# moe_dev: a private INTERFACE target for the project's own tests, examples and benchmarks.
+# Consumers of moe::moe never see these flags.
+add_library(moe_dev INTERFACE)
+target_link_libraries(moe_dev INTERFACE moe::moe)
+
+option(MOE_WARNINGS_AS_ERRORS "Treat compiler warnings as errors in tests/examples/benchmarks" OFF)
+set(MOE_SANITIZERS "" CACHE STRING "Sanitizers for tests/examples (e.g. address,undefined)")
+option(MOE_NATIVE "Compile tests/examples/benchmarks with -march=native" OFF)
+
+if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+  target_compile_options(moe_dev INTERFACE -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wsign-conversion
+    -Wnon-virtual-dtor -Wold-style-cast -Woverloaded-virtual -Wnull-dereference)
+  if(MOE_WARNINGS_AS_ERRORS)
+    target_compile_options(moe_dev INTERFACE -Werror)
+  endif()
+  if(MOE_SANITIZERS)
+    target_compile_options(moe_dev INTERFACE -fsanitize=${MOE_SANITIZERS} -fno-omit-frame-pointer -fno-sanitize-recover=all)
+    target_link_options(moe_dev INTERFACE -fsanitize=${MOE_SANITIZERS})
+  endif()
+  if(MOE_NATIVE)
+    target_compile_options(moe_dev INTERFACE -march=native)
+  endif()
+endif()

@@ -1,0 +1,123 @@
+#pragma once
+// The flat parameter store. Every trainable value of a model lives in one contiguous vector, and
+// every gradient in a second one of the same layout; layers hold views (Eigen::Map) into them.
+// The optimizer then sees one vector: an Adam step is one vectorised pass, zero_grad one setZero.
+//
+// Binding is two-pass: a module lists its parameters through for_each_parameter(prefix, f), the
+// store lays them out in that order (state_dict order) and points every Param's views into itself.
+// Copying a model copies the store and re-binds (see Model<M>).
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "moe/core/errors.hpp"
+#include "moe/core/types.hpp"
+
+namespace moe {
+
+/// One trainable tensor: its shape and views of its value and gradient in a ParameterStore.
+/// A bias is stored as rows x 1. Before binding, both views are empty.
+template <class T>
+struct Param {
+    Index rows = 0, cols = 0;
+    MatrixView<T> value{nullptr, 0, 0};
+    MatrixView<T> grad{nullptr, 0, 0};
+
+    Param() = default;
+    Param(Index r, Index c) : rows(r), cols(c) {}
+    Param(const Param& o) : rows(o.rows), cols(o.cols) {}  // a copy is unbound until re-bound
+    Param& operator=(const Param& o) {
+        rows = o.rows;
+        cols = o.cols;
+        unbind();
+        return *this;
+    }
+    Index size() const { return rows * cols; }
+    bool bound() const { return value.data() != nullptr || size() == 0; }
+    void bind(T* v, T* g) {
+        new (&value) MatrixView<T>(v, rows, cols);
+        new (&grad) MatrixView<T>(g, rows, cols);
+    }
+    void unbind() {
+        new (&value) MatrixView<T>(nullptr, 0, 0);
+        new (&grad) MatrixView<T>(nullptr, 0, 0);
+    }
+    auto value_vector() { return VectorView<T>(value.data(), size()); }
+};
+
+/// Values and gradients of all parameters of a model, each in one flat vector, in state_dict order.
+template <class T>
+class ParameterStore {
+public:
+    struct Entry {
+        std::string name;
+        Index offset, rows, cols;
+    };
+
+    /// Lay out and bind every parameter the module lists. Values are zero until initialised.
+    template <class Module>
+    void bind(Module& module) {
+        entries_.clear();
+        index_.clear();
+        Index total = 0;
+        module.for_each_parameter("", [&](const std::string& name, Param<T>& p) {
+            if (index_.count(name)) throw config_error("moe::ParameterStore: duplicate parameter name '" + name + "'");
+            index_.emplace(name, entries_.size());
+            entries_.push_back({name, total, p.rows, p.cols});
+            total += p.size();
+        });
+        if (values_.size() != total) {
+            values_ = Vector<T>::Zero(total);
+            grads_ = Vector<T>::Zero(total);
+        }
+        rebind(module);
+    }
+
+    /// Point the module's views at this store again (after a copy of module and store).
+    template <class Module>
+    void rebind(Module& module) {
+        std::size_t i = 0;
+        module.for_each_parameter("", [&](const std::string&, Param<T>& p) {
+            const Entry& e = entries_.at(i++);
+            p.bind(values_.data() + e.offset, grads_.data() + e.offset);
+        });
+    }
+
+    /// All parameter values, one flat vector (state_dict order).
+    Vector<T>& values() { return values_; }
+    const Vector<T>& values() const { return values_; }
+    /// All gradients, same layout as values().
+    Vector<T>& grads() { return grads_; }
+    const Vector<T>& grads() const { return grads_; }
+    Index size() const { return values_.size(); }
+    void zero_grad() { grads_.setZero(); }
+
+    const std::vector<Entry>& entries() const { return entries_; }
+    bool contains(const std::string& name) const { return index_.count(name) != 0; }
+    const Entry& entry(const std::string& name) const {
+        auto it = index_.find(name);
+        if (it == index_.end()) throw config_error("moe::ParameterStore: no parameter named '" + name + "'");
+        return entries_[it->second];
+    }
+    /// View of one named parameter's value (out x in for a weight, n x 1 for a bias).
+    MatrixView<T> value(const std::string& name) {
+        const Entry& e = entry(name);
+        return MatrixView<T>(values_.data() + e.offset, e.rows, e.cols);
+    }
+    MatrixView<T> grad(const std::string& name) {
+        const Entry& e = entry(name);
+        return MatrixView<T>(grads_.data() + e.offset, e.rows, e.cols);
+    }
+
+private:
+    std::vector<Entry> entries_;
+    std::unordered_map<std::string, std::size_t> index_;
+    Vector<T> values_, grads_;
+};
+
+/// Join a prefix and a name the way PyTorch's state_dict does ("experts.3" + "0.weight").
+inline std::string join_name(const std::string& prefix, const std::string& name) {
+    return prefix.empty() ? name : prefix + "." + name;
+}
+
+}  // namespace moe

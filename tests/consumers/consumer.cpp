@@ -1,0 +1,21 @@
+// A tiny program of a project that consumes moe: one training step of a small MLP.
+#include <moe/moe.hpp>
+
+#include <iostream>
+
+int main() {
+    moe::Model<moe::MLP<float>> net(moe::MLPSpec{{4, 8, 1}}, 1);
+    moe::Matrix<float> x = moe::Matrix<float>::Ones(4, 16), y = moe::Matrix<float>::Zero(1, 16);
+    moe::MSELoss<float> loss;
+    moe::Adam<float> adam;
+    const float before = loss.forward(net.forward(x), y);
+    for (int i = 0; i < 20; ++i) {
+        net.zero_grad();
+        loss.forward(net.forward(x), y);
+        net.backward(loss.backward());
+        adam.step(net.params());
+    }
+    const float after = loss.forward(net.forward(x), y);
+    std::cout << "moe " << MOE_VERSION_STRING << ": loss " << before << " -> " << after << "\n";
+    return after < before ? 0 : 1;
+}

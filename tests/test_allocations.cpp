@@ -1,0 +1,71 @@
+// After the first step at a batch size, forward + loss + backward + optimizer step allocate nothing,
+// and a smaller batch after a larger one does not allocate either (buffers only grow).
+#include "support/alloc_counter.hpp"
+#include "support/catch.hpp"
+
+#include "moe/moe.hpp"
+
+using namespace moe;
+
+namespace {
+template <class T>
+struct Trainer {
+    Model<MLP<T>> mlp;
+    BCEWithLogitsLoss<T> loss;
+    Adam<T> adam;
+    explicit Trainer(const MLPSpec& spec) : mlp(spec, 1) {}
+    T step(const Matrix<T>& x, const Matrix<T>& y, const Matrix<T>& w) {
+        mlp.zero_grad();
+        const auto& logits = mlp.forward(x);
+        const T l = loss.forward(logits, y, w);
+        mlp.backward(loss.backward(), false);
+        clip_grad_norm(mlp.params(), 5.0);
+        adam.step(mlp.params());
+        return l;
+    }
+};
+}  // namespace
+
+TEMPLATE_TEST_CASE("Training step: no allocation after the first step at a batch size", "[alloc]", float, double) {
+    using T = TestType;
+    MLPSpec spec{{64, 256, 128, 1}};
+    spec.batchnorm = true;
+    spec.dropout = 0.1;
+    spec.activation = ActivationKind::gelu;
+    Trainer<T> tr(spec);
+    Rng rng(1);
+    auto make = [&](Index b) {
+        Matrix<T> x(64, b), y(1, b), w(1, b);
+        for (Index i = 0; i < x.size(); ++i) x.data()[i] = T(rng.normal());
+        for (Index i = 0; i < b; ++i) y(0, i) = T(rng.uniform() < 0.5), w(0, i) = T(rng.uniform() < 0.8);
+        return std::make_tuple(x, y, w);
+    };
+    auto [x, y, w] = make(512);
+    auto [xs, ys, ws] = make(100);
+    tr.step(x, y, w);  // first step: buffers and Adam moments are allocated
+    const long before = moe::testing::allocations();
+    for (int i = 0; i < 3; ++i) tr.step(x, y, w);
+    tr.step(xs, ys, ws);  // smaller batch: reuses the grown buffers
+    tr.step(x, y, w);
+    const long during = moe::testing::allocations() - before;
+    CHECK(during == 0);
+}
+
+TEST_CASE("The allocation counter counts Eigen and new", "[alloc]") {
+    const long before = moe::testing::allocations();
+    Matrix<float> m(100, 100);
+    auto* p = new int(3);
+    delete p;
+    CHECK(moe::testing::allocations() - before == 2);
+}
+
+TEST_CASE("MLP inference into caller buffers allocates nothing", "[alloc]") {
+    Model<MLP<float>> mlp(MLPSpec{{32, 64, 8}}, 2);
+    mlp.eval();
+    Matrix<float> x = Matrix<float>::Random(32, 300);
+    Buffer<float> a, b;
+    mlp.infer(x, a, b);
+    const long before = moe::testing::allocations();
+    for (int i = 0; i < 3; ++i) mlp.infer(x, a, b);
+    CHECK(moe::testing::allocations() - before == 0);
+}
