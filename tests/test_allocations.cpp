@@ -54,9 +54,10 @@ TEMPLATE_TEST_CASE("Training step: no allocation after the first step at a batch
 TEST_CASE("The allocation counter counts Eigen and new", "[alloc]") {
     const long before = moe::testing::allocations();
     Matrix<float> m(100, 100);
-    auto* p = new int(3);
-    delete p;
+    std::vector<int> v(10);
     CHECK(moe::testing::allocations() - before == 2);
+    CHECK(m.data() != nullptr);
+    CHECK(v.size() == 10);
 }
 
 TEST_CASE("MLP inference into caller buffers allocates nothing", "[alloc]") {

@@ -58,8 +58,11 @@ void check_shape(const M& m, long rows, long cols, const std::string& layer, con
                                  ", expected ", rows, " x ", cols));
 }
 
-inline void require(bool ok, const std::string& message) {
-    if (!ok) throw config_error(message);
+/// Config check: throws config_error with the parts concatenated. The message is built only on
+/// failure, so a check on the hot path costs a branch and nothing else.
+template <class... Parts>
+void require(bool ok, Parts&&... parts) {
+    if (!ok) throw config_error(concat(std::forward<Parts>(parts)...));
 }
 
 }  // namespace detail

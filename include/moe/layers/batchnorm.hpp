@@ -24,9 +24,9 @@ public:
     explicit BatchNorm1d(Index features, double eps = 1e-5, double momentum = 0.1, std::string name = "moe::BatchNorm1d")
         : name_(std::move(name)), eps_(eps), momentum_(momentum), weight_(features, 1), bias_(features, 1),
           running_mean_(Vector<T>::Zero(features)), running_var_(Vector<T>::Ones(features)) {
-        detail::require(features > 0, detail::concat(name_, ": features must be positive, got ", features));
-        detail::require(eps > 0, detail::concat(name_, ": eps must be positive, got ", eps));
-        detail::require(momentum >= 0 && momentum <= 1, detail::concat(name_, ": momentum must be in [0, 1], got ", momentum));
+        detail::require(features > 0, name_, ": features must be positive, got ", features);
+        detail::require(eps > 0, name_, ": eps must be positive, got ", eps);
+        detail::require(momentum >= 0 && momentum <= 1, name_, ": momentum must be in [0, 1], got ", momentum);
     }
 
     Index features() const { return weight_.rows; }

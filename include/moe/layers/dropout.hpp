@@ -17,7 +17,7 @@ public:
     using Scalar = T;
     explicit Dropout(double p, std::uint64_t seed = 0, std::string name = "moe::Dropout")
         : name_(std::move(name)), p_(p), rng_(seed) {
-        detail::require(p >= 0.0 && p < 1.0, detail::concat(name_, ": dropout p must be in [0, 1), got ", p));
+        detail::require(p >= 0.0 && p < 1.0, name_, ": dropout p must be in [0, 1), got ", p);
     }
 
     double p() const { return p_; }

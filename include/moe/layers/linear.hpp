@@ -6,6 +6,7 @@
 #include "moe/core/parameters.hpp"
 #include "moe/core/rng.hpp"
 #include "moe/core/view.hpp"
+#include "moe/detail/gemm.hpp"
 
 namespace moe {
 
@@ -20,9 +21,8 @@ public:
     Linear(Index in_features, Index out_features, std::string name = "moe::Linear")
         : name_(std::move(name)), weight_(out_features, in_features), bias_(out_features, 1) {
         check_scalar<T>();
-        detail::require(in_features > 0 && out_features > 0,
-                        detail::concat(name_, ": in_features and out_features must be positive, got ",
-                                       in_features, " and ", out_features));
+        detail::require(in_features > 0 && out_features > 0, name_,
+                        ": in_features and out_features must be positive, got ", in_features, " and ", out_features);
     }
 
     Index in_features() const { return weight_.cols; }
@@ -39,7 +39,7 @@ public:
     const MatrixView<T>& infer(const ConstView<T>& x, Buffer<T>& out) const {
         detail::check_rows(x, in_features(), name_, "forward");
         auto& y = out.resize(out_features(), x.cols());
-        y.noalias() = weight_.value * x;
+        detail::matmul<T>(y, weight_.value, false, x, false);
         y.colwise() += bias_.value.col(0);
         return y;
     }
@@ -48,11 +48,11 @@ public:
     /// With input_grad = false, dx is not computed (the first layer of a model needs none).
     const MatrixView<T>& backward(const ConstView<T>& dy, bool input_grad = true) {
         detail::check_shape(dy, out_features(), x_.cols(), name_, "backward", "output gradient");
-        weight_.grad.noalias() += dy * x_.transpose();
+        detail::matmul<T>(weight_.grad, dy, false, x_, true, /*accumulate=*/true);
         bias_.grad.col(0) += dy.rowwise().sum();
         if (!input_grad) return dx_.resize(0, 0);
         auto& dx = dx_.resize(in_features(), dy.cols());
-        dx.noalias() = weight_.value.transpose() * dy;
+        detail::matmul<T>(dx, weight_.value, true, dy, false);
         return dx;
     }
 
@@ -65,8 +65,10 @@ public:
     /// PyTorch's default init: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias.
     void reset_parameters(Rng& rng) {
         const double bound = 1.0 / std::sqrt(static_cast<double>(in_features()));
-        for (Index i = 0; i < weight_.value.size(); ++i) weight_.value.data()[i] = static_cast<T>(rng.uniform(-bound, bound));
-        for (Index i = 0; i < bias_.value.size(); ++i) bias_.value.data()[i] = static_cast<T>(rng.uniform(-bound, bound));
+        for (Index i = 0; i < weight_.value.size(); ++i)
+            weight_.value.data()[i] = static_cast<T>(rng.uniform(-bound, bound));
+        for (Index i = 0; i < bias_.value.size(); ++i)
+            bias_.value.data()[i] = static_cast<T>(rng.uniform(-bound, bound));
     }
 
     void set_training(bool) {}

@@ -37,13 +37,12 @@ public:
     using Spec = MLPSpec;
 
     explicit MLP(const MLPSpec& spec, std::string name = "moe::MLP") : spec_(spec), name_(std::move(name)) {
-        detail::require(spec.sizes.size() >= 2,
-                        detail::concat(name_, ": sizes needs at least an input and an output size, got ",
-                                       spec.sizes.size(), " entries"));
+        detail::require(spec.sizes.size() >= 2, name_, ": sizes needs at least an input and an output size, got ",
+                        spec.sizes.size(), " entries");
         for (std::size_t i = 0; i < spec.sizes.size(); ++i)
-            detail::require(spec.sizes[i] > 0, detail::concat(name_, ": sizes[", i, "] must be positive, got ", spec.sizes[i]));
-        detail::require(spec.dropout >= 0.0 && spec.dropout < 1.0,
-                        detail::concat(name_, ": dropout p must be in [0, 1), got ", spec.dropout));
+            detail::require(spec.sizes[i] > 0, name_, ": sizes[", i, "] must be positive, got ", spec.sizes[i]);
+        detail::require(spec.dropout >= 0.0 && spec.dropout < 1.0, name_, ": dropout p must be in [0, 1), got ",
+                        spec.dropout);
         int index = 0;  // nn.Sequential module index
         const std::size_t n_linear = spec.sizes.size() - 1;
         for (std::size_t l = 0; l < n_linear; ++l) {

@@ -75,7 +75,7 @@ public:
 
     double lr() const { return o_.lr; }
     void set_lr(double lr) {
-        detail::require(lr >= 0 && std::isfinite(lr), detail::concat("moe::Adam: lr must be >= 0, got ", lr));
+        detail::require(lr >= 0 && std::isfinite(lr), "moe::Adam: lr must be >= 0, got ", lr);
         o_.lr = lr;
     }
     const AdamOptions& options() const { return o_; }
@@ -92,11 +92,11 @@ public:
 
 private:
     static void validate(const AdamOptions& o) {
-        detail::require(o.lr >= 0 && std::isfinite(o.lr), detail::concat("moe::Adam: lr must be >= 0, got ", o.lr));
-        detail::require(o.beta1 >= 0 && o.beta1 < 1, detail::concat("moe::Adam: beta1 must be in [0, 1), got ", o.beta1));
-        detail::require(o.beta2 >= 0 && o.beta2 < 1, detail::concat("moe::Adam: beta2 must be in [0, 1), got ", o.beta2));
-        detail::require(o.eps > 0, detail::concat("moe::Adam: eps must be positive, got ", o.eps));
-        detail::require(o.weight_decay >= 0, detail::concat("moe::Adam: weight_decay must be >= 0, got ", o.weight_decay));
+        detail::require(o.lr >= 0 && std::isfinite(o.lr), "moe::Adam: lr must be >= 0, got ", o.lr);
+        detail::require(o.beta1 >= 0 && o.beta1 < 1, "moe::Adam: beta1 must be in [0, 1), got ", o.beta1);
+        detail::require(o.beta2 >= 0 && o.beta2 < 1, "moe::Adam: beta2 must be in [0, 1), got ", o.beta2);
+        detail::require(o.eps > 0, "moe::Adam: eps must be positive, got ", o.eps);
+        detail::require(o.weight_decay >= 0, "moe::Adam: weight_decay must be >= 0, got ", o.weight_decay);
     }
 
     AdamOptions o_;

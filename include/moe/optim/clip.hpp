@@ -11,7 +11,7 @@ namespace moe {
 /// Returns the norm before clipping (non-finite if a gradient is).
 template <class T>
 T clip_grad_norm(Vector<T>& grads, double max_norm) {
-    detail::require(max_norm > 0, detail::concat("moe::clip_grad_norm: max_norm must be positive, got ", max_norm));
+    detail::require(max_norm > 0, "moe::clip_grad_norm: max_norm must be positive, got ", max_norm);
     const T norm = grads.norm();
     const T coef = T(max_norm) / (norm + T(1e-6));
     if (coef < T(1)) grads *= coef;

@@ -11,7 +11,7 @@ namespace moe {
 struct CosineAnnealingLR {
     double base_lr, t_max, eta_min;
     CosineAnnealingLR(double base, double tmax, double min_lr = 0.0) : base_lr(base), t_max(tmax), eta_min(min_lr) {
-        detail::require(tmax > 0, detail::concat("moe::CosineAnnealingLR: t_max must be positive, got ", tmax));
+        detail::require(tmax > 0, "moe::CosineAnnealingLR: t_max must be positive, got ", tmax);
     }
     double operator()(double t) const {
         const double pi = 3.14159265358979323846;
@@ -23,8 +23,8 @@ struct CosineAnnealingLR {
 struct StepLR {
     double base_lr, step_size, gamma;
     StepLR(double base, double step, double g = 0.1) : base_lr(base), step_size(step), gamma(g) {
-        detail::require(step > 0, detail::concat("moe::StepLR: step_size must be positive, got ", step));
-        detail::require(g > 0, detail::concat("moe::StepLR: gamma must be positive, got ", g));
+        detail::require(step > 0, "moe::StepLR: step_size must be positive, got ", step);
+        detail::require(g > 0, "moe::StepLR: gamma must be positive, got ", g);
     }
     double operator()(double t) const { return base_lr * std::pow(gamma, std::floor(t / step_size)); }
 };

@@ -22,9 +22,9 @@ template <class T>
 class SGD {
 public:
     explicit SGD(SGDOptions o = {}) : o_(o) {
-        detail::require(o.lr >= 0 && std::isfinite(o.lr), detail::concat("moe::SGD: lr must be >= 0, got ", o.lr));
-        detail::require(o.momentum >= 0, detail::concat("moe::SGD: momentum must be >= 0, got ", o.momentum));
-        detail::require(o.weight_decay >= 0, detail::concat("moe::SGD: weight_decay must be >= 0, got ", o.weight_decay));
+        detail::require(o.lr >= 0 && std::isfinite(o.lr), "moe::SGD: lr must be >= 0, got ", o.lr);
+        detail::require(o.momentum >= 0, "moe::SGD: momentum must be >= 0, got ", o.momentum);
+        detail::require(o.weight_decay >= 0, "moe::SGD: weight_decay must be >= 0, got ", o.weight_decay);
         detail::require(!o.nesterov || (o.momentum > 0 && o.dampening == 0),
                         "moe::SGD: nesterov needs momentum > 0 and dampening 0");
     }

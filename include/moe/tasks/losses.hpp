@@ -153,7 +153,7 @@ public:
 
 private:
     static T checked_delta(double d) {
-        detail::require(d > 0 && std::isfinite(d), detail::concat("moe::HuberLoss: delta must be positive, got ", d));
+        detail::require(d > 0 && std::isfinite(d), "moe::HuberLoss: delta must be positive, got ", d);
         return T(d);
     }
 };
