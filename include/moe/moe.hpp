@@ -3,6 +3,7 @@
 #include "moe/version.hpp"
 
 #include "moe/core/buffer.hpp"
+#include "moe/core/threads.hpp"
 #include "moe/core/errors.hpp"
 #include "moe/core/model.hpp"
 #include "moe/core/parameters.hpp"

@@ -16,10 +16,8 @@
 #include <vector>
 
 #include <Eigen/Core>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
+#include "moe/core/threads.hpp"
 #include "moe/core/types.hpp"
 
 #ifndef MOE_EIGEN_GEMM
@@ -31,16 +29,6 @@
 #endif
 
 namespace moe {
-
-/// Threads moe's own kernels may use: omp_get_max_threads(), or 1 inside a parallel region or
-/// without OpenMP.
-inline int max_threads() {
-#ifdef _OPENMP
-    return omp_in_parallel() ? 1 : omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
 
 namespace detail {
 

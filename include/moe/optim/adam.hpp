@@ -9,6 +9,7 @@
 
 #include "moe/core/errors.hpp"
 #include "moe/core/parameters.hpp"
+#include "moe/core/threads.hpp"
 
 namespace moe {
 
@@ -48,25 +49,36 @@ public:
         const T bc2_sqrt = T(std::sqrt(1.0 - std::pow(o_.beta2, t)));
         const T step_size = T(o_.lr / (1.0 - std::pow(o_.beta1, t)));
         const Index n = values.size();
-        T* p = values.data();
-        const T* g = grads.data();
-        T* m = m_.data();
-        T* v = v_.data();
-        const bool decoupled = o_.decoupled_weight_decay;
-        // Plain loop: the compiler vectorises it, and it is the exact operation order of PyTorch.
-        for (Index i = 0; i < n; ++i) {
-            T gi = g[i];
-            if (wd != T(0)) {
-                if (decoupled)
-                    p[i] *= decay;
-                else
-                    gi += wd * p[i];
+        const bool decoupled = o_.decoupled_weight_decay, l2 = wd != T(0) && !decoupled;
+        // Eigen array expressions: vectorised (std::sqrt in a plain loop is not, because of errno),
+        // elementwise in PyTorch's order. Threads take contiguous chunks when the store is large.
+        auto update = [&](Index begin, Index len) {
+            auto p = values.segment(begin, len).array();
+            auto m = m_.segment(begin, len).array();
+            auto v = v_.segment(begin, len).array();
+            const auto g = grads.segment(begin, len).array();
+            if (decoupled && wd != T(0)) p *= decay;
+            if (l2) {
+                m = b1 * m + one_minus_b1 * (g + wd * p);
+                v = b2 * v + one_minus_b2 * (g + wd * p).square();
+            } else {
+                m = b1 * m + one_minus_b1 * g;
+                v = b2 * v + one_minus_b2 * g.square();
             }
-            m[i] = b1 * m[i] + one_minus_b1 * gi;
-            v[i] = b2 * v[i] + one_minus_b2 * gi * gi;
-            const T denom = std::sqrt(v[i]) / bc2_sqrt + eps;
-            p[i] -= step_size * (m[i] / denom);
+            p -= step_size * (m / (v.sqrt() / bc2_sqrt + eps));
+        };
+        const int threads = n >= (Index(1) << 17) ? max_threads() : 1;
+        if (threads <= 1) {
+            update(0, n);
+            return;
         }
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (int part = 0; part < threads; ++part) {
+            const Index begin = n * part / threads, end = n * (part + 1) / threads;
+            update(begin, end - begin);
+        }
+#endif
     }
     template <class Store>
     void step(Store& store) {
