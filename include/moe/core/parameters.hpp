@@ -15,13 +15,15 @@
 
 namespace moe {
 
-/// One trainable tensor: its shape and views of its value and gradient in a ParameterStore.
-/// A bias is stored as rows x 1. Before binding, both views are empty.
+/// One trainable tensor: its PyTorch shape (rows x cols; a bias is n x 1) and views of its value
+/// and gradient in a ParameterStore. The memory is row-major, PyTorch's layout, so the store holds
+/// exactly the bytes of the state_dict tensors and a weight's transpose is a free column-major view
+/// (which is what lets the experts' first layers stack into one GEMM). Unbound views are empty.
 template <class T>
 struct Param {
     Index rows = 0, cols = 0;
-    MatrixView<T> value{nullptr, 0, 0};
-    MatrixView<T> grad{nullptr, 0, 0};
+    ParamView<T> value{nullptr, 0, 0};
+    ParamView<T> grad{nullptr, 0, 0};
 
     Param() = default;
     Param(Index r, Index c) : rows(r), cols(c) {}
@@ -35,14 +37,23 @@ struct Param {
     Index size() const { return rows * cols; }
     bool bound() const { return value.data() != nullptr || size() == 0; }
     void bind(T* v, T* g) {
-        new (&value) MatrixView<T>(v, rows, cols);
-        new (&grad) MatrixView<T>(g, rows, cols);
+        new (&value) ParamView<T>(v, rows, cols);
+        new (&grad) ParamView<T>(g, rows, cols);
     }
     void unbind() {
-        new (&value) MatrixView<T>(nullptr, 0, 0);
-        new (&grad) MatrixView<T>(nullptr, 0, 0);
+        new (&value) ParamView<T>(nullptr, 0, 0);
+        new (&grad) ParamView<T>(nullptr, 0, 0);
     }
-    auto value_vector() { return VectorView<T>(value.data(), size()); }
+    /// The values (gradients) as one flat vector, row-major order: a bias as a vector.
+    /// (A Param is a view: like a pointer, its constness does not reach the memory it views.)
+    VectorView<T> value_vec() const { return VectorView<T>(ptr(value), size()); }
+    VectorView<T> grad_vec() const { return VectorView<T>(ptr(grad), size()); }
+    /// The transpose as a column-major cols x rows view of the same memory (for GEMM).
+    MatrixView<T> value_t() const { return MatrixView<T>(ptr(value), cols, rows); }
+    MatrixView<T> grad_t() const { return MatrixView<T>(ptr(grad), cols, rows); }
+
+private:
+    static T* ptr(const ParamView<T>& v) { return const_cast<T*>(v.data()); }
 };
 
 /// Values and gradients of all parameters of a model, each in one flat vector, in state_dict order.
@@ -99,14 +110,14 @@ public:
         if (it == index_.end()) throw config_error("moe::ParameterStore: no parameter named '" + name + "'");
         return entries_[it->second];
     }
-    /// View of one named parameter's value (out x in for a weight, n x 1 for a bias).
-    MatrixView<T> value(const std::string& name) {
+    /// View of one named parameter's value (out x in for a weight, n x 1 for a bias), row-major.
+    ParamView<T> value(const std::string& name) {
         const Entry& e = entry(name);
-        return MatrixView<T>(values_.data() + e.offset, e.rows, e.cols);
+        return ParamView<T>(values_.data() + e.offset, e.rows, e.cols);
     }
-    MatrixView<T> grad(const std::string& name) {
+    ParamView<T> grad(const std::string& name) {
         const Entry& e = entry(name);
-        return MatrixView<T>(grads_.data() + e.offset, e.rows, e.cols);
+        return ParamView<T>(grads_.data() + e.offset, e.rows, e.cols);
     }
 
 private:

@@ -20,6 +20,11 @@ template <class T>
 using MatrixView = Eigen::Map<Matrix<T>>;
 template <class T>
 using VectorView = Eigen::Map<Vector<T>>;
+/// Row-major matrix: PyTorch's memory layout, used for parameters.
+template <class T>
+using RowMajorMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using ParamView = Eigen::Map<RowMajorMatrix<T>>;
 /// Read-only argument type: binds to a Matrix, a Map or a contiguous block without a copy.
 template <class T>
 using ConstRef = Eigen::Ref<const Matrix<T>>;

@@ -54,7 +54,7 @@ public:
             running_var_ = (T(1) - m) * running_var_ + m * (var_ * (T(n) / T(n - 1)));
             ++num_batches_tracked_;
         }
-        y = ((xhat.array().colwise() * weight_.value.col(0).array()).colwise() + bias_.value.col(0).array()).matrix();
+        y = ((xhat.array().colwise() * weight_.value_vec().array()).colwise() + bias_.value_vec().array()).matrix();
         return y;
     }
 
@@ -74,11 +74,11 @@ public:
     const MatrixView<T>& backward(const ConstView<T>& dy) {
         detail::check_shape(dy, features(), xhat_.cols(), name_, "backward", "output gradient");
         const auto& xhat = xhat_.view();
-        weight_.grad.col(0) += dy.cwiseProduct(xhat).rowwise().sum();
-        bias_.grad.col(0) += dy.rowwise().sum();
+        weight_.grad_vec() += dy.cwiseProduct(xhat).rowwise().sum();
+        bias_.grad_vec() += dy.rowwise().sum();
         auto& dx = dx_.resize(features(), dy.cols());
         if (!training_) {
-            scale_ = weight_.value.col(0).cwiseProduct(inv_std_);
+            scale_ = weight_.value_vec().cwiseProduct(inv_std_);
             dx = (dy.array().colwise() * scale_.array()).matrix();
             return dx;
         }
@@ -86,7 +86,7 @@ public:
         // dx = gamma * inv_std / N * (N dy - sum(dy) - xhat * sum(dy * xhat)), per feature.
         sum_dy_ = dy.rowwise().sum();
         sum_dy_xhat_ = dy.cwiseProduct(xhat).rowwise().sum();
-        scale_ = weight_.value.col(0).cwiseProduct(inv_std_) / n;
+        scale_ = weight_.value_vec().cwiseProduct(inv_std_) / n;
         dx = ((n * dy.array() - xhat.array().colwise() * sum_dy_xhat_.array()).colwise() - sum_dy_.array()).matrix();
         dx = (dx.array().colwise() * scale_.array()).matrix();
         return dx;

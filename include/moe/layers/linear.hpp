@@ -39,8 +39,8 @@ public:
     const MatrixView<T>& infer(const ConstView<T>& x, Buffer<T>& out) const {
         detail::check_rows(x, in_features(), name_, "forward");
         auto& y = out.resize(out_features(), x.cols());
-        detail::matmul<T>(y, weight_.value, false, x, false);
-        y.colwise() += bias_.value.col(0);
+        detail::matmul<T>(y, weight_.value_t(), true, x, false);
+        y.colwise() += bias_.value_vec();
         return y;
     }
 
@@ -48,11 +48,12 @@ public:
     /// With input_grad = false, dx is not computed (the first layer of a model needs none).
     const MatrixView<T>& backward(const ConstView<T>& dy, bool input_grad = true) {
         detail::check_shape(dy, out_features(), x_.cols(), name_, "backward", "output gradient");
-        detail::matmul<T>(weight_.grad, dy, false, x_, true, /*accumulate=*/true);
-        bias_.grad.col(0) += dy.rowwise().sum();
+        auto dw_t = weight_.grad_t();  // dW^T = x dy^T, in x out
+        detail::matmul<T>(dw_t, x_, false, dy, true, /*accumulate=*/true);
+        bias_.grad_vec() += dy.rowwise().sum();
         if (!input_grad) return dx_.resize(0, 0);
         auto& dx = dx_.resize(in_features(), dy.cols());
-        detail::matmul<T>(dx, weight_.value, true, dy, false);
+        detail::matmul<T>(dx, weight_.value_t(), false, dy, false);
         return dx;
     }
 
