@@ -14,6 +14,7 @@
 #include "moe/layers/activations.hpp"
 #include "moe/layers/batchnorm.hpp"
 #include "moe/layers/dropout.hpp"
+#include "moe/layers/grouped_linear.hpp"
 #include "moe/layers/linear.hpp"
 #include "moe/layers/mlp.hpp"
 #include "moe/layers/softmax.hpp"

@@ -22,15 +22,19 @@ namespace moe {
 template <class T>
 struct Param {
     Index rows = 0, cols = 0;
+    /// A stacked parameter: `parts` equal row blocks, each its own state_dict tensor (the weights of
+    /// E experts as one (E * out) x in matrix). Its name holds "{}" where the part index goes.
+    Index parts = 1;
     ParamView<T> value{nullptr, 0, 0};
     ParamView<T> grad{nullptr, 0, 0};
 
     Param() = default;
-    Param(Index r, Index c) : rows(r), cols(c) {}
-    Param(const Param& o) : rows(o.rows), cols(o.cols) {}  // a copy is unbound until re-bound
+    Param(Index r, Index c, Index p = 1) : rows(r), cols(c), parts(p) {}
+    Param(const Param& o) : rows(o.rows), cols(o.cols), parts(o.parts) {}  // a copy is unbound until re-bound
     Param& operator=(const Param& o) {
         rows = o.rows;
         cols = o.cols;
+        parts = o.parts;
         unbind();
         return *this;
     }
@@ -72,10 +76,20 @@ public:
         index_.clear();
         Index total = 0;
         module.for_each_parameter("", [&](const std::string& name, Param<T>& p) {
-            if (index_.count(name)) throw config_error("moe::ParameterStore: duplicate parameter name '" + name + "'");
-            index_.emplace(name, entries_.size());
-            entries_.push_back({name, total, p.rows, p.cols});
-            total += p.size();
+            const auto slot = name.find("{}");
+            if (p.parts > 1 && (slot == std::string::npos || p.rows % p.parts != 0))
+                throw config_error("moe::ParameterStore: stacked parameter '" + name +
+                                   "' needs a '{}' in its name and rows divisible by its parts");
+            const Index part_rows = p.rows / p.parts;
+            for (Index i = 0; i < p.parts; ++i) {
+                std::string part_name = name;
+                if (p.parts > 1) part_name.replace(slot, 2, std::to_string(i));
+                if (index_.count(part_name))
+                    throw config_error("moe::ParameterStore: duplicate parameter name '" + part_name + "'");
+                index_.emplace(part_name, entries_.size());
+                entries_.push_back({part_name, total, part_rows, p.cols});
+                total += part_rows * p.cols;
+            }
         });
         if (values_.size() != total) {
             values_ = Vector<T>::Zero(total);
@@ -89,7 +103,8 @@ public:
     void rebind(Module& module) {
         std::size_t i = 0;
         module.for_each_parameter("", [&](const std::string&, Param<T>& p) {
-            const Entry& e = entries_.at(i++);
+            const Entry& e = entries_.at(i);
+            i += static_cast<std::size_t>(p.parts);
             p.bind(values_.data() + e.offset, grads_.data() + e.offset);
         });
     }

@@ -21,8 +21,11 @@ class BatchNorm1d {
 public:
     using Scalar = T;
 
-    explicit BatchNorm1d(Index features, double eps = 1e-5, double momentum = 0.1, std::string name = "moe::BatchNorm1d")
-        : name_(std::move(name)), eps_(eps), momentum_(momentum), weight_(features, 1), bias_(features, 1),
+    /// `parts` > 1 stacks the BatchNorms of `parts` experts (features = parts x each): each part is
+    /// listed as its own state_dict tensors ("{}.weight" names, the store expands "{}").
+    explicit BatchNorm1d(Index features, double eps = 1e-5, double momentum = 0.1, std::string name = "moe::BatchNorm1d",
+                         Index parts = 1)
+        : name_(std::move(name)), eps_(eps), momentum_(momentum), weight_(features, 1, parts), bias_(features, 1, parts),
           running_mean_(Vector<T>::Zero(features)), running_var_(Vector<T>::Ones(features)) {
         detail::require(features > 0, name_, ": features must be positive, got ", features);
         detail::require(eps > 0, name_, ": eps must be positive, got ", eps);
@@ -94,15 +97,19 @@ public:
 
     template <class F>
     void for_each_parameter(const std::string& prefix, F&& f) {
-        f(join_name(prefix, "weight"), weight_);
-        f(join_name(prefix, "bias"), bias_);
+        const std::string p = parts() > 1 && prefix.find("{}") == std::string::npos ? join_name(prefix, "{}") : prefix;
+        f(join_name(p, "weight"), weight_);
+        f(join_name(p, "bias"), bias_);
     }
     /// Buffers, PyTorch's names: f(name, running_mean), f(name, running_var); see num_batches_tracked().
+    /// With parts > 1 the names hold "{}" for the part index, as for the parameters.
     template <class F>
     void for_each_buffer(const std::string& prefix, F&& f) {
-        f(join_name(prefix, "running_mean"), running_mean_);
-        f(join_name(prefix, "running_var"), running_var_);
+        const std::string p = parts() > 1 && prefix.find("{}") == std::string::npos ? join_name(prefix, "{}") : prefix;
+        f(join_name(p, "running_mean"), running_mean_);
+        f(join_name(p, "running_var"), running_var_);
     }
+    Index parts() const { return weight_.parts; }
 
     /// gamma = 1, beta = 0, running statistics reset (PyTorch's init).
     void reset_parameters(Rng&) {

@@ -30,13 +30,21 @@ struct MLPSpec {
 };
 
 /// Multi-layer perceptron. Shapes: x is sizes.front() x B, y is sizes.back() x B.
+///
+/// With groups = G > 1 it is G MLPs of the same spec evaluated together (a bank of experts or gates):
+/// every layer is a GroupedLinear and the activations are stacked, y is (G out) x B with member g in
+/// rows [g out, (g+1) out). With shared_input every member reads the same x (in x B) and the first
+/// layer is one GEMM; otherwise x is (G in) x B. Parameter names are "{}.0.weight", ..., with "{}"
+/// the member index (the store expands it), so they match a ModuleList of nn.Sequential.
 template <class T>
 class MLP {
 public:
     using Scalar = T;
     using Spec = MLPSpec;
 
-    explicit MLP(const MLPSpec& spec, std::string name = "moe::MLP") : spec_(spec), name_(std::move(name)) {
+    explicit MLP(const MLPSpec& spec, std::string name = "moe::MLP", Index groups = 1, bool shared_input = true)
+        : spec_(spec), name_(std::move(name)), groups_(groups), shared_input_(shared_input || groups == 1) {
+        detail::require(groups > 0, name_, ": groups must be positive, got ", groups);
         detail::require(spec.sizes.size() >= 2, name_, ": sizes needs at least an input and an output size, got ",
                         spec.sizes.size(), " entries");
         for (std::size_t i = 0; i < spec.sizes.size(); ++i)
@@ -47,20 +55,24 @@ public:
         const std::size_t n_linear = spec.sizes.size() - 1;
         for (std::size_t l = 0; l < n_linear; ++l) {
             const bool last = l + 1 == n_linear;
-            Block b{Linear<T>(spec.sizes[l], spec.sizes[l + 1], sub(index)), index, {}, {}, {}, -1};
+            Block b{GroupedLinear<T>(groups, spec.sizes[l], spec.sizes[l + 1], l == 0 && shared_input_, sub(index)),
+                    index, {}, {}, {}, -1};
             ++index;
             if (!last || spec.output_activation) b.act.emplace(spec.activation, sub(index++));
             if (!last && spec.batchnorm) {
                 b.bn_index = index;
-                b.bn.emplace(spec.sizes[l + 1], spec.bn_eps, spec.bn_momentum, sub(index++));
+                b.bn.emplace(groups * spec.sizes[l + 1], spec.bn_eps, spec.bn_momentum, sub(index++), groups);
             }
             if (!last && spec.dropout > 0.0) b.dropout.emplace(spec.dropout, 0, sub(index++));
             blocks_.push_back(std::move(b));
         }
     }
 
-    Index in_features() const { return spec_.sizes.front(); }
-    Index out_features() const { return spec_.sizes.back(); }
+    /// Rows of the input and of the output (all members together).
+    Index in_features() const { return shared_input_ ? spec_.sizes.front() : groups_ * spec_.sizes.front(); }
+    Index out_features() const { return groups_ * spec_.sizes.back(); }
+    Index groups() const { return groups_; }
+    bool shared_input() const { return shared_input_; }
     const MLPSpec& spec() const { return spec_; }
     const std::string& name() const { return name_; }
 
@@ -115,15 +127,18 @@ public:
 
     template <class F>
     void for_each_parameter(const std::string& prefix, F&& f) {
+        const std::string base = member_prefix(prefix);
         for (auto& b : blocks_) {
-            b.linear.for_each_parameter(join_name(prefix, std::to_string(b.linear_index)), f);
-            if (b.bn) b.bn->for_each_parameter(join_name(prefix, std::to_string(b.bn_index)), f);
+            b.linear.for_each_parameter(join_name(base, std::to_string(b.linear_index)), f);
+            if (b.bn) b.bn->for_each_parameter(join_name(base, std::to_string(b.bn_index)), f);
         }
     }
+    /// f(name, bn) for every BatchNorm1d; with groups > 1 the name holds "{}" for the member.
     template <class F>
     void for_each_batchnorm(const std::string& prefix, F&& f) {
+        const std::string base = member_prefix(prefix);
         for (auto& b : blocks_)
-            if (b.bn) f(join_name(prefix, std::to_string(b.bn_index)), *b.bn);
+            if (b.bn) f(join_name(base, std::to_string(b.bn_index)), *b.bn);
     }
     template <class F>
     void for_each_dropout(F&& f) {
@@ -148,12 +163,12 @@ public:
     void eval() { set_training(false); }
 
     const MatrixView<T>& output() const { return last_output(); }
-    Linear<T>& linear(std::size_t i) { return blocks_.at(i).linear; }
+    GroupedLinear<T>& linear(std::size_t i) { return blocks_.at(i).linear; }
     std::size_t num_linear() const { return blocks_.size(); }
 
 private:
     struct Block {
-        Linear<T> linear;
+        GroupedLinear<T> linear;
         int linear_index;
         std::optional<Activation<T>> act;
         std::optional<BatchNorm1d<T>> bn;
@@ -161,6 +176,9 @@ private:
         int bn_index;
     };
     std::string sub(int index) const { return name_ + "." + std::to_string(index); }
+    std::string member_prefix(const std::string& prefix) const {
+        return groups_ > 1 ? join_name(prefix, "{}") : prefix;
+    }
     const MatrixView<T>& last_output() const {
         const Block& b = blocks_.back();
         if (b.dropout) return b.dropout->output();
@@ -171,6 +189,8 @@ private:
 
     MLPSpec spec_;
     std::string name_;
+    Index groups_;
+    bool shared_input_;
     std::vector<Block> blocks_;
 };
 
