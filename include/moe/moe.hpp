@@ -19,7 +19,17 @@
 #include "moe/layers/mlp.hpp"
 #include "moe/layers/softmax.hpp"
 
+#include "moe/models/expert.hpp"
+#include "moe/models/gate.hpp"
+#include "moe/models/gated_mixture.hpp"
+#include "moe/models/mmoe.hpp"
+#include "moe/models/shared_bottom.hpp"
+#include "moe/models/task.hpp"
+#include "moe/models/tower.hpp"
+#include "moe/models/towers.hpp"
+
 #include "moe/tasks/losses.hpp"
+#include "moe/tasks/multitask_loss.hpp"
 
 #include "moe/optim/adam.hpp"
 #include "moe/optim/clip.hpp"

@@ -52,8 +52,10 @@ public:
     /// Mean loss over the counted samples. Shapes: logits K x B, targets K x B, weights 1 x B or empty.
     T forward(const ConstView<T>& logits, const ConstView<T>& targets, const ConstView<T>& weights = {}) {
         check_loss_inputs(logits, targets, weights, logits.rows(), name_);
+        // Labels of samples with weight 0 are not looked at: a missing post-click label may be NaN.
         for (Index j = 0; j < targets.cols(); ++j)
-            for (Index i = 0; i < targets.rows(); ++i) op_.check(targets(i, j), i, j, name_);
+            if (weights.size() == 0 || weights(0, j) != T(0))
+                for (Index i = 0; i < targets.rows(); ++i) op_.check(targets(i, j), i, j, name_);
         z_ = logits;
         y_ = targets;
         w_ = weights;
@@ -172,6 +174,7 @@ public:
         const Index c = logits.rows();
         for (Index j = 0; j < targets.cols(); ++j) {
             const T y = targets(0, j);
+            if (weights.size() != 0 && weights(0, j) == T(0)) continue;  // not counted, not looked at
             if (!(y >= T(0) && y < T(c)) || y != std::floor(y))
                 throw config_error(detail::concat(name_, "::forward: class label of sample ", j, " is ", y,
                                                   ", expected an integer in [0, ", c - 1, "]"));
@@ -200,7 +203,7 @@ public:
         for (Index j = 0; j < g.cols(); ++j) {
             const T wj = (w_.size() ? w_(0, j) : T(1)) * denom_ * scale;
             g.col(j) = wj * prob_.view().col(j);
-            g(static_cast<Index>(y_(0, j)), j) -= wj;
+            if (wj != T(0)) g(static_cast<Index>(y_(0, j)), j) -= wj;
         }
         return g;
     }

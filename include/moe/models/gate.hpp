@@ -1,0 +1,117 @@
+#pragma once
+// Softmax gates over experts, alone and as a bank evaluated together.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "moe/layers/grouped_linear.hpp"
+#include "moe/layers/mlp.hpp"
+#include "moe/layers/softmax.hpp"
+
+namespace moe {
+
+/// G softmax gates over E experts, all reading the same input (one per task in an MMoE).
+/// Gate g is softmax(W_g x + b_g), or softmax(MLP_g(x)) when hidden sizes are given.
+/// Shapes: x is in x B; the probabilities are (G E) x B, gate g in rows [g E, (g+1) E), each
+/// column of each gate summing to 1. All gates' first layers are one GEMM.
+/// Parameters: "{g}.weight"/"{g}.bias" without hidden layers (nn.Linear per gate), else
+/// "{g}.0.weight", ... (nn.Sequential per gate); "{g}" is dropped when G = 1.
+template <class T>
+class GateBank {
+public:
+    using Scalar = T;
+
+    GateBank(Index gates, Index in_features, Index experts, const std::vector<Index>& hidden = {},
+             ActivationKind activation = ActivationKind::relu, std::string name = "moe::GateBank")
+        : name_(std::move(name)), gates_(gates), experts_(experts) {
+        detail::require(gates > 0, name_, ": needs at least one gate, got ", gates);
+        detail::require(experts > 0, name_, ": needs at least one expert, got ", experts);
+        if (hidden.empty()) {
+            linear_.emplace(gates, in_features, experts, true, name_);
+        } else {
+            MLPSpec spec;
+            spec.sizes.push_back(in_features);
+            spec.sizes.insert(spec.sizes.end(), hidden.begin(), hidden.end());
+            spec.sizes.push_back(experts);
+            spec.activation = activation;
+            mlp_.emplace(spec, name_, gates, true);
+        }
+    }
+
+    Index gates() const { return gates_; }
+    Index experts() const { return experts_; }
+    Index in_features() const { return linear_ ? linear_->in_features() : mlp_->in_features(); }
+    const std::string& name() const { return name_; }
+
+    /// Gate probabilities ((G E) x B). Keeps a view of x for backward.
+    const MatrixView<T>& forward(const ConstView<T>& x) {
+        const MatrixView<T>& logits = linear_ ? linear_->forward(x) : mlp_->forward(x);
+        auto& p = probs_.resize(logits.rows(), logits.cols());
+        softmax(logits, p);
+        return p;
+    }
+
+    /// Probabilities into caller scratch (the result lives in a or b); caches nothing.
+    const MatrixView<T>& infer(const ConstView<T>& x, Buffer<T>& a, Buffer<T>& b) const {
+        const MatrixView<T>& logits = linear_ ? linear_->infer(x, a) : mlp_->infer(x, a, b);
+        Buffer<T>& out = logits.data() == a.view().data() ? b : a;
+        auto& p = out.resize(logits.rows(), logits.cols());
+        softmax(logits, p);
+        return p;
+    }
+
+    /// dp is (G E) x B; adds parameter gradients, returns dx (or an empty matrix).
+    const MatrixView<T>& backward(const ConstView<T>& dp, bool input_grad = true) {
+        detail::check_shape(dp, probs_.rows(), probs_.cols(), name_, "backward", "probability gradient");
+        auto& dl = dlogits_.resize(dp.rows(), dp.cols());
+        const Index cols = dp.cols() * gates_;
+        Eigen::Map<const Matrix<T>, 0, Eigen::OuterStride<>> y(probs_.view().data(), experts_, cols,
+                                                                Eigen::OuterStride<>(experts_));
+        Eigen::Map<const Matrix<T>, 0, Eigen::OuterStride<>> dy(dp.data(), experts_, cols, Eigen::OuterStride<>(experts_));
+        MatrixView<T> dx(dl.data(), experts_, cols);
+        if (dp.outerStride() != dp.rows()) throw shape_error(name_ + "::backward: the gradient must be contiguous");
+        detail::softmax_columns_backward<T>(y, dy, dx);
+        return linear_ ? linear_->backward(dl, input_grad) : mlp_->backward(dl, input_grad);
+    }
+
+    template <class F>
+    void for_each_parameter(const std::string& prefix, F&& f) {
+        if (linear_) linear_->for_each_parameter(prefix, f);
+        else mlp_->for_each_parameter(prefix, f);
+    }
+    void reset_parameters(Rng& rng) {
+        if (linear_) linear_->reset_parameters(rng);
+        else mlp_->reset_parameters(rng);
+    }
+    void set_training(bool on) {
+        if (mlp_) mlp_->set_training(on);
+    }
+    /// Probabilities of the last forward.
+    const MatrixView<T>& output() const { return probs_.view(); }
+
+private:
+    // Softmax over each gate's E rows: (G E) x B column-major is E x (G B) column-major.
+    void softmax(const MatrixView<T>& logits, MatrixView<T>& p) const {
+        const Index cols = logits.cols() * gates_;
+        MatrixView<T> in(const_cast<T*>(logits.data()), experts_, cols), out(p.data(), experts_, cols);
+        detail::softmax_columns<T>(in, out);
+    }
+
+    std::string name_;
+    Index gates_, experts_;
+    std::optional<GroupedLinear<T>> linear_;
+    std::optional<MLP<T>> mlp_;
+    Buffer<T> probs_, dlogits_;
+};
+
+/// One softmax gate over E experts (a GateBank of one gate). Shapes: x is in x B, probabilities E x B.
+/// Parameters "weight"/"bias" (nn.Linear), or "0.weight", ... with hidden layers.
+template <class T>
+class Gate : public GateBank<T> {
+public:
+    Gate(Index in_features, Index experts, const std::vector<Index>& hidden = {},
+         ActivationKind activation = ActivationKind::relu, std::string name = "moe::Gate")
+        : GateBank<T>(1, in_features, experts, hidden, activation, std::move(name)) {}
+};
+
+}  // namespace moe

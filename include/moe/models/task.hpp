@@ -1,0 +1,70 @@
+#pragma once
+// What a task is: a name, and the kind of its head.
+#include <set>
+#include <string>
+#include <vector>
+
+#include "moe/core/errors.hpp"
+#include "moe/core/types.hpp"
+
+namespace moe {
+
+/// The head of a task. binary: one logit, prediction sigmoid(logit). regression: one output,
+/// prediction = output (after a ReLU when relu_output, as the seed tutorial's watch-time head).
+/// multiclass: C logits, prediction softmax over them.
+enum class TaskKind { binary, regression, multiclass };
+
+inline const char* to_string(TaskKind k) {
+    switch (k) {
+        case TaskKind::binary: return "binary";
+        case TaskKind::regression: return "regression";
+        case TaskKind::multiclass: return "multiclass";
+    }
+    return "?";
+}
+
+/// One task of a multi-task model. Labels: binary 0/1, regression a number, multiclass a class
+/// index in [0, classes).
+struct TaskSpec {
+    std::string name;
+    TaskKind kind = TaskKind::binary;
+    Index classes = 0;         ///< multiclass only: number of classes, at least 2
+    bool relu_output = false;  ///< regression only: ReLU on the output (non-negative targets)
+
+    /// Rows of the tower's output (and of its prediction): C for multiclass, else 1.
+    Index outputs() const { return kind == TaskKind::multiclass ? classes : 1; }
+};
+
+inline TaskSpec binary_task(std::string name) { return {std::move(name), TaskKind::binary, 0, false}; }
+inline TaskSpec regression_task(std::string name, bool relu_output = false) {
+    return {std::move(name), TaskKind::regression, 0, relu_output};
+}
+inline TaskSpec multiclass_task(std::string name, Index classes) {
+    return {std::move(name), TaskKind::multiclass, classes, false};
+}
+
+namespace detail {
+inline void check_tasks(const std::vector<TaskSpec>& tasks, const std::string& who) {
+    require(!tasks.empty(), who, ": needs at least one task, got 0");
+    std::set<std::string> names;
+    for (std::size_t t = 0; t < tasks.size(); ++t) {
+        const TaskSpec& s = tasks[t];
+        require(!s.name.empty(), who, ": task ", t, " has an empty name");
+        require(names.insert(s.name).second, who, ": task name '", s.name, "' is used twice");
+        if (s.kind == TaskKind::multiclass)
+            require(s.classes >= 2, who, ": multiclass task '", s.name, "' needs at least 2 classes, got ", s.classes);
+        require(!s.relu_output || s.kind == TaskKind::regression, who, ": task '", s.name,
+                "': relu_output applies to regression tasks only");
+    }
+}
+
+inline std::size_t task_index(const std::vector<TaskSpec>& tasks, const std::string& name, const std::string& who) {
+    for (std::size_t t = 0; t < tasks.size(); ++t)
+        if (tasks[t].name == name) return t;
+    std::string known;
+    for (const auto& s : tasks) known += (known.empty() ? "" : ", ") + s.name;
+    throw config_error(who + ": unknown task '" + name + "' (the model's tasks: " + known + ")");
+}
+}  // namespace detail
+
+}  // namespace moe
