@@ -21,6 +21,7 @@
 
 #include "moe/models/expert.hpp"
 #include "moe/models/gate.hpp"
+#include "moe/models/gate_report.hpp"
 #include "moe/models/gated_mixture.hpp"
 #include "moe/models/mmoe.hpp"
 #include "moe/models/shared_bottom.hpp"
@@ -29,7 +30,14 @@
 #include "moe/models/towers.hpp"
 
 #include "moe/tasks/losses.hpp"
+#include "moe/tasks/metrics.hpp"
 #include "moe/tasks/multitask_loss.hpp"
+
+#include "moe/train/dataset.hpp"
+#include "moe/train/evaluate.hpp"
+#include "moe/train/fit.hpp"
+
+#include "moe/serve/rank.hpp"
 
 #include "moe/optim/adam.hpp"
 #include "moe/optim/clip.hpp"

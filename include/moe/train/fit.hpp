@@ -1,0 +1,195 @@
+#pragma once
+// A training loop for the multi-task models: shuffled mini-batches, Adam/AdamW, clipping, cosine LR,
+// per-epoch losses and validation metrics, progress output, a callback, non-finite loss detection.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <iomanip>
+#include <iostream>
+#include <numeric>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include "moe/core/model.hpp"
+#include "moe/optim/adam.hpp"
+#include "moe/optim/clip.hpp"
+#include "moe/optim/schedule.hpp"
+#include "moe/tasks/multitask_loss.hpp"
+#include "moe/train/evaluate.hpp"
+
+namespace moe {
+
+/// What fit() prints. automatic: a progress bar when the stream is std::cout on a terminal, plain
+/// per-epoch lines otherwise.
+enum class Progress { automatic, bar, lines, silent };
+
+/// One epoch's results, passed to the callback and kept in the history.
+struct EpochReport {
+    int epoch = 0;                         ///< 1-based
+    double train_loss = 0;                 ///< mean of the batches' weighted total loss
+    std::vector<double> train_task_losses; ///< mean of the batches' per-task losses
+    std::vector<TaskMetrics> validation;   ///< empty without validation data
+    double lr = 0;                         ///< learning rate used in this epoch
+    double seconds = 0;
+};
+
+struct FitOptions {
+    int epochs = 10;
+    Index batch_size = 256;
+    double lr = 1e-3;
+    double weight_decay = 0.0;
+    bool decoupled_weight_decay = false;  ///< AdamW instead of Adam's L2 term
+    double clip_norm = 0.0;               ///< clip the global gradient norm to this; 0 = off
+    bool cosine_lr = false;               ///< cosine annealing from lr to min_lr over the epochs
+    double min_lr = 0.0;
+    std::uint64_t seed = 0;               ///< shuffling
+    Progress progress = Progress::automatic;
+    std::ostream* out = &std::cout;
+    /// Called after every epoch; return false to stop (early stopping).
+    std::function<bool(const EpochReport&)> on_epoch;
+};
+
+struct FitHistory {
+    std::vector<EpochReport> epochs;
+    bool stopped_by_callback = false;
+};
+
+namespace detail {
+inline std::string format_metrics(const std::vector<TaskMetrics>& ms) {
+    std::ostringstream os;
+    os << std::fixed << std::setprecision(4);
+    for (std::size_t i = 0; i < ms.size(); ++i) {
+        const auto& m = ms[i];
+        os << (i ? " | " : "") << m.task;
+        if (m.kind == TaskKind::binary) {
+            if (m.auc) os << " auc " << *m.auc;
+            else os << " auc n/a";
+        } else if (m.kind == TaskKind::regression) {
+            os << " rmse " << m.rmse;
+        } else {
+            os << " acc " << m.accuracy;
+        }
+    }
+    return os.str();
+}
+}  // namespace detail
+
+/// Trains model on train (and evaluates on valid when given, which may be null) with Adam.
+/// Batches are the columns of a seeded permutation per epoch; a last batch of one sample is skipped
+/// (BatchNorm needs two). A non-finite loss or gradient stops training with numeric_error naming
+/// the epoch, the batch and the task; no optimizer step is taken with it, so the parameters are those
+/// of the last good step. The model is left in evaluation mode.
+template <class M, class T = typename M::Scalar>
+FitHistory fit(Model<M>& model, MultiTaskLoss<T>& loss, const MultiTaskData<T>& train,
+               const MultiTaskData<T>* valid, const FitOptions& o) {
+    detail::require(o.epochs > 0, "moe::fit: epochs must be positive, got ", o.epochs);
+    detail::require(o.batch_size > 1, "moe::fit: batch_size must be at least 2, got ", o.batch_size);
+    detail::require(o.lr > 0 && std::isfinite(o.lr), "moe::fit: lr must be positive, got ", o.lr);
+    detail::require(o.clip_norm >= 0, "moe::fit: clip_norm must be >= 0, got ", o.clip_norm);
+    detail::require(loss.tasks().size() == model.tasks().size(), "moe::fit: the loss has ", loss.tasks().size(),
+                    " tasks, the model ", model.tasks().size());
+    train.check(model.in_features(), model.tasks(), "train");
+    if (valid) valid->check(model.in_features(), model.tasks(), "validation");
+
+    Progress progress = o.progress;
+    if (progress == Progress::automatic)
+        progress = (o.out == &std::cout && isatty(fileno(stdout))) ? Progress::bar : Progress::lines;
+    if (!o.out) progress = Progress::silent;
+
+    AdamOptions ao;
+    ao.lr = o.lr;
+    ao.weight_decay = o.weight_decay;
+    ao.decoupled_weight_decay = o.decoupled_weight_decay;
+    Adam<T> adam(ao);
+    const CosineAnnealingLR cosine(o.lr, double(o.epochs), o.min_lr);
+    const Index n = train.size(), n_tasks = static_cast<Index>(model.tasks().size());
+    const bool masked = train.mask.size() != 0;
+    const Index batches = (n + o.batch_size - 1) / o.batch_size;
+    std::vector<Index> order(static_cast<std::size_t>(n));
+    std::iota(order.begin(), order.end(), Index(0));
+    Rng rng(o.seed);
+    Matrix<T> xb(train.x.rows(), o.batch_size), yb(n_tasks, o.batch_size), mb(masked ? n_tasks : 0, o.batch_size);
+    FitHistory history;
+
+    for (int epoch = 1; epoch <= o.epochs; ++epoch) {
+        const auto start = std::chrono::steady_clock::now();
+        const double lr = o.cosine_lr ? cosine(epoch - 1) : o.lr;
+        adam.set_lr(lr);
+        moe::shuffle(order.begin(), order.end(), rng);
+        model.train();
+        EpochReport rep;
+        rep.epoch = epoch;
+        rep.lr = lr;
+        rep.train_task_losses.assign(static_cast<std::size_t>(n_tasks), 0.0);
+        Index counted_batches = 0;
+        for (Index b = 0; b < batches; ++b) {
+            const Index begin = b * o.batch_size, size = std::min(o.batch_size, n - begin);
+            if (size < 2) continue;
+            for (Index j = 0; j < size; ++j) {
+                const Index src = order[static_cast<std::size_t>(begin + j)];
+                xb.col(j) = train.x.col(src);
+                yb.col(j) = train.labels.col(src);
+                if (masked) mb.col(j) = train.mask.col(src);
+            }
+            const ConstView<T> x(xb.data(), xb.rows(), size), y(yb.data(), n_tasks, size);
+            const ConstView<T> m = masked ? ConstView<T>(mb.data(), n_tasks, size) : ConstView<T>();
+            model.zero_grad();
+            const T total = loss.forward(model.forward(x), y, m);
+            if (!std::isfinite(static_cast<double>(total))) {
+                std::size_t bad = 0;
+                while (bad + 1 < loss.task_losses().size() && std::isfinite(double(loss.task_loss(bad)))) ++bad;
+                throw numeric_error(detail::concat("moe::fit: non-finite loss at epoch ", epoch, ", batch ", b + 1, " of ",
+                                                   batches, ", task '", model.tasks()[bad].name, "' (loss ",
+                                                   loss.task_loss(bad), "); stopped before the step, the parameters "
+                                                   "are those of the last good step"));
+            }
+            model.backward(loss.backward());
+            const double norm = o.clip_norm > 0 ? double(clip_grad_norm(model.params(), o.clip_norm))
+                                                : double(model.params().grads().norm());
+            if (!std::isfinite(norm))
+                throw numeric_error(detail::concat("moe::fit: non-finite gradient at epoch ", epoch, ", batch ", b + 1,
+                                                   " of ", batches, " (loss ", total, ", finite); stopped before the "
+                                                   "step, the parameters are those of the last good step"));
+            adam.step(model.params());
+            rep.train_loss += double(total);
+            for (Index t = 0; t < n_tasks; ++t)
+                rep.train_task_losses[static_cast<std::size_t>(t)] += double(loss.task_loss(static_cast<std::size_t>(t)));
+            ++counted_batches;
+            if (progress == Progress::bar) {
+                const int width = 30, done = static_cast<int>(width * (b + 1) / batches);
+                *o.out << "\repoch " << epoch << "/" << o.epochs << " [" << std::string(std::size_t(done), '=')
+                       << std::string(std::size_t(width - done), ' ') << "] " << std::setw(3) << (100 * (b + 1) / batches)
+                       << "% loss " << std::fixed << std::setprecision(4) << rep.train_loss / double(counted_batches)
+                       << std::flush;
+            }
+        }
+        if (counted_batches) {
+            rep.train_loss /= double(counted_batches);
+            for (auto& l : rep.train_task_losses) l /= double(counted_batches);
+        }
+        model.eval();
+        if (valid) rep.validation = evaluate(model, *valid);
+        rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        if (progress != Progress::silent) {
+            if (progress == Progress::bar) *o.out << "\r\033[K";
+            *o.out << "epoch " << epoch << "/" << o.epochs << "  loss " << std::fixed << std::setprecision(4)
+                   << rep.train_loss;
+            if (valid) *o.out << "  valid: " << detail::format_metrics(rep.validation);
+            *o.out << "  lr " << std::scientific << std::setprecision(2) << lr << std::fixed << "  "
+                   << std::setprecision(1) << rep.seconds << "s\n";
+        }
+        history.epochs.push_back(rep);
+        if (o.on_epoch && !o.on_epoch(history.epochs.back())) {
+            history.stopped_by_callback = true;
+            break;
+        }
+    }
+    model.eval();
+    return history;
+}
+
+}  // namespace moe
