@@ -107,9 +107,8 @@ void gemm_serial(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha,
 template <class T>
 void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const T* a, Index lda, const T* b, Index ldb,
           bool accumulate, T* c, Index ldc, int threads = max_threads()) {
-    // Below ~100k multiply-adds a second thread costs more than it saves.
     const double work = double(m) * double(n) * double(k);
-    if (threads <= 1 || work < 1.0e5) {
+    if (threads <= 1 || work < kParallelWork) {
         gemm_serial(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, accumulate, c, ldc);
         return;
     }

@@ -74,6 +74,15 @@ public:
         return y;
     }
 
+    /// infer() in place on y (features x B).
+    void infer_inplace(MatrixView<T>& y) const {
+        detail::check_rows(y, features(), name_, "forward");
+        for (Index i = 0; i < features(); ++i) {
+            const T scale = weight_.value(i, 0) / std::sqrt(running_var_(i) + T(eps_));
+            const T shift = bias_.value(i, 0) - running_mean_(i) * scale;
+            y.row(i) = (y.row(i).array() * scale + shift).matrix();
+        }
+    }
     const MatrixView<T>& backward(const ConstView<T>& dy) {
         detail::check_shape(dy, features(), xhat_.cols(), name_, "backward", "output gradient");
         const auto& xhat = xhat_.view();

@@ -24,7 +24,7 @@ template <class F>
 void for_each_group(Index groups, double work_per_group, F&& f) {
     const int threads = max_threads();
 #ifdef _OPENMP
-    if (threads > 1 && groups >= threads && work_per_group * double(groups) >= 2.0e5) {
+    if (threads > 1 && groups >= threads && work_per_group * double(groups) >= kParallelWork) {
 #pragma omp parallel for num_threads(threads) schedule(static)
         for (Index g = 0; g < groups; ++g) f(g);
         return;
@@ -76,17 +76,18 @@ public:
     const MatrixView<T>& infer(const ConstView<T>& x, Buffer<T>& out) const {
         detail::check_rows(x, input_rows(), name_, "forward");
         auto& y = out.resize(output_rows(), x.cols());
+        // The GEMM kernel accumulates, so start from the bias instead of zeros: one pass fewer.
+        y.colwise() = bias_.value_vec();
         if (shared_input_) {
-            detail::matmul<T>(y, weight_.value_t(), true, x, false);
+            detail::matmul<T>(y, weight_.value_t(), true, x, false, /*accumulate=*/true);
         } else {
             const Index in = in_features(), o = out_features(), n = x.cols();
             const T* w = weight_.value_vec().data();
             detail::for_each_group(groups_, double(in) * double(o) * double(n), [&](Index g) {
-                detail::gemm<T>(true, false, o, n, in, T(1), w + g * o * in, in, x.data() + g * in, x.outerStride(), false,
+                detail::gemm<T>(true, false, o, n, in, T(1), w + g * o * in, in, x.data() + g * in, x.outerStride(), true,
                                 y.data() + g * o, y.outerStride());
             });
         }
-        y.colwise() += bias_.value_vec();
         return y;
     }
 

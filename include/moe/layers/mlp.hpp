@@ -96,15 +96,14 @@ public:
         ConstView<T> h = x;
         Buffer<T>* out = &a;
         Buffer<T>* other = &b;
-        auto step = [&](const auto& layer) {
-            h = layer.infer(h, *out);
-            std::swap(out, other);
-        };
         for (const auto& blk : blocks_) {
-            step(blk.linear);
-            if (blk.act) step(*blk.act);
-            if (blk.bn) step(*blk.bn);
+            MatrixView<T>& y = out->view();
+            h = blk.linear.infer(h, *out);
+            // Activation and BatchNorm in place: one pass over the block's output, no second buffer.
+            if (blk.act) detail::activation_forward(blk.act->kind(), ConstView<T>(y), y);
+            if (blk.bn) blk.bn->infer_inplace(y);
             // Dropout is the identity at inference: skipped.
+            std::swap(out, other);
         }
         return other->view();
     }

@@ -63,7 +63,7 @@ GateReport inspect_gates(const MMoE<T>& model, const Matrix<T>& x, double collap
         for (const auto& t : model.tasks()) r.gates.push_back(t.name);
     r.mean_weight = Matrix<double>::Zero(G, E);
     r.entropy = Vector<double>::Zero(G);
-    InferenceWorkspace<T> ws;
+    InferenceScratch<T> ws;
     for (Index begin = 0; begin < x.cols(); begin += batch_size) {
         const Index n = std::min(batch_size, x.cols() - begin);
         const auto& p = model.gate_probabilities(ConstView<T>(x.data() + begin * x.rows(), x.rows(), n), ws);

@@ -15,7 +15,7 @@ template <class F>
 void for_each_sample(Index batch, double work_per_sample, F&& f) {
 #ifdef _OPENMP
     const int threads = max_threads();
-    if (threads > 1 && work_per_sample * double(batch) >= 2.0e5) {
+    if (threads > 1 && work_per_sample * double(batch) >= kParallelWork) {
 #pragma omp parallel for num_threads(threads) schedule(static)
         for (Index b = 0; b < batch; ++b) f(b);
         return;

@@ -82,19 +82,24 @@ public:
 
     /// Predictions after the heads, per task (outputs x B), into the caller's workspace. Evaluation
     /// semantics whatever the mode; caches nothing; safe from several threads, one workspace each.
+    /// Blocks of samples run on separate threads (see detail::predict_in_blocks).
     const std::vector<ConstView<T>>& predict(const ConstView<T>& x, InferenceWorkspace<T>& ws) const {
         detail::check_rows(x, spec_.input, name_, "predict");
-        const MatrixView<T>& o = experts_.infer(x, ws.a, ws.b);
-        const MatrixView<T>& p = gates_.infer(x, ws.c, ws.d);
-        auto& m = ws.mix.resize(gates() * spec_.expert_dim, x.cols());
-        detail::gated_mix_forward(o.data(), p.data(), m.data(), x.cols(), spec_.expert_dim, experts(), gates());
-        return towers_.predict(m, ws);
+        return detail::predict_in_blocks(x, tasks(), macs_per_sample_, ws,
+                                         [&](const ConstView<T>& xb, InferenceScratch<T>& s) -> const auto& {
+                                             const MatrixView<T>& o = experts_.infer(xb, s.a, s.b);
+                                             const MatrixView<T>& p = gates_.infer(xb, s.c, s.d);
+                                             auto& m = s.mix.resize(gates() * spec_.expert_dim, xb.cols());
+                                             detail::gated_mix_forward(o.data(), p.data(), m.data(), xb.cols(),
+                                                                       spec_.expert_dim, experts(), gates());
+                                             return towers_.predict(m, s);
+                                         });
     }
 
-    /// Gate probabilities into `out` ((G E) x B), inference path. Used by gate inspection.
-    const MatrixView<T>& gate_probabilities(const ConstView<T>& x, InferenceWorkspace<T>& ws) const {
+    /// Gate probabilities ((G E) x B), inference path, into the caller's scratch. Used by gate inspection.
+    const MatrixView<T>& gate_probabilities(const ConstView<T>& x, InferenceScratch<T>& s) const {
         detail::check_rows(x, spec_.input, name_, "gate_probabilities");
-        return gates_.infer(x, ws.c, ws.d);
+        return gates_.infer(x, s.c, s.d);
     }
     /// Gate probabilities and expert outputs of the last forward.
     const MatrixView<T>& last_gate_probabilities() const { return gates_.output(); }
@@ -135,7 +140,8 @@ protected:
           gates_(spec.shared_gate ? 1 : static_cast<Index>(spec.tasks.size()), spec.input, spec.experts, spec.gate_hidden,
                  spec.activation, name + (spec.shared_gate ? ".gate" : ".gates")),
           towers_(spec.tasks, spec.expert_dim, spec.shared_gate ? 1 : static_cast<Index>(spec.tasks.size()),
-                  TowerOptions{spec.tower_hidden, spec.activation, spec.batchnorm, spec.tower_dropout}, name) {}
+                  TowerOptions{spec.tower_hidden, spec.activation, spec.batchnorm, spec.tower_dropout}, name),
+          macs_per_sample_(macs_per_sample(spec)) {}
 
 private:
     static const MMoESpec& checked(const MMoESpec& s, const std::string& name) {
@@ -157,12 +163,28 @@ private:
         return e;
     }
 
+    /// Multiply-adds of one sample's prediction (for the threading decision).
+    static double macs_per_sample(const MMoESpec& s) {
+        double macs = 0, in = double(s.input);
+        for (Index h : s.expert_hidden) macs += in * double(h), in = double(h);
+        macs += in * double(s.expert_dim);
+        macs *= double(s.experts);
+        macs += double(s.input) * double(s.experts) * double(s.tasks.size());
+        for (const auto& t : s.tasks) {
+            double tin = double(s.expert_dim);
+            for (Index h : s.tower_hidden) macs += tin * double(h), tin = double(h);
+            macs += tin * double(t.outputs());
+        }
+        return macs;
+    }
+
     MMoESpec spec_;
     std::string name_;
     ExpertBank<T> experts_;
     GateBank<T> gates_;
     TowerSet<T> towers_;
     Buffer<T> mix_, dexperts_, dgates_, dx_;
+    double macs_per_sample_;
 };
 
 /// One-gate Mixture-of-Experts: an MMoE whose tasks share one gate (and so one mixture).

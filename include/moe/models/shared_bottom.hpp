@@ -48,8 +48,13 @@ public:
     }
     const std::vector<ConstView<T>>& predict(const ConstView<T>& x, InferenceWorkspace<T>& ws) const {
         detail::check_rows(x, spec_.input, name_, "predict");
-        const MatrixView<T>& h = bottom_.infer(x, ws.c, ws.d);
-        return towers_.predict(h, ws);
+        double macs = 0, in = double(spec_.input);
+        for (Index h : spec_.bottom_hidden) macs += in * double(h), in = double(h);
+        macs += in * double(spec_.bottom_dim) * (1.0 + double(spec_.tasks.size()));  // a rough tower estimate
+        return detail::predict_in_blocks(x, tasks(), macs, ws,
+                                         [&](const ConstView<T>& xb, InferenceScratch<T>& s) -> const auto& {
+                                             return towers_.predict(bottom_.infer(xb, s.c, s.d), s);
+                                         });
     }
 
     template <class F>
