@@ -70,3 +70,38 @@ TEST_CASE("MLP inference into caller buffers allocates nothing", "[alloc]") {
     for (int i = 0; i < 3; ++i) mlp.infer(x, a, b);
     CHECK(moe::testing::allocations() - before == 0);
 }
+
+TEST_CASE("MMoE: training steps and predict allocate nothing after the first call at a batch size", "[alloc]") {
+    MMoESpec s;
+    s.input = 16;
+    s.experts = 4;
+    s.expert_hidden = {32};
+    s.expert_dim = 16;
+    s.tower_hidden = {8};
+    s.batchnorm = true;
+    s.tower_dropout = 0.1;
+    s.tasks = {binary_task("click"), regression_task("watch"), multiclass_task("rating", 3)};
+    Model<MMoE<float>> model(s, 1);
+    MultiTaskLoss<float> loss(s.tasks);
+    Adam<float> adam(AdamOptions{});
+    Rng rng(2);
+    Matrix<float> x(16, 300), y(3, 300), mask = Matrix<float>::Ones(3, 300);
+    for (Index i = 0; i < x.size(); ++i) x.data()[i] = float(rng.normal());
+    for (Index j = 0; j < 300; ++j) y.col(j) << float(rng.below(2)), float(rng.uniform()), float(rng.below(3));
+    for (Index j = 0; j < 300; j += 2) mask(0, j) = 0;
+    auto step = [&] {
+        model.zero_grad();
+        loss.forward(model.forward(x), y, mask);
+        model.backward(loss.backward());
+        clip_grad_norm(model.params(), 1.0);
+        adam.step(model.params());
+    };
+    InferenceWorkspace<float> ws;
+    step();
+    model.predict(x, ws);
+    const long before = moe::testing::allocations();
+    for (int i = 0; i < 2; ++i) step();
+    model.eval();
+    for (int i = 0; i < 3; ++i) model.predict(x, ws);
+    CHECK(moe::testing::allocations() - before == 0);
+}

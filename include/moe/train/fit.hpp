@@ -83,9 +83,10 @@ inline std::string format_metrics(const std::vector<TaskMetrics>& ms) {
 /// (BatchNorm needs two). A non-finite loss or gradient stops training with numeric_error naming
 /// the epoch, the batch and the task; no optimizer step is taken with it, so the parameters are those
 /// of the last good step. The model is left in evaluation mode.
-template <class M, class T = typename M::Scalar>
-FitHistory fit(Model<M>& model, MultiTaskLoss<T>& loss, const MultiTaskData<T>& train,
-               const MultiTaskData<T>* valid, const FitOptions& o) {
+template <class M>
+FitHistory fit(Model<M>& model, MultiTaskLoss<typename M::Scalar>& loss, const MultiTaskData<typename M::Scalar>& train,
+               const MultiTaskData<typename M::Scalar>* valid, const FitOptions& o) {
+    using T = typename M::Scalar;
     detail::require(o.epochs > 0, "moe::fit: epochs must be positive, got ", o.epochs);
     detail::require(o.batch_size > 1, "moe::fit: batch_size must be at least 2, got ", o.batch_size);
     detail::require(o.lr > 0 && std::isfinite(o.lr), "moe::fit: lr must be positive, got ", o.lr);
