@@ -7,6 +7,7 @@
 #include "moe/core/parameters.hpp"
 #include "moe/core/rng.hpp"
 #include "moe/core/view.hpp"
+#include "moe/detail/row_sums.hpp"
 
 namespace moe {
 
@@ -47,9 +48,14 @@ public:
             if (n < 2)
                 throw shape_error(detail::concat(name_, "::forward: training needs more than 1 sample per batch, got ", n,
                                                  " (PyTorch refuses this too)"));
-            mean_ = x.rowwise().mean();
+            mean_.setZero(features());
+            detail::add_row_sums(x, mean_);
+            mean_ /= T(n);
             xhat = x.colwise() - mean_;
-            var_ = xhat.rowwise().squaredNorm() / T(n);  // biased, used to normalise
+            const ConstView<T> xc = xhat;
+            var_.setZero(features());
+            detail::add_row_dots(xc, xc, var_);
+            var_ /= T(n);  // biased, used to normalise
             inv_std_ = (var_.array() + T(eps_)).rsqrt().matrix();
             xhat = (xhat.array().colwise() * inv_std_.array()).matrix();
             const T m = T(momentum_);
@@ -86,8 +92,9 @@ public:
     const MatrixView<T>& backward(const ConstView<T>& dy) {
         detail::check_shape(dy, features(), xhat_.cols(), name_, "backward", "output gradient");
         const auto& xhat = xhat_.view();
-        weight_.grad_vec() += dy.cwiseProduct(xhat).rowwise().sum();
-        bias_.grad_vec() += dy.rowwise().sum();
+        const ConstView<T> xh = xhat;
+        detail::add_row_dots(dy, xh, weight_.grad_vec());
+        detail::add_row_sums(dy, bias_.grad_vec());
         auto& dx = dx_.resize(features(), dy.cols());
         if (!training_) {
             scale_ = weight_.value_vec().cwiseProduct(inv_std_);
@@ -96,8 +103,10 @@ public:
         }
         const T n = T(dy.cols());
         // dx = gamma * inv_std / N * (N dy - sum(dy) - xhat * sum(dy * xhat)), per feature.
-        sum_dy_ = dy.rowwise().sum();
-        sum_dy_xhat_ = dy.cwiseProduct(xhat).rowwise().sum();
+        sum_dy_.setZero(features());
+        sum_dy_xhat_.setZero(features());
+        detail::add_row_sums(dy, sum_dy_);
+        detail::add_row_dots(dy, xh, sum_dy_xhat_);
         scale_ = weight_.value_vec().cwiseProduct(inv_std_) / n;
         dx = ((n * dy.array() - xhat.array().colwise() * sum_dy_xhat_.array()).colwise() - sum_dy_.array()).matrix();
         dx = (dx.array().colwise() * scale_.array()).matrix();

@@ -14,6 +14,7 @@
 #include "moe/core/threads.hpp"
 #include "moe/core/view.hpp"
 #include "moe/detail/gemm.hpp"
+#include "moe/detail/row_sums.hpp"
 
 namespace moe {
 
@@ -95,7 +96,7 @@ public:
     /// matrix when input_grad is false (the first layer of a model needs none).
     const MatrixView<T>& backward(const ConstView<T>& dy, bool input_grad = true) {
         detail::check_shape(dy, output_rows(), x_.cols(), name_, "backward", "output gradient");
-        bias_.grad_vec() += dy.rowwise().sum();
+        detail::add_row_sums(dy, bias_.grad_vec());
         const Index in = in_features(), o = out_features(), n = dy.cols();
         if (shared_input_) {
             auto dw_t = weight_.grad_t();  // dW^T = x dy^T, in x (G out)
