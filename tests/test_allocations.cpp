@@ -105,3 +105,29 @@ TEST_CASE("MMoE: training steps and predict allocate nothing after the first cal
     for (int i = 0; i < 3; ++i) model.predict(x, ws);
     CHECK(moe::testing::allocations() - before == 0);
 }
+
+TEST_CASE("SparseMoE: forward and backward allocate nothing in steady state", "[alloc]") {
+    SparseMoESpec s;
+    s.dim = 16;
+    s.ffn = 32;
+    s.experts = 8;
+    s.k = 2;
+    s.noisy = true;
+    s.capacity_factor = 1.0;
+    s.balance_coef = s.importance_coef = s.load_coef = s.z_coef = 0.01;
+    Model<SparseMoE<float>> model(s, 1);
+    Adam<float> adam(AdamOptions{});
+    Rng rng(2);
+    Matrix<float> x(16, 256), dy(16, 256);
+    for (Index i = 0; i < x.size(); ++i) x.data()[i] = float(rng.normal()), dy.data()[i] = float(rng.normal());
+    auto step = [&] {
+        model.zero_grad();
+        model.forward(x);
+        model.backward(dy);
+        adam.step(model.params());
+    };
+    step();
+    const long before = moe::testing::allocations();
+    for (int i = 0; i < 3; ++i) step();
+    CHECK(moe::testing::allocations() - before == 0);
+}

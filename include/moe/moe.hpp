@@ -25,9 +25,13 @@
 #include "moe/models/gated_mixture.hpp"
 #include "moe/models/mmoe.hpp"
 #include "moe/models/shared_bottom.hpp"
+#include "moe/models/sparse_moe.hpp"
 #include "moe/models/task.hpp"
 #include "moe/models/tower.hpp"
 #include "moe/models/towers.hpp"
+
+#include "moe/routing/aux_losses.hpp"
+#include "moe/routing/routing_stats.hpp"
 
 #include "moe/tasks/losses.hpp"
 #include "moe/tasks/metrics.hpp"

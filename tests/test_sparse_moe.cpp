@@ -1,0 +1,282 @@
+// SparseMoE and the router's aux losses: forward against a naive per-token loop, k = E against the
+// dense layer, gradient checks of every routing option and aux loss, diagnostics, bad input.
+#include <algorithm>
+#include <cmath>
+
+#include "support/catch.hpp"
+#include "support/gradcheck.hpp"
+
+using namespace moe;
+using moe::testing::check_gradients;
+using moe::testing::Probe;
+using moe::testing::random_matrix;
+using Catch::Matchers::Contains;
+
+namespace {
+
+SparseMoESpec small_spec(Index experts, Index k) {
+    SparseMoESpec s;
+    s.dim = 6;
+    s.ffn = 10;
+    s.experts = experts;
+    s.k = k;
+    return s;
+}
+
+double act(ActivationKind kind, double v) {
+    switch (kind) {
+        case ActivationKind::relu: return std::max(v, 0.0);
+        case ActivationKind::gelu: return 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)));
+        case ActivationKind::tanh: return std::tanh(v);
+        default: return v;
+    }
+}
+
+/// The layer written the obvious way, token by token, from the parameters in the store (no noise).
+Matrix<double> naive_forward(Model<SparseMoE<double>>& m, const Matrix<double>& x) {
+    const SparseMoESpec& s = m.spec();
+    auto& ps = m.params();
+    const Index n = x.cols(), e = s.experts, k = s.k;
+    Matrix<double> logits = Matrix<double>(ps.value("router.weight")) * x;
+    if (s.router_bias) logits.colwise() += Matrix<double>(ps.value("router.bias")).col(0);
+    std::vector<std::vector<Index>> chosen(static_cast<std::size_t>(n));
+    std::vector<std::vector<double>> w(static_cast<std::size_t>(n));
+    for (Index t = 0; t < n; ++t) {
+        Vector<double> p = (logits.col(t).array() - logits.col(t).maxCoeff()).exp();
+        p /= p.sum();
+        std::vector<Index> idx(static_cast<std::size_t>(e));
+        for (Index i = 0; i < e; ++i) idx[std::size_t(i)] = i;
+        std::stable_sort(idx.begin(), idx.end(), [&](Index a, Index b) { return logits(a, t) > logits(b, t); });
+        idx.resize(std::size_t(k));
+        double sum = 0;
+        for (Index i : idx) sum += p(i);
+        for (Index i : idx) w[std::size_t(t)].push_back(s.renormalize ? p(i) / sum : p(i));
+        chosen[std::size_t(t)] = idx;
+    }
+    // Capacity: first choices of all tokens before second choices, earlier tokens first.
+    const Index cap = s.capacity_factor > 0 ? Index(std::ceil(s.capacity_factor * double(n * k) / double(e))) : n * k;
+    std::vector<Index> used(static_cast<std::size_t>(e), 0);
+    std::vector<std::vector<bool>> runs(static_cast<std::size_t>(n), std::vector<bool>(static_cast<std::size_t>(k)));
+    for (Index r = 0; r < k; ++r)
+        for (Index t = 0; t < n; ++t) {
+            auto& u = used[std::size_t(chosen[std::size_t(t)][std::size_t(r)])];
+            runs[std::size_t(t)][std::size_t(r)] = u < cap;
+            u += u < cap;
+        }
+    Matrix<double> y = Matrix<double>::Zero(s.dim, n);
+    for (Index t = 0; t < n; ++t) {
+        bool any = false;
+        for (Index r = 0; r < k; ++r) {
+            if (!runs[std::size_t(t)][std::size_t(r)]) continue;
+            any = true;
+            const std::string ex = "experts." + std::to_string(chosen[std::size_t(t)][std::size_t(r)]);
+            Vector<double> h = Matrix<double>(ps.value(ex + ".0.weight")) * x.col(t) + Matrix<double>(ps.value(ex + ".0.bias")).col(0);
+            for (Index i = 0; i < h.size(); ++i) h(i) = act(s.activation, h(i));
+            const Vector<double> o = Matrix<double>(ps.value(ex + ".2.weight")) * h + Matrix<double>(ps.value(ex + ".2.bias")).col(0);
+            y.col(t) += w[std::size_t(t)][std::size_t(r)] * o;
+        }
+        if (!any && s.dropped == DroppedTokens::passthrough) y.col(t) = x.col(t);
+    }
+    return y;
+}
+
+/// Gradient check of sum(R .* y) + aux_loss() over the input and every parameter, in training mode.
+double gradcheck_sparse(const SparseMoESpec& spec, Index tokens = 12, std::uint64_t seed = 3) {
+    Model<SparseMoE<double>> m(spec, seed);
+    m.freeze_noise(true);
+    Matrix<double> x = random_matrix(spec.dim, tokens, seed + 10);
+    const Matrix<double> r = random_matrix(spec.dim, tokens, seed + 20);
+    auto f = [&] { return m.forward(x).cwiseProduct(r).sum() + m.aux_loss(); };
+    m.zero_grad();
+    f();
+    const Matrix<double> dx = m.backward(r);
+    std::vector<Probe> probes;
+    probes.push_back({"input", x.data(), std::vector<double>(dx.data(), dx.data() + dx.size())});
+    moe::testing::add_parameter_probes(m, probes);
+    auto res = check_gradients(f, probes);
+    INFO(res.report << "worst: " << res.worst);
+    return res.max_error;
+}
+
+}  // namespace
+
+TEST_CASE("SparseMoE forward equals a naive per-token loop", "[sparse]") {
+    for (Index k : {1, 2, 3}) {
+        for (bool renorm : {true, false}) {
+            SparseMoESpec s = small_spec(5, k);
+            s.renormalize = renorm;
+            s.router_bias = k == 2;
+            s.activation = k == 3 ? ActivationKind::relu : ActivationKind::gelu;
+            Model<SparseMoE<double>> m(s, 7);
+            const Matrix<double> x = random_matrix(6, 40, 8);
+            const Matrix<double> y = m.forward(x);
+            CAPTURE(k, renorm);
+            CHECK((y - naive_forward(m, x)).cwiseAbs().maxCoeff() < 1e-12);
+        }
+    }
+}
+
+TEST_CASE("SparseMoE with a capacity drops the later assignments; zero and passthrough", "[sparse]") {
+    for (auto policy : {DroppedTokens::zero, DroppedTokens::passthrough}) {
+        SparseMoESpec s = small_spec(4, 2);
+        s.capacity_factor = 0.5;
+        s.dropped = policy;
+        Model<SparseMoE<double>> m(s, 2);
+        const Matrix<double> x = random_matrix(6, 40, 9);
+        const Matrix<double> y = m.forward(x);
+        CHECK((y - naive_forward(m, x)).cwiseAbs().maxCoeff() < 1e-12);
+        const RoutingStats& st = m.stats();
+        Index kept = 0;
+        for (std::size_t e = 0; e < st.kept.size(); ++e) {
+            CHECK(st.kept[e] <= 10);  // ceil(0.5 * 40 * 2 / 4)
+            kept += st.kept[e];
+        }
+        CHECK(st.dropped == 80 - kept);
+        CHECK(st.dropped > 0);
+    }
+}
+
+TEST_CASE("SparseMoE with k = E is the dense softmax-weighted layer", "[sparse]") {
+    SparseMoESpec s = small_spec(4, 4);
+    Model<SparseMoE<double>> m(s, 3);
+    REQUIRE(m.dense());
+    const Matrix<double> x = random_matrix(6, 20, 4);
+    const Matrix<double> y = m.forward(x);
+    // Dense: every expert on every token, weighted by the full softmax.
+    auto& ps = m.params();
+    const Matrix<double> logits = Matrix<double>(ps.value("router.weight")) * x;
+    Matrix<double> dense = Matrix<double>::Zero(6, 20);
+    for (Index t = 0; t < 20; ++t) {
+        Vector<double> p = (logits.col(t).array() - logits.col(t).maxCoeff()).exp();
+        p /= p.sum();
+        for (Index e = 0; e < 4; ++e) {
+            const std::string ex = "experts." + std::to_string(e);
+            Vector<double> h = Matrix<double>(ps.value(ex + ".0.weight")) * x.col(t) + Matrix<double>(ps.value(ex + ".0.bias")).col(0);
+            for (Index i = 0; i < h.size(); ++i) h(i) = act(ActivationKind::gelu, h(i));
+            dense.col(t) += p(e) * (Matrix<double>(ps.value(ex + ".2.weight")) * h + Matrix<double>(ps.value(ex + ".2.bias")).col(0));
+        }
+    }
+    CHECK((y - dense).cwiseAbs().maxCoeff() < 1e-12);
+}
+
+TEST_CASE("SparseMoE gradients: every gate, the noise, the capacity path, every aux loss", "[sparse][gradcheck]") {
+    constexpr double tol = 1e-6;
+    SECTION("top-1 without renormalisation (Switch)") {
+        SparseMoESpec s = small_spec(4, 1);
+        s.renormalize = false;
+        CHECK(gradcheck_sparse(s) < tol);
+    }
+    SECTION("top-2 renormalised (Mixtral), router bias, relu experts") {
+        SparseMoESpec s = small_spec(5, 2);
+        s.router_bias = true;
+        s.activation = ActivationKind::relu;
+        CHECK(gradcheck_sparse(s) < tol);
+    }
+    SECTION("top-2 without renormalisation") {
+        SparseMoESpec s = small_spec(5, 2);
+        s.renormalize = false;
+        CHECK(gradcheck_sparse(s) < tol);
+    }
+    SECTION("dense, k = E") { CHECK(gradcheck_sparse(small_spec(3, 3)) < tol); }
+    SECTION("noisy top-2 with a fixed draw, and the load loss") {
+        SparseMoESpec s = small_spec(5, 2);
+        s.noisy = true;
+        s.load_coef = 0.7;
+        CHECK(gradcheck_sparse(s) < tol);
+    }
+    SECTION("capacity with dropped tokens, zero and passthrough") {
+        for (auto policy : {DroppedTokens::zero, DroppedTokens::passthrough}) {
+            SparseMoESpec s = small_spec(4, 2);
+            s.capacity_factor = 0.4;
+            s.dropped = policy;
+            CHECK(gradcheck_sparse(s, 16) < tol);
+        }
+    }
+    SECTION("each aux loss alone, then all together") {
+        for (int which = 0; which < 4; ++which) {
+            SparseMoESpec s = small_spec(5, 2);
+            s.noisy = which == 3;
+            s.balance_coef = which == 0 ? 0.5 : 0.0;
+            s.importance_coef = which == 1 ? 0.5 : 0.0;
+            s.z_coef = which == 2 ? 0.3 : 0.0;
+            s.load_coef = which == 3 ? 0.5 : 0.0;
+            CAPTURE(which);
+            CHECK(gradcheck_sparse(s) < tol);
+        }
+        SparseMoESpec s = small_spec(6, 2);
+        s.noisy = true;
+        s.renormalize = false;
+        s.balance_coef = 0.3;
+        s.importance_coef = 0.2;
+        s.load_coef = 0.2;
+        s.z_coef = 0.1;
+        CHECK(gradcheck_sparse(s) < tol);
+    }
+}
+
+TEST_CASE("Aux losses: values on known cases and gradients", "[sparse][aux]") {
+    // Uniform router and uniform load: the Switch loss is 1.
+    Matrix<double> p = Matrix<double>::Constant(4, 8, 0.25);
+    CHECK(switch_balance_loss<double>(p, {4, 4, 4, 4}, 2, 0.0, nullptr) == Approx(1.0));
+    // Everything on expert 0 with all probability there: E * 1 * 1 = 4.
+    Matrix<double> q = Matrix<double>::Zero(4, 8);
+    q.row(0).setOnes();
+    CHECK(switch_balance_loss<double>(q, {8, 0, 0, 0}, 1, 0.0, nullptr) == Approx(4.0));
+    // CV^2 of (1, 3): mean 2, variance 1 -> 0.25.
+    CHECK(cv_squared({1.0, 3.0}, 0.0, nullptr) == Approx(0.25));
+    CHECK(cv_squared({2.0, 2.0, 2.0}, 0.0, nullptr) == 0.0);
+    // z-loss of zero logits over E experts: log(E)^2.
+    Matrix<double> z = Matrix<double>::Zero(4, 3);
+    CHECK(router_z_loss<double>(z, 0.0, nullptr) == Approx(std::log(4.0) * std::log(4.0)));
+    // Gradients of each against central differences.
+    Matrix<double> logits = random_matrix(4, 5, 1) * 3;
+    Matrix<double> grad = Matrix<double>::Zero(4, 5);
+    MatrixView<double> gv(grad.data(), 4, 5);
+    router_z_loss<double>(logits, 1.0, &gv);
+    std::vector<Probe> probes{{"logits", logits.data(), std::vector<double>(grad.data(), grad.data() + grad.size())}};
+    CHECK(check_gradients([&] { return router_z_loss<double>(logits, 0.0, nullptr); }, probes).max_error < 1e-6);
+    std::vector<double> v{0.5, 2.0, 1.25}, dv(3, 0.0);
+    cv_squared(v, 1.0, &dv);
+    std::vector<Probe> vp{{"v", v.data(), dv}};
+    CHECK(check_gradients([&] { return cv_squared(v, 0.0, nullptr); }, vp).max_error < 1e-6);
+}
+
+TEST_CASE("SparseMoE diagnostics: all tokens routed to one expert still works and shows", "[sparse]") {
+    SparseMoESpec s = small_spec(4, 1);
+    s.router_bias = true;
+    Model<SparseMoE<double>> m(s, 5);
+    m.params().value("router.weight").setZero();
+    m.params().value("router.bias")(2, 0) = 10.0;
+    const Matrix<double> x = random_matrix(6, 30, 6);
+    const Matrix<double> y = m.forward(x);
+    CHECK((y - naive_forward(m, x)).cwiseAbs().maxCoeff() < 1e-12);
+    const RoutingStats& st = m.stats();
+    CHECK(st.routed == std::vector<Index>{0, 0, 30, 0});
+    CHECK(st.dead_experts == 3);
+    CHECK(st.load_balance == Approx(4.0));
+    CHECK(st.balance_loss > 3.9);  // E * f_2 * P_2 with P_2 close to 1
+    CHECK(st.entropy < 0.01);
+    CHECK_THAT(st.table(), Contains("3 dead experts"));
+    Matrix<double> g = random_matrix(6, 30, 7);
+    CHECK(m.backward(g).allFinite());
+}
+
+TEST_CASE("SparseMoE: bad configurations and inputs are clear errors", "[sparse][errors]") {
+    SparseMoESpec s = small_spec(4, 0);
+    CHECK_THROWS_WITH(SparseMoE<double>(s), Contains("k must be in [1, experts = 4], got 0"));
+    s.k = 5;
+    CHECK_THROWS_WITH(SparseMoE<double>(s), Contains("got 5"));
+    s.k = 2;
+    s.capacity_factor = -1;
+    CHECK_THROWS_WITH(SparseMoE<double>(s), Contains("capacity_factor must be positive"));
+    s.capacity_factor = 0;
+    s.load_coef = 0.1;
+    CHECK_THROWS_WITH(SparseMoE<double>(s), Contains("needs a noisy router"));
+    s.load_coef = 0;
+    s.experts = 0;
+    CHECK_THROWS_AS(SparseMoE<double>(s), config_error);
+    Model<SparseMoE<double>> m(small_spec(4, 2), 1);
+    CHECK_THROWS_AS(m.forward(random_matrix(5, 3, 1)), shape_error);
+    m.forward(random_matrix(6, 3, 1));
+    CHECK_THROWS_AS(m.backward(random_matrix(6, 4, 1)), shape_error);
+}
