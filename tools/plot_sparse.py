@@ -54,7 +54,7 @@ def main():
         "set terminal pngcairo size 1100,450 font 'sans,11'" if have_cairo() else "set terminal png size 1100,450",
         f"set output '{OUT}'",
         "set multiplot layout 1,2 title 'SparseMoE training (forward + backward), N = 4096 tokens, ffn = 2d, float32, 2 threads'",
-        "set logscale xy", "set xtics (8, 16, 64)", "set grid", "set key top right",
+        "set logscale xy", "set xrange [6:85]", "set xtics (8, 16, 64)", "set grid", "set key bottom left",
         "set xlabel 'experts'", "set ylabel 'tokens/s'",
     ]
     for d, cmd in plots:
