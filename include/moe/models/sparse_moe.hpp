@@ -193,6 +193,9 @@ public:
     }
 
     void set_training(bool on) { training_ = on; }
+    void train() { training_ = true; }
+    /// Evaluation mode: no router noise (capacity and aux losses still apply).
+    void eval() { training_ = false; }
     bool training() const { return training_; }
     const MatrixView<T>& output() const { return y_.view(); }
 
