@@ -280,3 +280,142 @@ TEST_CASE("SparseMoE: bad configurations and inputs are clear errors", "[sparse]
     m.forward(random_matrix(6, 3, 1));
     CHECK_THROWS_AS(m.backward(random_matrix(6, 4, 1)), shape_error);
 }
+
+// ---- sparse MMoE: top-k task gates inside a multi-task model -----------------------------------
+
+namespace {
+SparseMMoESpec sparse_mmoe_spec(Index k) {
+    SparseMMoESpec s;
+    s.input = 6;
+    s.experts = 4;
+    s.expert_hidden = {8};
+    s.expert_dim = 5;
+    s.tower_hidden = {4};
+    s.k = k;
+    s.tasks = {binary_task("click"), regression_task("watch"), multiclass_task("rating", 3)};
+    return s;
+}
+
+/// An MMoE with the same parameters (they share names).
+Model<MMoE<double>> dense_twin(Model<SparseMMoE<double>>& sparse) {
+    MMoESpec d = sparse.spec();
+    Model<MMoE<double>> m(d, 99);
+    for (const auto& e : m.params().entries()) m.params().value(e.name) = sparse.params().value(e.name);
+    return m;
+}
+
+Matrix<double> mmoe_labels(Index batch) {
+    Rng rng(5);
+    Matrix<double> y(3, batch);
+    for (Index j = 0; j < batch; ++j) y.col(j) << double(rng.below(2)), rng.uniform(0.0, 2.0), double(rng.below(3));
+    return y;
+}
+}  // namespace
+
+TEST_CASE("Sparse MMoE with k = E is the MMoE", "[sparse][mmoe]") {
+    Model<SparseMMoE<double>> sparse(sparse_mmoe_spec(4), 1);
+    auto dense = dense_twin(sparse);
+    const Matrix<double> x = random_matrix(6, 12, 2);
+    const auto& a = sparse.forward(x);
+    const auto& b = dense.forward(x);
+    for (std::size_t t = 0; t < 3; ++t) CHECK((Matrix<double>(a[t]) - Matrix<double>(b[t])).cwiseAbs().maxCoeff() < 1e-12);
+}
+
+TEST_CASE("Sparse MMoE mixes each task's top k and runs experts only on routed samples", "[sparse][mmoe]") {
+    for (bool renorm : {true, false}) {
+        SparseMMoESpec s = sparse_mmoe_spec(2);
+        s.renormalize = renorm;
+        Model<SparseMMoE<double>> sparse(s, 3);
+        auto dense = dense_twin(sparse);
+        const Matrix<double> x = random_matrix(6, 30, 4);
+        sparse.forward(x);
+        dense.forward(x);
+        const Matrix<double> o = dense.last_expert_outputs();  // (E D) x B, every expert on every sample
+        const Matrix<double> p = dense.last_gate_probabilities();
+        const Matrix<double> m = sparse.last_mixture();
+        double err = 0;
+        for (Index j = 0; j < 30; ++j)
+            for (Index g = 0; g < 3; ++g) {
+                std::vector<Index> idx{0, 1, 2, 3};
+                std::stable_sort(idx.begin(), idx.end(), [&](Index u, Index v) { return p(g * 4 + u, j) > p(g * 4 + v, j); });
+                const double sum = p(g * 4 + idx[0], j) + p(g * 4 + idx[1], j);
+                Vector<double> want = Vector<double>::Zero(5);
+                for (int r = 0; r < 2; ++r)
+                    want += (renorm ? p(g * 4 + idx[std::size_t(r)], j) / sum : p(g * 4 + idx[std::size_t(r)], j)) *
+                            o.block(idx[std::size_t(r)] * 5, j, 5, 1);
+                err = std::max(err, (m.block(g * 5, j, 5, 1) - want).cwiseAbs().maxCoeff());
+            }
+        CHECK(err < 1e-12);
+        Index runs = 0;
+        for (Index e = 0; e < 4; ++e) runs += sparse.expert_samples(e);
+        CHECK(runs < 4 * 30);  // not every expert on every sample
+        CHECK(runs >= 2 * 30);  // each sample runs on at least its k experts
+    }
+}
+
+TEST_CASE("Sparse MMoE gradients: top-1 and top-2, both weightings, masks, dropout, gate MLP", "[sparse][mmoe][gradcheck]") {
+    for (int variant = 0; variant < 4; ++variant) {
+        SparseMMoESpec s = sparse_mmoe_spec(variant == 0 ? 1 : 2);
+        s.renormalize = variant != 2;
+        if (variant == 3) {
+            s.gate_hidden = {5};
+            s.expert_dropout = 0.2;
+            s.tower_dropout = 0.2;
+        }
+        Model<SparseMMoE<double>> model(s, 4);
+        model.train();
+        model.for_each_dropout([](Dropout<double>& d) { d.freeze_mask(true); });
+        MultiTaskLoss<double> loss(s.tasks);
+        Matrix<double> x = random_matrix(6, 10, 6);
+        const Matrix<double> y = mmoe_labels(10);
+        Matrix<double> mask = Matrix<double>::Ones(3, 10);
+        for (Index j = 0; j < 10; j += 3) mask(1, j) = 0;
+        auto f = [&] { return loss.forward(model.forward(x), y, mask); };
+        model.zero_grad();
+        f();
+        const Matrix<double> dx = model.backward(loss.backward(), true);
+        std::vector<Probe> probes{{"input", x.data(), std::vector<double>(dx.data(), dx.data() + dx.size())}};
+        moe::testing::add_parameter_probes(model, probes);
+        const auto r = check_gradients(f, probes);
+        CAPTURE(variant);
+        INFO(r.report << "worst: " << r.worst);
+        CHECK(r.max_error < 1e-6);
+    }
+}
+
+TEST_CASE("Sparse MMoE: predict equals the heads of forward, fit trains it, bad settings refused", "[sparse][mmoe]") {
+    SparseMMoESpec s = sparse_mmoe_spec(2);
+    Model<SparseMMoE<double>> model(s, 5);
+    model.eval();
+    const Matrix<double> x = random_matrix(6, 300, 7);
+    const Matrix<double> click = model.forward(x)[0];
+    InferenceWorkspace<double> ws;
+    const auto& pred = model.predict(x, ws);
+    const Matrix<double> sig = (1.0 / (1.0 + (-click.array()).exp())).matrix();
+    CHECK((Matrix<double>(pred[0]) - sig).cwiseAbs().maxCoeff() < 1e-12);
+
+    MultiTaskData<double> data;
+    data.x = random_matrix(6, 512, 8);
+    data.labels = mmoe_labels(512);
+    data.labels.row(0) = (data.x.row(0).array() > 0).cast<double>().matrix();
+    MultiTaskLoss<double> loss(s.tasks);
+    FitOptions o;
+    o.epochs = 5;
+    o.batch_size = 64;
+    o.lr = 1e-2;
+    o.progress = Progress::silent;
+    const auto h = fit(model, loss, data, nullptr, o);
+    CHECK(h.epochs.back().train_loss < h.epochs.front().train_loss);
+
+    s.k = 5;
+    CHECK_THROWS_WITH(SparseMMoE<double>(s), Contains("k must be in [1, experts = 4], got 5"));
+    s.k = 2;
+    s.batchnorm = true;
+    CHECK_THROWS_WITH(SparseMMoE<double>(s), Contains("batchnorm is not supported"));
+    s.batchnorm = false;
+    s.shared_gate = true;
+    CHECK_THROWS_AS(SparseMMoE<double>(s), config_error);
+    s.shared_gate = false;
+    Model<SparseMMoE<double>> ok(s, 1);
+    CHECK_THROWS_AS(ok.forward(random_matrix(5, 4, 1)), shape_error);
+}

@@ -25,6 +25,7 @@
 #include "moe/models/gated_mixture.hpp"
 #include "moe/models/mmoe.hpp"
 #include "moe/models/shared_bottom.hpp"
+#include "moe/models/sparse_mmoe.hpp"
 #include "moe/models/sparse_moe.hpp"
 #include "moe/models/task.hpp"
 #include "moe/models/tower.hpp"

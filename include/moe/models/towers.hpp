@@ -13,6 +13,8 @@ namespace moe {
 template <class T>
 struct InferenceScratch {
     Buffer<T> a, b, c, d, mix;
+    Buffer<T> gather, used, weight;  // top-k routing (SparseMMoE)
+    Buffer<Index> choice;
     std::vector<Buffer<T>> preds;
     std::vector<ConstView<T>> out;
 };
