@@ -69,50 +69,49 @@ moe::Matrix<T> random_batch(moe::Index rows, moe::Index batch, std::uint64_t see
     return m;
 }
 
-void mmoe_train(benchmark::State& state) {
-    set_threads(state);
-    const moe::Index batch = state.range(0);
-    const auto spec = default_spec();
-    moe::Model<moe::MMoE<T>> model(spec, 1);
-    moe::MultiTaskLoss<T> loss(spec.tasks);
-    moe::Adam<T> adam(moe::AdamOptions{});
-    const moe::Matrix<T> x = random_batch(spec.input, batch, 2);
-    moe::Matrix<T> y(3, batch);
-    moe::Rng rng(3);
-    for (moe::Index j = 0; j < batch; ++j) y.col(j) << T(rng.below(2)), T(rng.below(2)), T(rng.uniform());
-    for (auto _ : state) {
+/// A model, loss, optimizer and one batch of the default config: what a training step needs.
+struct TrainSetup {
+    moe::MMoESpec spec = default_spec();
+    moe::Model<moe::MMoE<T>> model{spec, 1};
+    moe::MultiTaskLoss<T> loss{spec.tasks};
+    moe::Adam<T> adam{moe::AdamOptions{}};
+    moe::Matrix<T> x, y;
+
+    explicit TrainSetup(moe::Index batch) : x(random_batch(spec.input, batch, 2)), y(3, batch) {
+        moe::Rng rng(3);
+        for (moe::Index j = 0; j < batch; ++j) y.col(j) << T(rng.below(2)), T(rng.below(2)), T(rng.uniform());
+    }
+    void step() {
         model.zero_grad();
         benchmark::DoNotOptimize(loss.forward(model.forward(x), y));
         model.backward(loss.backward());
         adam.step(model.params());
     }
-    const Macs m = count_macs(spec);
-    set_rate(state, batch, 2.0 * (3 * m.forward - m.input_layers));
+};
+
+void mmoe_train(benchmark::State& state) {
+    set_threads(state);
+    TrainSetup t(state.range(0));
+    for (auto _ : state) t.step();
+    const Macs m = count_macs(t.spec);
+    set_rate(state, t.x.cols(), 2.0 * (3 * m.forward - m.input_layers));
 }
 
 /// The training step timed part by part (steady_clock around each call), to show where the time
 /// goes: counters forward_us, backward_us, adam_us per step.
 void mmoe_train_parts(benchmark::State& state) {
     set_threads(state);
-    const moe::Index batch = state.range(0);
-    const auto spec = default_spec();
-    moe::Model<moe::MMoE<T>> model(spec, 1);
-    moe::MultiTaskLoss<T> loss(spec.tasks);
-    moe::Adam<T> adam(moe::AdamOptions{});
-    const moe::Matrix<T> x = random_batch(spec.input, batch, 2);
-    moe::Matrix<T> y(3, batch);
-    moe::Rng rng(3);
-    for (moe::Index j = 0; j < batch; ++j) y.col(j) << T(rng.below(2)), T(rng.below(2)), T(rng.uniform());
+    TrainSetup t(state.range(0));
     using Clock = std::chrono::steady_clock;
     double fwd = 0, bwd = 0, opt = 0;
     for (auto _ : state) {
-        model.zero_grad();
+        t.model.zero_grad();
         const auto t0 = Clock::now();
-        benchmark::DoNotOptimize(loss.forward(model.forward(x), y));
+        benchmark::DoNotOptimize(t.loss.forward(t.model.forward(t.x), t.y));
         const auto t1 = Clock::now();
-        model.backward(loss.backward());
+        t.model.backward(t.loss.backward());
         const auto t2 = Clock::now();
-        adam.step(model.params());
+        t.adam.step(t.model.params());
         const auto t3 = Clock::now();
         fwd += std::chrono::duration<double>(t1 - t0).count();
         bwd += std::chrono::duration<double>(t2 - t1).count();
@@ -122,7 +121,7 @@ void mmoe_train_parts(benchmark::State& state) {
     state.counters["forward_us"] = fwd / n * 1e6;
     state.counters["backward_us"] = bwd / n * 1e6;
     state.counters["adam_us"] = opt / n * 1e6;
-    state.SetItemsProcessed(state.iterations() * batch);
+    state.SetItemsProcessed(state.iterations() * t.x.cols());
 }
 
 void mmoe_infer(benchmark::State& state) {

@@ -5,6 +5,8 @@
 #include <omp.h>
 #endif
 
+#include "moe/core/types.hpp"
+
 namespace moe {
 
 namespace detail {
@@ -23,5 +25,23 @@ inline int max_threads() {
     return 1;
 #endif
 }
+
+namespace detail {
+/// Runs f(b) for b in [0, batch), over the threads when the total work (multiply-adds) pays for it.
+/// Each index runs on one thread: f may write per-index state without synchronisation.
+template <class F>
+void for_each_sample(Index batch, double work_per_sample, F&& f) {
+#ifdef _OPENMP
+    const int threads = max_threads();
+    if (threads > 1 && work_per_sample * double(batch) >= kParallelWork) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (Index b = 0; b < batch; ++b) f(b);
+        return;
+    }
+#endif
+    (void)work_per_sample;
+    for (Index b = 0; b < batch; ++b) f(b);
+}
+}  // namespace detail
 
 }  // namespace moe

@@ -11,20 +11,6 @@
 
 namespace moe::detail {
 
-template <class F>
-void for_each_sample(Index batch, double work_per_sample, F&& f) {
-#ifdef _OPENMP
-    const int threads = max_threads();
-    if (threads > 1 && work_per_sample * double(batch) >= kParallelWork) {
-#pragma omp parallel for num_threads(threads) schedule(static)
-        for (Index b = 0; b < batch; ++b) f(b);
-        return;
-    }
-#endif
-    (void)work_per_sample;
-    for (Index b = 0; b < batch; ++b) f(b);
-}
-
 /// M = per-sample O_b P_b. o: (E D) x B, p: (G E) x B, m: (G D) x B, all contiguous.
 template <class T>
 void gated_mix_forward(const T* o, const T* p, T* m, Index batch, Index dim, Index experts, Index gates) {

@@ -31,6 +31,30 @@ struct MMoESpec {
     bool shared_gate = false;              ///< one gate for all tasks: OMoE
 };
 
+namespace detail {
+/// The checks every MMoE-like model makes of its spec; returns it.
+inline const MMoESpec& checked_mmoe_spec(const MMoESpec& s, const std::string& name) {
+    detail::require(s.input > 0, name, ": input must be positive, got ", s.input);
+    detail::require(s.experts > 0, name, ": experts must be positive, got ", s.experts);
+    detail::require(s.expert_dim > 0, name, ": expert_dim must be positive, got ", s.expert_dim);
+    detail::check_tasks(s.tasks, name);
+    return s;
+}
+
+/// The MLPSpec of one expert of an MMoE-like model.
+inline MLPSpec expert_mlp_spec(const MMoESpec& s) {
+    MLPSpec e;
+    e.sizes.push_back(s.input);
+    e.sizes.insert(e.sizes.end(), s.expert_hidden.begin(), s.expert_hidden.end());
+    e.sizes.push_back(s.expert_dim);
+    e.activation = s.activation;
+    e.batchnorm = s.batchnorm;
+    e.dropout = s.expert_dropout;
+    e.output_activation = s.expert_output_activation;
+    return e;
+}
+}  // namespace detail
+
 /// Multi-gate Mixture-of-Experts. Shapes: x is input x B; forward() gives, per task, the tower
 /// output the loss sees (outputs x B: 1 for binary and regression, C for multiclass); predict()
 /// the predictions after the heads. Parameters: "experts.{e}.{i}.*", "gates.{t}.*" (or "gate.*"
@@ -136,7 +160,8 @@ public:
 
 protected:
     MMoE(const MMoESpec& spec, const std::string& name)
-        : spec_(checked(spec, name)), name_(name), experts_(spec.experts, expert_spec(spec), name + ".experts"),
+        : spec_(detail::checked_mmoe_spec(spec, name)), name_(name),
+          experts_(spec.experts, detail::expert_mlp_spec(spec), name + ".experts"),
           gates_(spec.shared_gate ? 1 : static_cast<Index>(spec.tasks.size()), spec.input, spec.experts, spec.gate_hidden,
                  spec.activation, name + (spec.shared_gate ? ".gate" : ".gates")),
           towers_(spec.tasks, spec.expert_dim, spec.shared_gate ? 1 : static_cast<Index>(spec.tasks.size()),
@@ -144,25 +169,6 @@ protected:
           macs_per_sample_(macs_per_sample(spec)) {}
 
 private:
-    static const MMoESpec& checked(const MMoESpec& s, const std::string& name) {
-        detail::require(s.input > 0, name, ": input must be positive, got ", s.input);
-        detail::require(s.experts > 0, name, ": experts must be positive, got ", s.experts);
-        detail::require(s.expert_dim > 0, name, ": expert_dim must be positive, got ", s.expert_dim);
-        detail::check_tasks(s.tasks, name);
-        return s;
-    }
-    static MLPSpec expert_spec(const MMoESpec& s) {
-        MLPSpec e;
-        e.sizes.push_back(s.input);
-        e.sizes.insert(e.sizes.end(), s.expert_hidden.begin(), s.expert_hidden.end());
-        e.sizes.push_back(s.expert_dim);
-        e.activation = s.activation;
-        e.batchnorm = s.batchnorm;
-        e.dropout = s.expert_dropout;
-        e.output_activation = s.expert_output_activation;
-        return e;
-    }
-
     /// Multiply-adds of one sample's prediction (for the threading decision).
     static double macs_per_sample(const MMoESpec& s) {
         double macs = 0, in = double(s.input);

@@ -14,6 +14,7 @@
 #include "moe/models/gate.hpp"
 #include "moe/models/mmoe.hpp"
 #include "moe/models/towers.hpp"
+#include "moe/routing/top_k.hpp"
 
 namespace moe {
 
@@ -39,13 +40,7 @@ public:
                  name_ + ".gates"),
           towers_(spec.tasks, spec.expert_dim, static_cast<Index>(spec.tasks.size()),
                   TowerOptions{spec.tower_hidden, spec.activation, false, spec.tower_dropout}, name_) {
-        MLPSpec e;
-        e.sizes.push_back(spec.input);
-        e.sizes.insert(e.sizes.end(), spec.expert_hidden.begin(), spec.expert_hidden.end());
-        e.sizes.push_back(spec.expert_dim);
-        e.activation = spec.activation;
-        e.dropout = spec.expert_dropout;
-        e.output_activation = spec.expert_output_activation;
+        const MLPSpec e = detail::expert_mlp_spec(spec);  // batchnorm is refused in checked()
         experts_.reserve(static_cast<std::size_t>(spec.experts));
         for (Index i = 0; i < spec.experts; ++i) experts_.emplace_back(e, name_ + ".experts." + std::to_string(i));
         blocks_.resize(static_cast<std::size_t>(spec.experts));
@@ -119,11 +114,10 @@ public:
         const auto& p = gates_.output();
         for (Index j = 0; j < b; ++j)
             for (Index g = 0; g < g_count; ++g) {
-                const Index c = g + g_count * j;
-                T sum = 0, dot = 0;
-                for (Index r = 0; r < spec_.k; ++r) sum += p(g * experts() + choice_(r, c), j), dot += dw(r, c) * weight_(r, c);
-                for (Index r = 0; r < spec_.k; ++r)
-                    dp(g * experts() + choice_(r, c), j) += spec_.renormalize ? (dw(r, c) - dot) / sum : dw(r, c);
+                const Index c = g + g_count * j, base = g * experts();
+                detail::top_k_weights_backward<T>(
+                    spec_.k, &choice_(0, c), [&](Index i) { return p(base + i, j); }, [&](Index r) { return weight_(r, c); },
+                    [&](Index r) { return dw(r, c); }, spec_.renormalize, [&](Index i) -> T& { return dp(base + i, j); });
             }
         const MatrixView<T>& dxg = gates_.backward(dp, input_grad);
         if (input_grad) dx += dxg;
@@ -206,13 +200,10 @@ private:
     };
 
     static const SparseMMoESpec& checked(const SparseMMoESpec& s, const std::string& name) {
-        detail::require(s.input > 0, name, ": input must be positive, got ", s.input);
-        detail::require(s.experts > 0, name, ": experts must be positive, got ", s.experts);
-        detail::require(s.expert_dim > 0, name, ": expert_dim must be positive, got ", s.expert_dim);
+        detail::checked_mmoe_spec(s, name);
         detail::require(s.k >= 1 && s.k <= s.experts, name, ": k must be in [1, experts = ", s.experts, "], got ", s.k);
         detail::require(!s.shared_gate, name, ": shared_gate is not supported (use one task's gate per task)");
         detail::require(!s.batchnorm, name, ": batchnorm is not supported: an expert may run on a single sample");
-        detail::check_tasks(s.tasks, name);
         return s;
     }
 
@@ -223,23 +214,9 @@ private:
         for (Index j = 0; j < p.cols(); ++j)
             for (Index g = 0; g < gates(); ++g) {
                 const Index c = g + gates() * j;
-                Index filled = 0;
-                for (Index i = 0; i < e_count; ++i) {
-                    const T v = p(g * e_count + i, j);
-                    if (filled == k && !(v > p(g * e_count + choice(k - 1, c), j))) continue;
-                    Index pos = filled < k ? filled++ : k - 1;
-                    while (pos > 0 && v > p(g * e_count + choice(pos - 1, c), j)) {
-                        choice(pos, c) = choice(pos - 1, c);
-                        --pos;
-                    }
-                    choice(pos, c) = i;
-                }
-                T sum = 0;
-                for (Index r = 0; r < k; ++r) sum += p(g * e_count + choice(r, c), j);
-                for (Index r = 0; r < k; ++r) {
-                    const T v = p(g * e_count + choice(r, c), j);
-                    weight(r, c) = spec_.renormalize ? v / sum : v;
-                }
+                const auto prob = [&](Index i) { return p(g * e_count + i, j); };
+                detail::select_top_k(e_count, k, prob, &choice(0, c));
+                detail::top_k_weights<T>(k, &choice(0, c), prob, spec_.renormalize, [&](Index r) -> T& { return weight(r, c); });
             }
     }
 

@@ -26,9 +26,9 @@
 #include "moe/detail/row_sums.hpp"
 #include "moe/layers/activations.hpp"
 #include "moe/layers/softmax.hpp"
-#include "moe/models/gated_mixture.hpp"
 #include "moe/routing/aux_losses.hpp"
 #include "moe/routing/routing_stats.hpp"
+#include "moe/routing/top_k.hpp"
 
 namespace moe {
 
@@ -234,22 +234,10 @@ private:
         auto& choice = choice_.resize(k, n);
         auto& weight = weight_.resize(k, n);
         detail::for_each_sample(n, double(e * k), [&](Index t) {
-            // Insertion into the k best so far; strict comparisons: on ties the lower index wins.
             Index* best = &choice(0, t);
-            Index filled = 0;
-            for (Index i = 0; i < e; ++i) {
-                const T v = h(i, t);
-                if (filled == k && !(v > h(best[k - 1], t))) continue;
-                Index pos = filled < k ? filled++ : k - 1;
-                while (pos > 0 && v > h(best[pos - 1], t)) {
-                    best[pos] = best[pos - 1];
-                    --pos;
-                }
-                best[pos] = i;
-            }
-            T sum = 0;
-            for (Index r = 0; r < k; ++r) sum += p(best[r], t);
-            for (Index r = 0; r < k; ++r) weight(r, t) = spec_.renormalize ? p(best[r], t) / sum : p(best[r], t);
+            detail::select_top_k(e, k, [&](Index i) { return h(i, t); }, best);
+            detail::top_k_weights<T>(k, best, [&](Index i) { return p(i, t); }, spec_.renormalize,
+                                     [&](Index r) -> T& { return weight(r, t); });
         });
     }
 
@@ -260,26 +248,27 @@ private:
     void dispatch() {
         const Index e = spec_.experts, n = x_.cols(), k = spec_.k;
         const auto& choice = choice_.view();
-        routed_.assign(std::size_t(e), 0);
+        auto& routed = stats_.routed;
+        routed.assign(std::size_t(e), 0);
         for (Index t = 0; t < n; ++t)
-            for (Index r = 0; r < k; ++r) ++routed_[std::size_t(choice(r, t))];
+            for (Index r = 0; r < k; ++r) ++routed[std::size_t(choice(r, t))];
         slot_of_.resize(std::size_t(n * k));
         // Which assignments run: under a capacity, rank-major priority (all first choices, then all
         // second choices, ...), tokens in order within a rank.
-        kept_.assign(std::size_t(e), 0);
+        stats_.kept.assign(std::size_t(e), 0);
         const Index capacity = spec_.capacity_factor > 0.0
                                    ? Index(std::ceil(spec_.capacity_factor * double(n) * double(k) / double(e)))
                                    : n * k;
         for (Index r = 0; r < k; ++r)
             for (Index t = 0; t < n; ++t) {
-                auto& kept = kept_[std::size_t(choice(r, t))];
+                auto& kept = stats_.kept[std::size_t(choice(r, t))];
                 const bool runs = kept < capacity;
                 kept += runs;
                 slot_of_[std::size_t(r + k * t)] = runs ? 0 : -1;
             }
         offset_.resize(std::size_t(e + 1));
         offset_[0] = 0;
-        for (Index i = 0; i < e; ++i) offset_[std::size_t(i + 1)] = offset_[std::size_t(i)] + kept_[std::size_t(i)];
+        for (Index i = 0; i < e; ++i) offset_[std::size_t(i + 1)] = offset_[std::size_t(i)] + stats_.kept[std::size_t(i)];
         slots_ = offset_[std::size_t(e)];
         // Slots token-major within each block: tokens keep their order (with k = E, block e is x).
         fill_.assign(offset_.begin(), offset_.end() - 1);
@@ -368,8 +357,6 @@ private:
         const Index e = spec_.experts, n = x_.cols(), k = spec_.k;
         RoutingStats& st = stats_;
         st.tokens = n;
-        st.routed = routed_;
-        st.kept = kept_;
         st.dropped = n * k - slots_;
         st.dropped_tokens = 0;
         for (Index t = 0; t < n; ++t) {
@@ -377,9 +364,9 @@ private:
             for (Index r = 0; r < k; ++r) any = any || slot_of_[std::size_t(r + k * t)] >= 0;
             st.dropped_tokens += !any;
         }
-        st.dead_experts = Index(std::count(routed_.begin(), routed_.end(), Index(0)));
+        st.dead_experts = Index(std::count(st.routed.begin(), st.routed.end(), Index(0)));
         const double mean = double(n * k) / double(e);
-        st.load_balance = double(*std::max_element(routed_.begin(), routed_.end())) / mean;
+        st.load_balance = double(*std::max_element(st.routed.begin(), st.routed.end())) / mean;
         const auto& p = probs_.view();
         double ent = 0;
         for (Index i = 0; i < p.size(); ++i) {
@@ -387,7 +374,7 @@ private:
             if (v > 0) ent -= v * std::log(v);
         }
         st.entropy = ent / double(n);
-        st.balance_loss = switch_balance_loss<T>(p, routed_, k, 0.0, nullptr);
+        st.balance_loss = switch_balance_loss<T>(p, st.routed, k, 0.0, nullptr);
         importance(importance_);
         st.importance_loss = cv_squared(importance_, 0.0, nullptr);
         st.load_loss = 0;
@@ -493,8 +480,7 @@ private:
     void backward_router(MatrixView<T>& dw, MatrixView<T>& dx) {
         const Index e = spec_.experts, n = x_.cols(), k = spec_.k;
         const auto& p = probs_.view();
-        if (spec_.importance_coef > 0) {
-            importance(importance_);
+        if (spec_.importance_coef > 0) {  // importance_ is the forward's
             dimportance_.assign(std::size_t(e), 0.0);
             cv_squared(importance_, spec_.importance_coef, &dimportance_);
             for (Index t = 0; t < n; ++t)
@@ -503,16 +489,11 @@ private:
         // Gate weights -> probabilities of the chosen experts.
         auto& dp = dprobs_.resize(e, n);
         dp.setZero();
-        for (Index t = 0; t < n; ++t) {
-            if (spec_.renormalize) {
-                T sum = 0, g = 0;
-                for (Index r = 0; r < k; ++r) sum += p(choice_.view()(r, t), t), g += dw(r, t) * weight_.view()(r, t);
-                for (Index r = 0; r < k; ++r) dp(choice_.view()(r, t), t) += (dw(r, t) - g) / sum;
-            } else {
-                for (Index r = 0; r < k; ++r) dp(choice_.view()(r, t), t) += dw(r, t);
-            }
-        }
-        if (spec_.balance_coef > 0) switch_balance_loss<T>(p, routed_, k, spec_.balance_coef, &dp);
+        for (Index t = 0; t < n; ++t)
+            detail::top_k_weights_backward<T>(
+                k, &choice_.view()(0, t), [&](Index i) { return p(i, t); }, [&](Index r) { return weight_.view()(r, t); },
+                [&](Index r) { return dw(r, t); }, spec_.renormalize, [&](Index i) -> T& { return dp(i, t); });
+        if (spec_.balance_coef > 0) switch_balance_loss<T>(p, stats_.routed, k, spec_.balance_coef, &dp);
         auto& dh = dnoisy_.resize(e, n);
         detail::softmax_columns_backward<T>(p, dp, dh);
         auto& dl = dlogits_.resize(e, n);
@@ -521,8 +502,7 @@ private:
             auto& dstd = dstd_.resize(e, n);
             dstd.setZero();
             dl.setZero();
-            if (spec_.load_coef > 0 && k < e) {
-                smooth_load(nullptr);
+            if (spec_.load_coef > 0 && k < e) {  // load_ is the forward's
                 dload_.assign(std::size_t(e), 0.0);
                 cv_squared(load_, spec_.load_coef, &dload_);
                 smooth_load(&dload_);
@@ -556,7 +536,7 @@ private:
     ConstView<T> x_;
     Buffer<T> logits_, noise_raw_, eps_, noise_std_, noisy_, probs_, weight_;
     Buffer<Index> choice_;
-    std::vector<Index> routed_, kept_, offset_, fill_, slot_of_, token_of_;
+    std::vector<Index> offset_, fill_, slot_of_, token_of_;  // per-expert counts live in stats_
     Index slots_ = 0;
     Buffer<T> xp_, pre_, act_, out_, y_;
     Buffer<T> dweight_, dout_, dact_, dxp_, dx_, dprobs_, dnoisy_, dlogits_, dstd_, dnoise_raw_;
