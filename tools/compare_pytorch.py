@@ -17,17 +17,14 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
-if os.environ.get("MOE_COMPARE_CHILD") != "1":
-    env = dict(os.environ, MOE_COMPARE_CHILD="1", MALLOC_MMAP_THRESHOLD_="4294967296",
-               MALLOC_TRIM_THRESHOLD_="4294967296", MALLOC_TOP_PAD_="268435456")
-    env.pop("OPENBLAS_CORETYPE", None)
-    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+sys.path.insert(0, os.path.dirname(__file__))
+from torch_at_best import median_seconds, reexec_at_best  # noqa: E402
+
+reexec_at_best()
 
 import torch  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(__file__))
 import moe_torch  # noqa: E402
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), ".."))
@@ -37,21 +34,8 @@ CFG = dict(input_dim=64, experts=8, expert_hidden=[256], expert_dim=128, gate_hi
 REPS = 5
 
 
-def timed(fn, min_seconds=0.3):
-    """Median over REPS of the seconds per call, each repetition running at least min_seconds."""
-    for _ in range(3):
-        fn()
-    out = []
-    for _ in range(REPS):
-        n, start = 0, time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            el = time.perf_counter() - start
-            if el >= min_seconds:
-                break
-        out.append(el / n)
-    return statistics.median(out)
+def timed(fn):
+    return median_seconds(fn, reps=REPS)
 
 
 class StackedMMoE(torch.nn.Module):

@@ -14,16 +14,13 @@ ffn = 2d, float32, tokens/s, medians of 5.
 """
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 
-if os.environ.get("MOE_COMPARE_CHILD") != "1":
-    env = dict(os.environ, MOE_COMPARE_CHILD="1", MALLOC_MMAP_THRESHOLD_="4294967296",
-               MALLOC_TRIM_THRESHOLD_="4294967296", MALLOC_TOP_PAD_="268435456")
-    env.pop("OPENBLAS_CORETYPE", None)
-    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+sys.path.insert(0, os.path.dirname(__file__))
+from torch_at_best import median_seconds, reexec_at_best  # noqa: E402
+
+reexec_at_best()
 
 import torch  # noqa: E402
 
@@ -81,18 +78,7 @@ def torch_rate(d, experts, k, threads):
         x.grad = None
         (model(x) * dy).sum().backward()
 
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(REPS):
-        n, t0 = 0, time.perf_counter()
-        while True:
-            step()
-            n += 1
-            if time.perf_counter() - t0 >= 0.3:
-                break
-        times.append((time.perf_counter() - t0) / n)
-    return TOKENS / statistics.median(times)
+    return TOKENS / median_seconds(step, reps=REPS, warmup=2)
 
 
 def bench_name(d, experts, k, threads):
