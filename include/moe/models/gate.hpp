@@ -10,9 +10,10 @@
 
 namespace moe {
 
-/// G softmax gates over E experts, all reading the same input (one per task in an MMoE).
+/// G softmax gates over E experts, all reading the same input (one per task in an MMoE), or with
+/// shared_input = false each its own: x is then (G in) x B and gate g reads rows [g in, (g+1) in).
 /// Gate g is softmax(W_g x + b_g), or softmax(MLP_g(x)) when hidden sizes are given.
-/// Shapes: x is in x B; the probabilities are (G E) x B, gate g in rows [g E, (g+1) E), each
+/// Shapes: x is in x B (shared input); the probabilities are (G E) x B, gate g in rows [g E, (g+1) E), each
 /// column of each gate summing to 1. All gates' first layers are one GEMM.
 /// Parameters: "{g}.weight"/"{g}.bias" without hidden layers (nn.Linear per gate), else
 /// "{g}.0.weight", ... (nn.Sequential per gate); "{g}" is dropped when G = 1.
@@ -22,25 +23,27 @@ public:
     using Scalar = T;
 
     GateBank(Index gates, Index in_features, Index experts, const std::vector<Index>& hidden = {},
-             ActivationKind activation = ActivationKind::relu, std::string name = "moe::GateBank")
+             ActivationKind activation = ActivationKind::relu, std::string name = "moe::GateBank",
+             bool shared_input = true)
         : name_(std::move(name)), gates_(gates), experts_(experts) {
         detail::require(gates > 0, name_, ": needs at least one gate, got ", gates);
         detail::require(experts > 0, name_, ": needs at least one expert, got ", experts);
         if (hidden.empty()) {
-            linear_.emplace(gates, in_features, experts, true, name_);
+            linear_.emplace(gates, in_features, experts, shared_input, name_);
         } else {
             MLPSpec spec;
             spec.sizes.push_back(in_features);
             spec.sizes.insert(spec.sizes.end(), hidden.begin(), hidden.end());
             spec.sizes.push_back(experts);
             spec.activation = activation;
-            mlp_.emplace(spec, name_, gates, true);
+            mlp_.emplace(spec, name_, gates, shared_input);
         }
     }
 
     Index gates() const { return gates_; }
     Index experts() const { return experts_; }
-    Index in_features() const { return linear_ ? linear_->in_features() : mlp_->in_features(); }
+    /// Features one gate reads.
+    Index in_features() const { return linear_ ? linear_->in_features() : mlp_->spec().sizes.front(); }
     const std::string& name() const { return name_; }
 
     /// Gate probabilities ((G E) x B). Keeps a view of x for backward.
