@@ -1,11 +1,20 @@
 #pragma once
 // The loss of a multi-task model: one loss per task, weighted, with label masks.
 //
-//   total = sum_t weight_t * loss_t,   loss_t = mean of the task's loss over its counted samples
+//   fixed weights:  total = sum_t w_t(epoch) loss_t,   w_t(epoch) = w_t0 gamma_t^epoch
+//   uncertainty:    total = sum_t c_t exp(-s_t) w_t(epoch) loss_t + s_t / 2
+//   loss_t = mean of the task's loss over its counted samples
 //
-// A sample counts for task t where mask(t, b) != 0 (all samples without a mask). A post-click task
-// (like, finish) is masked by the click so that it learns only where its label exists, as in the
-// seed tutorial's clicked_mask; a batch with no counted sample gives loss_t = 0 and no gradient.
+// A sample counts for task t where mask(t, b) != 0 (all samples without a mask): PLE's sample
+// spaces, and the seed tutorial's clicked_mask for post-click tasks (like, finish), which learn only
+// where their label exists. A batch with no counted sample gives loss_t = 0 and no gradient (and,
+// under uncertainty weighting, no s_t / 2 term either: a task absent from a batch is not pulled).
+//
+// PLE's schedule (Tang et al. 2020, section 4.3) is gamma_t < 1: fit() calls set_epoch() each epoch.
+// Uncertainty weighting (Kendall, Gal, Cipolla, CVPR 2018) learns s_t = log sigma_t^2 per task, with
+// c_t = 1/2 for regression (Gaussian likelihood) and 1 for classification (their eq. 7 and 10);
+// s_t starts at 0 and fit() trains it with the model's learning rate.
+#include <cmath>
 #include <string>
 #include <variant>
 #include <vector>
@@ -17,22 +26,28 @@ namespace moe {
 
 enum class LossKind { automatic, bce, mse, huber, cross_entropy };
 
+/// How the task losses are combined: fixed (scheduled) weights, or learned uncertainty weights on top.
+enum class TaskWeighting { fixed, uncertainty };
+
 /// The loss of one task. automatic: BCE for binary, MSE for regression, cross-entropy for multiclass.
 struct TaskLoss {
     LossKind kind = LossKind::automatic;
-    double weight = 1.0;
+    double weight = 1.0;       ///< w_t0
     double huber_delta = 1.0;
+    double gamma = 1.0;        ///< per-epoch decay of the weight (PLE's schedule); 1 keeps it fixed
 };
 
 /// Loss of all tasks. Shapes: outputs as the model's forward gives them (task t: outputs_t x B);
 /// labels T x B, row t the labels of task t (a class index for multiclass); mask T x B or empty.
+/// Under uncertainty weighting, log_variances() (T) are parameters with gradients of their own.
 template <class T>
 class MultiTaskLoss {
 public:
     using Scalar = T;
 
-    explicit MultiTaskLoss(std::vector<TaskSpec> tasks, std::vector<TaskLoss> losses = {})
-        : tasks_(std::move(tasks)) {
+    explicit MultiTaskLoss(std::vector<TaskSpec> tasks, std::vector<TaskLoss> losses = {},
+                           TaskWeighting weighting = TaskWeighting::fixed)
+        : tasks_(std::move(tasks)), weighting_(weighting) {
         detail::check_tasks(tasks_, name_);
         if (losses.empty()) losses.resize(tasks_.size());
         detail::require(losses.size() == tasks_.size(), name_, ": expected ", tasks_.size(),
@@ -42,6 +57,8 @@ public:
             const TaskSpec& task = tasks_[t];
             detail::require(std::isfinite(l.weight) && l.weight >= 0, name_, ": weight of task '", task.name,
                             "' must be finite and >= 0, got ", l.weight);
+            detail::require(std::isfinite(l.gamma) && l.gamma > 0, name_, ": gamma of task '", task.name,
+                            "' must be finite and > 0, got ", l.gamma);
             LossKind kind = l.kind;
             if (kind == LossKind::automatic)
                 kind = task.kind == TaskKind::binary       ? LossKind::bce
@@ -56,18 +73,48 @@ public:
                 case LossKind::huber: losses_.emplace_back(HuberLoss<T>(l.huber_delta)); break;
                 default: losses_.emplace_back(CrossEntropyLoss<T>()); break;
             }
+            base_weights_.push_back(l.weight);
+            gammas_.push_back(l.gamma);
             weights_.push_back(T(l.weight));
+            likelihood_factor_.push_back(T(task.kind == TaskKind::regression ? 0.5 : 1.0));
         }
         values_.assign(tasks_.size(), T(0));
+        counted_.assign(tasks_.size(), 0);
         grads_.resize(tasks_.size());
+        const auto n = static_cast<Index>(tasks_.size());
+        log_vars_ = Vector<T>::Zero(weighting_ == TaskWeighting::uncertainty ? n : 0);
+        log_var_grads_ = Vector<T>::Zero(log_vars_.size());
     }
 
     const std::vector<TaskSpec>& tasks() const { return tasks_; }
+    TaskWeighting weighting() const { return weighting_; }
+    /// The current weight w_t(epoch) of task t.
     T weight(std::size_t t) const { return weights_.at(t); }
+    /// Sets w_t0 (the weight at epoch 0 of the schedule) and the current weight from it.
     void set_weight(std::size_t t, double w) {
         detail::require(t < weights_.size() && std::isfinite(w) && w >= 0, name_, ": set_weight(", t, ", ", w,
                         "): needs a task index below ", weights_.size(), " and a finite weight >= 0");
-        weights_[t] = T(w);
+        base_weights_[t] = w;
+        weights_[t] = T(w * std::pow(gammas_[t], epoch_));
+    }
+    /// Moves the schedule to a 0-based epoch: w_t = w_t0 gamma_t^epoch.
+    void set_epoch(int epoch) {
+        detail::require(epoch >= 0, name_, "::set_epoch: epoch must be >= 0, got ", epoch);
+        epoch_ = epoch;
+        for (std::size_t t = 0; t < weights_.size(); ++t) weights_[t] = T(base_weights_[t] * std::pow(gammas_[t], epoch));
+    }
+
+    /// Uncertainty weighting's learned s_t = log sigma_t^2 (empty under fixed weights), and their
+    /// gradients, which backward() adds to (zero them with zero_grad() before each batch).
+    Vector<T>& log_variances() { return log_vars_; }
+    const Vector<T>& log_variances() const { return log_vars_; }
+    Vector<T>& log_variance_grads() { return log_var_grads_; }
+    const Vector<T>& log_variance_grads() const { return log_var_grads_; }
+    void zero_grad() { log_var_grads_.setZero(); }
+    /// The factor of task t's loss in the total: w_t, times c_t exp(-s_t) under uncertainty weighting.
+    T effective_weight(std::size_t t) const {
+        if (weighting_ == TaskWeighting::fixed) return weights_.at(t);
+        return weights_.at(t) * likelihood_factor_[t] * std::exp(-log_vars_(static_cast<Index>(t)));
     }
 
     /// Weighted sum of the per-task losses (each available from task_loss(t) afterwards).
@@ -94,16 +141,22 @@ public:
             } catch (const config_error& e) {
                 throw config_error(name_ + ": task '" + tasks_[t].name + "': " + e.what());
             }
-            total += weights_[t] * values_[t];
+            counted_[t] = detail::counted_samples(w, batch);
+            total += effective_weight(t) * values_[t];
+            if (weighting_ == TaskWeighting::uncertainty && counted_[t] > 0) total += T(0.5) * log_vars_(ti);
         }
         return total;
     }
 
-    /// Per task, d total / d output (outputs_t x B), times scale.
+    /// Per task, d total / d output (outputs_t x B), times scale. Under uncertainty weighting also
+    /// adds scale * d total / d s_t to log_variance_grads().
     const std::vector<ConstView<T>>& backward(T scale = T(1)) {
-        for (std::size_t t = 0; t < tasks_.size(); ++t)
-            grads_[t] = std::visit([&](auto& loss) -> const MatrixView<T>& { return loss.backward(scale * weights_[t]); },
-                                   losses_[t]);
+        for (std::size_t t = 0; t < tasks_.size(); ++t) {
+            const T w = effective_weight(t);
+            grads_[t] = std::visit([&](auto& loss) -> const MatrixView<T>& { return loss.backward(scale * w); }, losses_[t]);
+            if (weighting_ == TaskWeighting::uncertainty && counted_[t] > 0)
+                log_var_grads_(static_cast<Index>(t)) += scale * (T(0.5) - w * values_[t]);
+        }
         return grads_;
     }
 
@@ -115,7 +168,12 @@ private:
     std::string name_ = "moe::MultiTaskLoss";
     std::vector<TaskSpec> tasks_;
     std::vector<std::variant<BCEWithLogitsLoss<T>, MSELoss<T>, HuberLoss<T>, CrossEntropyLoss<T>>> losses_;
-    std::vector<T> weights_, values_;
+    TaskWeighting weighting_;
+    std::vector<double> base_weights_, gammas_;
+    std::vector<T> weights_, values_, likelihood_factor_;
+    std::vector<Index> counted_;
+    int epoch_ = 0;
+    Vector<T> log_vars_, log_var_grads_;
     std::vector<ConstView<T>> grads_;
 };
 

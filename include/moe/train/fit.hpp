@@ -33,6 +33,7 @@ struct EpochReport {
     double train_loss = 0;                 ///< mean of the batches' weighted total loss
     std::vector<double> train_task_losses; ///< mean of the batches' per-task losses
     std::vector<TaskMetrics> validation;   ///< empty without validation data
+    std::vector<double> task_weights;      ///< each task's factor in the total at the epoch's end
     double lr = 0;                         ///< learning rate used in this epoch
     double seconds = 0;
 };
@@ -82,7 +83,9 @@ inline std::string format_metrics(const std::vector<TaskMetrics>& ms) {
 /// Batches are the columns of a seeded permutation per epoch; a last batch of one sample is skipped
 /// (BatchNorm needs two). A non-finite loss or gradient stops training with numeric_error naming
 /// the epoch, the batch and the task; no optimizer step is taken with it, so the parameters are those
-/// of the last good step. The model is left in evaluation mode.
+/// of the last good step. The model is left in evaluation mode. The loss's weight schedule moves to
+/// each epoch (set_epoch(epoch - 1)); under uncertainty weighting its log-variances are trained by
+/// a second Adam with the same learning rate and no weight decay.
 template <class M>
 FitHistory fit(Model<M>& model, MultiTaskLoss<typename M::Scalar>& loss, const MultiTaskData<typename M::Scalar>& train,
                const MultiTaskData<typename M::Scalar>* valid, const FitOptions& o) {
@@ -106,6 +109,10 @@ FitHistory fit(Model<M>& model, MultiTaskLoss<typename M::Scalar>& loss, const M
     ao.weight_decay = o.weight_decay;
     ao.decoupled_weight_decay = o.decoupled_weight_decay;
     Adam<T> adam(ao);
+    AdamOptions loss_ao;
+    loss_ao.lr = o.lr;
+    Adam<T> loss_adam(loss_ao);
+    const bool learned_weights = loss.log_variances().size() > 0;
     const CosineAnnealingLR cosine(o.lr, double(o.epochs), o.min_lr);
     const Index n = train.size(), n_tasks = static_cast<Index>(model.tasks().size());
     const bool masked = train.mask.size() != 0;
@@ -120,6 +127,8 @@ FitHistory fit(Model<M>& model, MultiTaskLoss<typename M::Scalar>& loss, const M
         const auto start = std::chrono::steady_clock::now();
         const double lr = o.cosine_lr ? cosine(epoch - 1) : o.lr;
         adam.set_lr(lr);
+        loss_adam.set_lr(lr);
+        loss.set_epoch(epoch - 1);
         moe::shuffle(order.begin(), order.end(), rng);
         model.train();
         EpochReport rep;
@@ -139,6 +148,7 @@ FitHistory fit(Model<M>& model, MultiTaskLoss<typename M::Scalar>& loss, const M
             const ConstView<T> x(xb.data(), xb.rows(), size), y(yb.data(), n_tasks, size);
             const ConstView<T> m = masked ? ConstView<T>(mb.data(), n_tasks, size) : ConstView<T>();
             model.zero_grad();
+            loss.zero_grad();
             const T total = loss.forward(model.forward(x), y, m);
             if (!std::isfinite(static_cast<double>(total))) {
                 std::size_t bad = 0;
@@ -151,11 +161,12 @@ FitHistory fit(Model<M>& model, MultiTaskLoss<typename M::Scalar>& loss, const M
             model.backward(loss.backward());
             const double norm = o.clip_norm > 0 ? double(clip_grad_norm(model.params(), o.clip_norm))
                                                 : double(model.params().grads().norm());
-            if (!std::isfinite(norm))
+            if (!std::isfinite(norm) || !loss.log_variance_grads().allFinite())
                 throw numeric_error(detail::concat("moe::fit: non-finite gradient at epoch ", epoch, ", batch ", b + 1,
                                                    " of ", batches, " (loss ", total, ", finite); stopped before the "
                                                    "step, the parameters are those of the last good step"));
             adam.step(model.params());
+            if (learned_weights) loss_adam.step(loss.log_variances(), loss.log_variance_grads());
             rep.train_loss += double(total);
             for (Index t = 0; t < n_tasks; ++t)
                 rep.train_task_losses[static_cast<std::size_t>(t)] += double(loss.task_loss(static_cast<std::size_t>(t)));
@@ -172,6 +183,7 @@ FitHistory fit(Model<M>& model, MultiTaskLoss<typename M::Scalar>& loss, const M
             rep.train_loss /= double(counted_batches);
             for (auto& l : rep.train_task_losses) l /= double(counted_batches);
         }
+        for (std::size_t t = 0; t < loss.tasks().size(); ++t) rep.task_weights.push_back(double(loss.effective_weight(t)));
         model.eval();
         if (valid) rep.validation = evaluate(model, *valid);
         rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
