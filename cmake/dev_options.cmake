@@ -1,7 +1,7 @@
 # moe_dev: a private INTERFACE target for the project's own tests, examples and benchmarks.
 # Consumers of moe::moe never see these flags.
 add_library(moe_dev INTERFACE)
-target_link_libraries(moe_dev INTERFACE moe::moe)
+target_link_libraries(moe_dev INTERFACE moe::moe moe::data)
 
 option(MOE_WARNINGS_AS_ERRORS "Treat compiler warnings as errors in tests/examples/benchmarks" OFF)
 set(MOE_SANITIZERS "" CACHE STRING "Sanitizers for tests/examples (e.g. address,undefined)")

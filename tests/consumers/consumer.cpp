@@ -1,6 +1,10 @@
-// A tiny program of a project that consumes moe: one training step of a small MLP.
+// A tiny program of a project that consumes moe: a few training steps of a small MLP, and a table
+// read through moe::data (zlib).
+#include <moe/data/table.hpp>
 #include <moe/moe.hpp>
 
+#include <cstdio>
+#include <fstream>
 #include <iostream>
 
 int main() {
@@ -17,5 +21,9 @@ int main() {
     }
     const float after = loss.forward(net.forward(x), y);
     std::cout << "moe " << MOE_VERSION_STRING << ": loss " << before << " -> " << after << "\n";
-    return after < before ? 0 : 1;
+    const char* path = "consumer_table.csv";
+    std::ofstream(path) << "1,a\n2,b\n";
+    const moe::Table t = moe::read_table(path, {{"n", moe::ColumnKind::numeric}, {"c", moe::ColumnKind::categorical}});
+    std::remove(path);
+    return after < before && t.rows == 2 ? 0 : 1;
 }
