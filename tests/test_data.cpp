@@ -252,7 +252,7 @@ TEST_CASE("Synthetic tasks: shapes, seeds, and the correlation knob", "[data][sy
     SyntheticOptions test = o;
     test.sample_seed = 2;
     CHECK(make_synthetic_tasks<double>(test).labels != same.labels);
-    o.preset = SyntheticPreset::random_sines;
+    o.preset = SyntheticPreset::fixed_sines;
     CHECK(make_synthetic_tasks<double>(o).labels != same.labels);
     o.correlation = 1.5;
     CHECK_THROWS_WITH(make_synthetic_tasks<double>(o), Contains("correlation must be in [-1, 1], got 1.5"));

@@ -74,6 +74,18 @@ SharedBottomSpec bottom_spec(const Case& c) {
     return s;
 }
 
+PLESpec ple_spec(const Case& c) {
+    PLESpec s;
+    s.input = c.cfg.at("input_dim");
+    for (const json& l : c.cfg.at("levels"))
+        s.levels.push_back(PLELevelSpec{l.at("shared_experts").get<Index>(), l.at("task_experts").get<Index>(),
+                                        widths(l.at("expert_hidden")), l.at("expert_dim").get<Index>()});
+    s.tower_hidden = widths(c.cfg.at("tower_hidden"));
+    s.tasks = c.tasks;
+    s.batchnorm = optional_value(c.cfg, "batchnorm", false);
+    return s;
+}
+
 template <class T, class M>
 void check_case(Model<M>& model, const Case& c) {
     const SafetensorsFile& f = c.file;
@@ -135,11 +147,12 @@ void check_case(Model<M>& model, const Case& c) {
         // A gradient that is exactly zero in exact arithmetic (a bias before a BatchNorm whose ReLU is
         // active on the whole batch) comes out as round-off, ~1e-8 in float32, and Adam's first step
         // moves by lr * sign(g) whatever |g| is: both sides move by +-lr on noise. There we check the
-        // step's bound |dp| <= lr instead of its sign.
+        // step's bound |dp| <= lr instead of its sign (round-off is ~1e-16 in float64).
         const Matrix<T> g = f.at("grad." + e.name).template matrix<T>();
         const Matrix<T> p0 = ParamView<T>(const_cast<T*>(before.data()) + e.offset, e.rows, e.cols);
+        const T noise = std::is_same_v<T, float> ? T(1e-5) : T(1e-12);
         for (Index i = 0; i < g.size(); ++i)
-            if (std::is_same_v<T, float> && std::abs(g.data()[i]) < T(1e-5)) {
+            if (std::abs(g.data()[i]) < noise) {
                 CHECK(std::abs(ours.data()[i] - p0.data()[i]) <= T(1e-3) * T(1.0001));
                 ours.data()[i] = ref.data()[i];
             }
@@ -158,6 +171,12 @@ void run_file(const std::string& path) {
     const std::string kind = c.cfg.contains("model") ? c.cfg.at("model").get<std::string>() : std::string("mmoe");
     if (kind == "shared_bottom") {
         Model<SharedBottom<T>> m(bottom_spec(c));
+        check_case<T>(m, c);
+    } else if (kind == "ple") {
+        Model<PLE<T>> m(ple_spec(c));
+        check_case<T>(m, c);
+    } else if (kind == "cgc") {
+        Model<CGC<T>> m(ple_spec(c));
         check_case<T>(m, c);
     } else if (kind == "omoe") {
         Model<OMoE<T>> m(mmoe_spec(c));
@@ -184,8 +203,8 @@ TEMPLATE_TEST_CASE("PyTorch parity: the shared MMoE reference cases", "[parity][
     run_file<TestType>(path);
 }
 
-TEMPLATE_TEST_CASE("PyTorch parity: MMoE, OMoE and SharedBottom cases of tools/make_mmoe_reference.py",
+TEMPLATE_TEST_CASE("PyTorch parity: MMoE, OMoE, SharedBottom, PLE and CGC cases of tools/make_mmoe_reference.py",
                    "[parity][models]", float, double) {
-    for (const char* name : {"mmoe_deep", "mmoe_wide", "omoe", "shared_bottom"})
+    for (const char* name : {"mmoe_deep", "mmoe_wide", "omoe", "shared_bottom", "ple", "cgc"})
         run_file<TestType>(moe::testing::fixture_path(std::string("mt_") + name + "_" + suffix<TestType>() + ".safetensors"));
 }

@@ -41,6 +41,14 @@ CASES = {
     "shared_bottom": dict(model="shared_bottom", input_dim=6, bottom_hidden=[10], bottom_dim=7, tower_hidden=[5],
                           batchnorm=True, batch=8,
                           tasks=[dict(kind="bin", masked=True), dict(kind="huber", delta=1.0), dict(kind="ce", classes=3)]),
+    # PLE of two levels with different expert counts, batchnorm, every task kind and a mask.
+    "ple": dict(model="ple", input_dim=6, tower_hidden=[4], batchnorm=True, batch=9,
+                levels=[dict(shared_experts=2, task_experts=1, expert_hidden=[7], expert_dim=5),
+                        dict(shared_experts=1, task_experts=2, expert_hidden=[], expert_dim=4)],
+                tasks=[dict(kind="bin"), dict(kind="mse", masked=True), dict(kind="ce", classes=3)]),
+    "cgc": dict(model="cgc", input_dim=5, tower_hidden=[3], batchnorm=False, batch=8,
+                levels=[dict(shared_experts=3, task_experts=2, expert_hidden=[6], expert_dim=4)],
+                tasks=[dict(kind="bin", masked=True), dict(kind="huber", delta=0.5)]),
 }
 
 
@@ -51,6 +59,8 @@ def make(name, cfg, dtype, seed):
     cfg["seed"] = seed
     if cfg["model"] == "shared_bottom":
         model = moe_torch.SharedBottom(cfg)
+    elif cfg["model"] in ("ple", "cgc"):
+        model = moe_torch.PLE(cfg)
     else:
         model = moe_torch.MMoE(dict(cfg, shared_gate=cfg["model"] == "omoe"))
     model = model.to(dtype).train()

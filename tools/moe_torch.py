@@ -3,6 +3,9 @@
     MMoE / OMoE:   experts.{e}.{i}.*   gates.{t}.* (gate.* for OMoE; gates.{t}.{i}.* with hidden layers)
                    towers.{t}.{i}.*
     SharedBottom:  bottom.{i}.*        towers.{t}.{i}.*
+    PLE / CGC:     levels.{l}.experts.{e}.{i}.*   levels.{l}.task_gates.{t}.*   levels.{l}.shared_gate.*
+                   (all levels but the last)      towers.{t}.{i}.*
+                   Experts of a level: task 0's P, task 1's P, ..., then the S shared ones.
 
 Every MLP is an nn.Sequential: per hidden layer Linear, activation, [BatchNorm1d], [Dropout]; then the
 last Linear and, for experts and the bottom, the activation again (expert_output_activation).
@@ -94,6 +97,53 @@ class SharedBottom(nn.Module):
     def forward(self, x, acts=None):
         h = self.bottom(x)
         return run_towers(self.towers, self.cfg["tasks"], [h] * len(self.cfg["tasks"]))
+
+
+class PLELevel(nn.Module):
+    """One extraction level: inputs are T task representations and a shared one (all x at level 0)."""
+
+    def __init__(self, n_tasks, in_dim, level, last, batchnorm=False, dropout=0.0):
+        super().__init__()
+        self.t, self.p, self.s, self.last = n_tasks, level["task_experts"], level["shared_experts"], last
+        sizes = [in_dim] + list(level["expert_hidden"]) + [level["expert_dim"]]
+        self.experts = nn.ModuleList(mlp(sizes, batchnorm, dropout, True) for _ in range(n_tasks * self.p + self.s))
+        self.task_gates = nn.ModuleList(nn.Linear(in_dim, self.p + self.s) for _ in range(n_tasks))
+        if not last:
+            self.shared_gate = nn.Linear(in_dim, n_tasks * self.p + self.s)
+
+    def forward(self, inputs):
+        T, P = self.t, self.p
+        o = [e(inputs[i // P if i < T * P else T]) for i, e in enumerate(self.experts)]
+        outs = []
+        for t in range(T):
+            sel = torch.stack(o[t * P:(t + 1) * P] + o[T * P:], dim=1)  # (B, P + S, D)
+            outs.append(torch.einsum("be,bed->bd", torch.softmax(self.task_gates[t](inputs[t]), dim=1), sel))
+        if not self.last:
+            p = torch.softmax(self.shared_gate(inputs[T]), dim=1)
+            outs.append(torch.einsum("be,bed->bd", p, torch.stack(o, dim=1)))
+        return outs
+
+
+class PLE(nn.Module):
+    """cfg: input_dim, levels (list of dict shared_experts, task_experts, expert_hidden, expert_dim),
+    tower_hidden (list), tasks, batchnorm. CGC is a PLE of one level."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        n, levels, in_dim = len(cfg["tasks"]), [], cfg["input_dim"]
+        for i, level in enumerate(cfg["levels"]):
+            levels.append(PLELevel(n, in_dim, level, i + 1 == len(cfg["levels"]), cfg.get("batchnorm", False),
+                                   cfg.get("expert_dropout", 0.0)))
+            in_dim = level["expert_dim"]
+        self.levels = nn.ModuleList(levels)
+        self.towers = make_towers(cfg, in_dim)
+
+    def forward(self, x, acts=None):
+        reps = [x] * (len(self.cfg["tasks"]) + 1)
+        for level in self.levels:
+            reps = level(reps)
+        return run_towers(self.towers, self.cfg["tasks"], reps)
 
 
 def task_loss(task, out, label, mask=None):
