@@ -71,6 +71,40 @@ TEST_CASE("MLP inference into caller buffers allocates nothing", "[alloc]") {
     CHECK(moe::testing::allocations() - before == 0);
 }
 
+/// Allocations of two training steps (loss, backward, clipping, Adam) and three predicts of a
+/// multi-task model after one of each at the same batch size.
+template <class M>
+long steady_state_allocations(Model<M>& model, MultiTaskLoss<float>& loss) {
+    const Index in = model.in_features();
+    Adam<float> adam(AdamOptions{});
+    Rng rng(2);
+    Matrix<float> x(in, 300), y(3, 300), mask = Matrix<float>::Ones(3, 300);
+    for (Index i = 0; i < x.size(); ++i) x.data()[i] = float(rng.normal());
+    for (Index j = 0; j < 300; ++j) y.col(j) << float(rng.below(2)), float(rng.uniform()), float(rng.below(3));
+    for (Index j = 0; j < 300; j += 2) mask(0, j) = 0;
+    auto step = [&] {
+        model.zero_grad();
+        loss.zero_grad();
+        loss.forward(model.forward(x), y, mask);
+        model.backward(loss.backward());
+        clip_grad_norm(model.params(), 1.0);
+        adam.step(model.params());
+    };
+    InferenceWorkspace<float> ws;
+    model.train();
+    step();
+    model.predict(x, ws);
+    const long before = moe::testing::allocations();
+    for (int i = 0; i < 2; ++i) step();
+    model.eval();
+    for (int i = 0; i < 3; ++i) model.predict(x, ws);
+    return moe::testing::allocations() - before;
+}
+
+std::vector<TaskSpec> three_tasks() {
+    return {binary_task("click"), regression_task("watch"), multiclass_task("rating", 3)};
+}
+
 TEST_CASE("MMoE: training steps and predict allocate nothing after the first call at a batch size", "[alloc]") {
     MMoESpec s;
     s.input = 16;
@@ -80,30 +114,26 @@ TEST_CASE("MMoE: training steps and predict allocate nothing after the first cal
     s.tower_hidden = {8};
     s.batchnorm = true;
     s.tower_dropout = 0.1;
-    s.tasks = {binary_task("click"), regression_task("watch"), multiclass_task("rating", 3)};
+    s.tasks = three_tasks();
     Model<MMoE<float>> model(s, 1);
     MultiTaskLoss<float> loss(s.tasks);
-    Adam<float> adam(AdamOptions{});
-    Rng rng(2);
-    Matrix<float> x(16, 300), y(3, 300), mask = Matrix<float>::Ones(3, 300);
-    for (Index i = 0; i < x.size(); ++i) x.data()[i] = float(rng.normal());
-    for (Index j = 0; j < 300; ++j) y.col(j) << float(rng.below(2)), float(rng.uniform()), float(rng.below(3));
-    for (Index j = 0; j < 300; j += 2) mask(0, j) = 0;
-    auto step = [&] {
-        model.zero_grad();
-        loss.forward(model.forward(x), y, mask);
-        model.backward(loss.backward());
-        clip_grad_norm(model.params(), 1.0);
-        adam.step(model.params());
-    };
-    InferenceWorkspace<float> ws;
-    step();
-    model.predict(x, ws);
-    const long before = moe::testing::allocations();
-    for (int i = 0; i < 2; ++i) step();
-    model.eval();
-    for (int i = 0; i < 3; ++i) model.predict(x, ws);
-    CHECK(moe::testing::allocations() - before == 0);
+    CHECK(steady_state_allocations(model, loss) == 0);
+}
+
+TEST_CASE("PLE, CGC: training steps (uncertainty weighting) and predict allocate nothing in steady state", "[alloc]") {
+    PLESpec s;
+    s.input = 16;
+    s.levels = {PLELevelSpec{2, 2, {24}, 12}, PLELevelSpec{2, 1, {}, 8}};
+    s.tower_hidden = {8};
+    s.batchnorm = true;
+    s.expert_dropout = 0.1;
+    s.tasks = three_tasks();
+    Model<PLE<float>> ple(s, 1);
+    MultiTaskLoss<float> loss(s.tasks, {}, TaskWeighting::uncertainty);
+    CHECK(steady_state_allocations(ple, loss) == 0);
+    s.levels.pop_back();
+    Model<CGC<float>> cgc(s, 2);
+    CHECK(steady_state_allocations(cgc, loss) == 0);
 }
 
 TEST_CASE("SparseMoE: forward and backward allocate nothing in steady state", "[alloc]") {

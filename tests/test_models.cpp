@@ -156,6 +156,15 @@ TEST_CASE("MMoE: parameter names follow the PyTorch module", "[models]") {
     Model<OMoE<double>> o(small_mmoe({binary_task("a"), regression_task("b")}), 1);
     CHECK(o.params().contains("gate.weight"));
     CHECK_FALSE(o.params().contains("gates.0.weight"));
+    // One task and one expert are still ModuleLists of one in PyTorch: "gates.0", "experts.0.0".
+    MMoESpec one = small_mmoe({binary_task("a")});
+    one.experts = 1;
+    Model<MMoE<double>> single(one, 1);
+    for (const char* name : {"experts.0.0.weight", "experts.0.2.bias", "gates.0.weight", "towers.0.0.weight"})
+        CHECK(single.params().contains(name));
+    one.gate_hidden = {3};
+    Model<MMoE<double>> deep_gate(one, 1);
+    CHECK(deep_gate.params().contains("gates.0.0.weight"));
 }
 
 TEST_CASE("MMoE: predict equals forward in evaluation mode with the heads applied", "[models]") {

@@ -149,6 +149,13 @@ TEST_CASE("PLE: parameter names follow the PyTorch module", "[ple]") {
     CHECK(m.params().value("levels.0.task_gates.1.weight").rows() == 3);   // 1 own + 2 shared
     CHECK(m.params().value("levels.0.shared_gate.weight").rows() == 5);    // all experts
     CHECK(m.params().value("levels.1.experts.0.0.weight").cols() == 4);    // level 0's expert_dim
+    PLESpec one;  // one task, one expert: still ModuleLists of one, as in PyTorch
+    one.input = 3;
+    one.levels = {PLELevelSpec{1, 0, {}, 2}};
+    one.tasks = {binary_task("a")};
+    Model<CGC<double>> single(one, 1);
+    CHECK(single.params().contains("levels.0.experts.0.0.weight"));
+    CHECK(single.params().contains("levels.0.task_gates.0.weight"));
 }
 
 TEST_CASE("PLE: predict equals forward in evaluation mode with the heads applied", "[ple]") {

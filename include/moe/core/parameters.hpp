@@ -83,7 +83,7 @@ public:
             const Index part_rows = p.rows / p.parts;
             for (Index i = 0; i < p.parts; ++i) {
                 std::string part_name = name;
-                if (p.parts > 1) part_name.replace(slot, 2, std::to_string(i));
+                if (slot != std::string::npos) part_name.replace(slot, 2, std::to_string(i));
                 if (index_.count(part_name))
                     throw config_error("moe::ParameterStore: duplicate parameter name '" + part_name + "'");
                 index_.emplace(part_name, entries_.size());

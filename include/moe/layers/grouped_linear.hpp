@@ -41,15 +41,17 @@ void for_each_group(Index groups, double work_per_group, F&& f) {
 /// Shapes: with shared_input x is in x B (every group reads it); otherwise x is (G in) x B and group
 /// g reads rows [g in, (g+1) in). y is (G out) x B, group g in rows [g out, (g+1) out).
 /// Parameters: `weight` (G out) x in and `bias` (G out) x 1, listed per group as "{}.weight"-style
-/// names when G > 1 (the store expands "{}" to the group index). Init: PyTorch's nn.Linear default.
+/// names when G > 1 or always_indexed (a ModuleList of one: "0.weight"; the store expands "{}" to the
+/// group index). Init: PyTorch's nn.Linear default.
 template <class T>
 class GroupedLinear {
 public:
     using Scalar = T;
 
     GroupedLinear(Index groups, Index in_features, Index out_features, bool shared_input,
-                  std::string name = "moe::GroupedLinear")
+                  std::string name = "moe::GroupedLinear", bool always_indexed = false)
         : name_(std::move(name)), groups_(groups), shared_input_(shared_input || groups == 1),
+          always_indexed_(always_indexed),
           weight_(groups * out_features, in_features, groups), bias_(groups * out_features, 1, groups) {
         check_scalar<T>();
         detail::require(groups > 0, name_, ": groups must be positive, got ", groups);
@@ -122,7 +124,7 @@ public:
     template <class F>
     void for_each_parameter(const std::string& prefix, F&& f) {
         // A grouped MLP puts the "{}" in its own prefix ("experts.{}.0"); otherwise it goes here.
-        const bool add_slot = groups_ > 1 && prefix.find("{}") == std::string::npos;
+        const bool add_slot = (groups_ > 1 || always_indexed_) && prefix.find("{}") == std::string::npos;
         const std::string p = add_slot ? join_name(prefix, "{}") : prefix;
         f(join_name(p, "weight"), weight_);
         f(join_name(p, "bias"), bias_);
@@ -152,6 +154,7 @@ private:
     std::string name_;
     Index groups_;
     bool shared_input_;
+    bool always_indexed_;
     Param<T> weight_, bias_;
     ConstView<T> x_;
     Buffer<T> y_, dx_;

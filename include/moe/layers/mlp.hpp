@@ -42,8 +42,11 @@ public:
     using Scalar = T;
     using Spec = MLPSpec;
 
-    explicit MLP(const MLPSpec& spec, std::string name = "moe::MLP", Index groups = 1, bool shared_input = true)
-        : spec_(spec), name_(std::move(name)), groups_(groups), shared_input_(shared_input || groups == 1) {
+    /// always_indexed: members are named "{g}.0.weight", ... even when G = 1 (a ModuleList of one).
+    explicit MLP(const MLPSpec& spec, std::string name = "moe::MLP", Index groups = 1, bool shared_input = true,
+                 bool always_indexed = false)
+        : spec_(spec), name_(std::move(name)), groups_(groups), shared_input_(shared_input || groups == 1),
+          always_indexed_(always_indexed) {
         detail::require(groups > 0, name_, ": groups must be positive, got ", groups);
         detail::require(spec.sizes.size() >= 2, name_, ": sizes needs at least an input and an output size, got ",
                         spec.sizes.size(), " entries");
@@ -176,7 +179,7 @@ private:
     };
     std::string sub(int index) const { return name_ + "." + std::to_string(index); }
     std::string member_prefix(const std::string& prefix) const {
-        return groups_ > 1 ? join_name(prefix, "{}") : prefix;
+        return groups_ > 1 || always_indexed_ ? join_name(prefix, "{}") : prefix;
     }
     const MatrixView<T>& last_output() const {
         const Block& b = blocks_.back();
@@ -190,6 +193,7 @@ private:
     std::string name_;
     Index groups_;
     bool shared_input_;
+    bool always_indexed_;
     std::vector<Block> blocks_;
 };
 

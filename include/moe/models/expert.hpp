@@ -19,12 +19,12 @@ public:
 /// Shapes: x is in x B; y is (E out) x B, expert e in rows [e out, (e+1) out), so the column of a
 /// sample is its out x E matrix of expert outputs. The first layers of all experts are one GEMM
 /// over their stacked weights; later layers are one GEMM per expert, spread over threads.
-/// Parameters are named as a ModuleList of nn.Sequential: "{e}.0.weight", "{e}.2.bias", ...
+/// Parameters are named as a ModuleList of nn.Sequential: "{e}.0.weight", "{e}.2.bias", ... (also for E = 1)
 template <class T>
 class ExpertBank : public MLP<T> {
 public:
     ExpertBank(Index experts, const MLPSpec& spec, std::string name = "moe::ExpertBank")
-        : MLP<T>(spec, std::move(name), experts, /*shared_input=*/true) {}
+        : MLP<T>(spec, std::move(name), experts, /*shared_input=*/true, /*always_indexed=*/true) {}
 
     Index experts() const { return this->groups(); }
     /// Output width of one expert.

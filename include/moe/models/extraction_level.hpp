@@ -54,8 +54,9 @@ public:
                     const PLEExpertOptions& options, const std::string& name)
         : name_(checked(tasks, in, spec, name)), tasks_(tasks), in_(in), first_(first), last_(last),
           own_(spec.task_experts), shared_(spec.shared_experts), dim_(spec.expert_dim),
-          experts_(expert_spec(in, spec, options), name + ".experts", experts(), first),
-          task_gates_(tasks, in, own_ + shared_, {}, options.activation, name + ".task_gates", first) {
+          experts_(expert_spec(in, spec, options), name + ".experts", experts(), first, /*always_indexed=*/true),
+          task_gates_(tasks, in, own_ + shared_, {}, options.activation, name + ".task_gates", first,
+                      /*always_indexed=*/true) {
         if (!last) shared_gate_.emplace(1, in, experts(), std::vector<Index>{}, options.activation, name + ".shared_gate");
         // Gate g's experts, in the order of its probabilities: its task's, then the shared ones.
         for (Index g = 0; g < gates(); ++g) {

@@ -16,7 +16,8 @@ namespace moe {
 /// Shapes: x is in x B (shared input); the probabilities are (G E) x B, gate g in rows [g E, (g+1) E), each
 /// column of each gate summing to 1. All gates' first layers are one GEMM.
 /// Parameters: "{g}.weight"/"{g}.bias" without hidden layers (nn.Linear per gate), else
-/// "{g}.0.weight", ... (nn.Sequential per gate); "{g}" is dropped when G = 1.
+/// "{g}.0.weight", ... (nn.Sequential per gate); "{g}" is dropped when G = 1 unless always_indexed
+/// (a ModuleList of one gate, as an MMoE of one task has).
 template <class T>
 class GateBank {
 public:
@@ -24,19 +25,19 @@ public:
 
     GateBank(Index gates, Index in_features, Index experts, const std::vector<Index>& hidden = {},
              ActivationKind activation = ActivationKind::relu, std::string name = "moe::GateBank",
-             bool shared_input = true)
+             bool shared_input = true, bool always_indexed = false)
         : name_(std::move(name)), gates_(gates), experts_(experts) {
         detail::require(gates > 0, name_, ": needs at least one gate, got ", gates);
         detail::require(experts > 0, name_, ": needs at least one expert, got ", experts);
         if (hidden.empty()) {
-            linear_.emplace(gates, in_features, experts, shared_input, name_);
+            linear_.emplace(gates, in_features, experts, shared_input, name_, always_indexed);
         } else {
             MLPSpec spec;
             spec.sizes.push_back(in_features);
             spec.sizes.insert(spec.sizes.end(), hidden.begin(), hidden.end());
             spec.sizes.push_back(experts);
             spec.activation = activation;
-            mlp_.emplace(spec, name_, gates, shared_input);
+            mlp_.emplace(spec, name_, gates, shared_input, always_indexed);
         }
     }
 

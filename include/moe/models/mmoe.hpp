@@ -163,7 +163,8 @@ protected:
         : spec_(detail::checked_mmoe_spec(spec, name)), name_(name),
           experts_(spec.experts, detail::expert_mlp_spec(spec), name + ".experts"),
           gates_(spec.shared_gate ? 1 : static_cast<Index>(spec.tasks.size()), spec.input, spec.experts, spec.gate_hidden,
-                 spec.activation, name + (spec.shared_gate ? ".gate" : ".gates")),
+                 spec.activation, name + (spec.shared_gate ? ".gate" : ".gates"), /*shared_input=*/true,
+                 /*always_indexed=*/!spec.shared_gate),
           towers_(spec.tasks, spec.expert_dim, spec.shared_gate ? 1 : static_cast<Index>(spec.tasks.size()),
                   TowerOptions{spec.tower_hidden, spec.activation, spec.batchnorm, spec.tower_dropout}, name),
           macs_per_sample_(macs_per_sample(spec)) {}

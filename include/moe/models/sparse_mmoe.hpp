@@ -37,7 +37,7 @@ public:
     explicit SparseMMoE(const SparseMMoESpec& spec, std::string name = "moe::SparseMMoE")
         : spec_(checked(spec, name)), name_(std::move(name)),
           gates_(static_cast<Index>(spec.tasks.size()), spec.input, spec.experts, spec.gate_hidden, spec.activation,
-                 name_ + ".gates"),
+                 name_ + ".gates", /*shared_input=*/true, /*always_indexed=*/true),
           towers_(spec.tasks, spec.expert_dim, static_cast<Index>(spec.tasks.size()),
                   TowerOptions{spec.tower_hidden, spec.activation, false, spec.tower_dropout}, name_) {
         const MLPSpec e = detail::expert_mlp_spec(spec);  // batchnorm is refused in checked()
