@@ -200,7 +200,10 @@ TEST_CASE("Malformed tables and census files: io_error with the file and the lin
     std::string bad_label = census_line(30, "Never married", "White", "maybe");
     write_text(dir.file("label.csv"), good + bad_label);
     CHECK_THROWS_WITH(load_census_income<float>(dir.file("label.csv"), dir.file("label.csv")),
-                      Contains("label.csv' row 3: income is 'maybe'"));
+                      Contains("label.csv' row 3 (non-empty line): income is 'maybe'"));
+    write_text(dir.file("empty.csv"), "");
+    CHECK_THROWS_WITH(load_census_income<float>(dir.file("empty.csv"), dir.file("label.csv")),
+                      Contains("empty.csv' has 0 rows"));
     CHECK_FALSE(find_census_income(dir.file("nowhere")));
 }
 

@@ -86,6 +86,9 @@ CensusIncome<T> load_census_income(const std::string& train_path, const std::str
     const auto columns = census_income_columns();
     const Table train = read_table(train_path, columns, census_income_format(max_rows));
     const Table test = read_table(test_path, columns, census_income_format(max_rows));
+    if (train.rows == 0 || test.rows < 2)
+        throw io_error(detail::concat("moe::load_census_income: '", train_path, "' has ", train.rows, " rows and '",
+                                      test_path, "' ", test.rows, "; need data in both (two test rows at least)"));
     std::vector<std::string> features;
     for (const auto& c : columns)
         if (c.kind != ColumnKind::ignored && c.name != "income" && c.name != "marital stat") features.push_back(c.name);
@@ -97,15 +100,13 @@ CensusIncome<T> load_census_income(const std::string& train_path, const std::str
         for (Index r = 0; r < t.rows; ++r) {
             const std::string& inc = t.category(income, r);
             if (inc != "50000+" && inc != "- 50000")
-                throw io_error(detail::concat("moe::load_census_income: '", t.path, "' row ", r + 1,
+                throw io_error(detail::concat("moe::load_census_income: '", t.path, "' row ", r + 1, " (non-empty line)",
                                               ": income is '", inc, "', expected '50000+' or '- 50000'"));
             y(0, r) = T(inc == "50000+");
             y(1, r) = T(t.category(marital, r) == "Never married");
         }
         return y;
     };
-    detail::require(train.rows > 0 && test.rows > 1, "moe::load_census_income: '", train_path, "' has ", train.rows,
-                    " rows and '", test_path, "' ", test.rows, "; need data in both (two test rows at least)");
 
     CensusIncome<T> d;
     d.tasks = {binary_task("income"), binary_task("marital")};
