@@ -50,4 +50,5 @@
 #include "moe/optim/clip.hpp"
 #include "moe/optim/schedule.hpp"
 #include "moe/optim/sgd.hpp"
+#include "moe/io/model_file.hpp"
 #include "moe/io/safetensors.hpp"

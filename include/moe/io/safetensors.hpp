@@ -4,14 +4,21 @@
 // raw little-endian row-major tensor data. Everything in the header is checked before it is used:
 // a lying header gives moe::io_error naming the file and the tensor, never a crash or a huge allocation.
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "moe/core/errors.hpp"
 #include "moe/core/types.hpp"
@@ -119,6 +126,10 @@ inline DType parse_dtype(const std::string& s, const std::string& file, const st
 /// Reads and validates a whole safetensors file. Throws io_error naming the file (and tensor).
 inline SafetensorsFile read_safetensors(const std::string& path) {
     using detail::concat;
+    // A directory opens as a stream on Linux and reports a nonsense size: refuse anything but a file.
+    std::error_code ec;
+    if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec))
+        throw io_error(path + ": not a regular file (is it a directory?)");
     std::ifstream in(path, std::ios::binary);
     if (!in) throw io_error(path + ": cannot open for reading");
     in.seekg(0, std::ios::end);
@@ -129,6 +140,7 @@ inline SafetensorsFile read_safetensors(const std::string& path) {
     if (file_size < 8) throw io_error(concat(path, ": file is ", file_size, " bytes, too short for a safetensors header"));
     unsigned char len_bytes[8];
     in.read(reinterpret_cast<char*>(len_bytes), 8);
+    if (!in) throw io_error(path + ": read error in the header length");
     std::uint64_t header_len = 0;
     for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
     if (header_len > file_size - 8)
@@ -210,6 +222,85 @@ inline SafetensorsFile read_safetensors(const std::string& path) {
         if (!in) throw io_error(concat(path, ": read error in tensor '", names[i], "'"));
     }
     return out;
+}
+
+namespace detail {
+/// Writes all of [data, data + size) to fd, retrying short writes and EINTR; false on an error.
+inline bool write_all(int fd, const void* data, std::size_t size) {
+    const char* p = static_cast<const char*>(data);
+    while (size > 0) {
+        const ssize_t n = ::write(fd, p, size);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return false;
+        }
+        p += n;
+        size -= static_cast<std::size_t>(n);
+    }
+    return true;
+}
+}  // namespace detail
+
+/// Writes a safetensors file atomically: the bytes go to a temporary file in the same folder, which
+/// is flushed to disk (fsync) and then renamed over path, and the folder is synced. A failure at any
+/// point (disk full, a killed process) leaves whatever was at path before untouched and removes the
+/// temporary file; io_error names the file and the failing step. Tensors are written in name order,
+/// the data section aligned to 8 bytes as the reference writer does.
+inline void write_safetensors(const std::string& path, const SafetensorsFile& file) {
+    using detail::concat;
+    nlohmann::json header = nlohmann::json::object();
+    std::uint64_t offset = 0;
+    for (const auto& [name, t] : file.tensors) {
+        if (name == "__metadata__") throw io_error(concat(path, ": '__metadata__' is not a tensor name"));
+        std::uint64_t numel = 1;
+        for (auto d : t.shape) {
+            if (d < 0) throw io_error(concat(path, ": tensor '", name, "' has a negative dimension"));
+            numel *= static_cast<std::uint64_t>(d);
+        }
+        if (numel * dtype_size(t.dtype) != t.bytes.size())
+            throw io_error(concat(path, ": tensor '", name, "' has ", t.bytes.size(), " bytes, its shape and dtype need ",
+                                  numel * dtype_size(t.dtype)));
+        header[name] = {{"dtype", to_string(t.dtype)}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.bytes.size()}}};
+        offset += t.bytes.size();
+    }
+    if (!file.metadata.empty()) header["__metadata__"] = file.metadata;
+    std::string text = header.dump();
+    text.append((8 - text.size() % 8) % 8, ' ');
+    unsigned char len[8];
+    for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>((std::uint64_t(text.size()) >> (8 * i)) & 0xff);
+
+    std::string tmp = path + ".tmp-XXXXXX";
+    const int fd = ::mkstemp(tmp.data());
+    if (fd < 0) throw io_error(concat(path, ": cannot create a temporary file next to it: ", std::strerror(errno)));
+    auto fail = [&](const char* step) {
+        const std::string why = std::strerror(errno);
+        ::close(fd);
+        std::remove(tmp.c_str());
+        throw io_error(concat(path, ": ", step, " failed (", why, "); the previous file, if any, is unchanged"));
+    };
+    if (::fchmod(fd, 0644) != 0) fail("setting the permissions of the temporary file");
+    if (!detail::write_all(fd, len, 8) || !detail::write_all(fd, text.data(), text.size())) fail("writing the header");
+    for (const auto& [name, t] : file.tensors)
+        if (!detail::write_all(fd, t.bytes.data(), t.bytes.size())) fail("writing the tensor data");
+    if (::fsync(fd) != 0) fail("flushing to disk (fsync)");
+    if (::close(fd) != 0) {
+        const std::string why = std::strerror(errno);
+        std::remove(tmp.c_str());
+        throw io_error(concat(path, ": closing the temporary file failed (", why, "); the previous file is unchanged"));
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+        const std::string why = std::strerror(errno);
+        std::remove(tmp.c_str());
+        throw io_error(concat(path, ": renaming the temporary file over it failed (", why, "); the previous file is unchanged"));
+    }
+    // Make the rename itself durable; a failure here cannot undo it, so it is not an error.
+    const auto slash = path.find_last_of('/');
+    const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        ::fsync(dfd);
+        ::close(dfd);
+    }
 }
 
 }  // namespace moe

@@ -1,0 +1,374 @@
+// Model files: bitwise round trips of every model kind in both dtypes, optimizer state and a resumed
+// run, dtype conversion, atomic saving under a failing write, and every bad-file case of
+// docs/model_files.md.
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <sys/resource.h>
+
+#include "support/catch.hpp"
+#include "support/gradcheck.hpp"
+#include "support/model_checks.hpp"
+
+using namespace moe;
+using Catch::Matchers::Contains;
+using moe::testing::random_matrix;
+
+namespace {
+namespace fs = std::filesystem;
+
+struct TempDir {
+    fs::path path;
+    explicit TempDir(const std::string& name) : path(fs::temp_directory_path() / ("moe_test_model_file_" + name)) {
+        fs::remove_all(path);
+        fs::create_directories(path);
+    }
+    ~TempDir() {
+        std::error_code ec;
+        fs::remove_all(path, ec);
+    }
+    std::string file(const std::string& name) const { return (path / name).string(); }
+};
+
+std::string read_bytes(const std::string& path) {
+    std::string b(static_cast<std::size_t>(fs::file_size(path)), '\0');
+    std::ifstream(path, std::ios::binary).read(b.data(), static_cast<std::streamsize>(b.size()));
+    return b;
+}
+void write_bytes(const std::string& path, const std::string& b) { std::ofstream(path, std::ios::binary) << b; }
+
+std::vector<TaskSpec> tasks3() { return {binary_task("click"), regression_task("watch", true), multiclass_task("rating", 3)}; }
+
+MMoESpec mmoe_spec(bool shared_gate = false) {
+    MMoESpec s;
+    s.input = 6;
+    s.experts = 3;
+    s.expert_hidden = {5};
+    s.expert_dim = 4;
+    s.gate_hidden = shared_gate ? std::vector<Index>{} : std::vector<Index>{3};
+    s.tower_hidden = {3};
+    s.tasks = tasks3();
+    s.batchnorm = true;
+    s.shared_gate = shared_gate;
+    return s;
+}
+SharedBottomSpec bottom_spec() {
+    SharedBottomSpec s;
+    s.input = 6;
+    s.bottom_hidden = {7};
+    s.bottom_dim = 5;
+    s.tower_hidden = {3};
+    s.tasks = tasks3();
+    s.batchnorm = true;
+    return s;
+}
+PLESpec ple_spec(int levels) {
+    PLESpec s;
+    s.input = 6;
+    s.levels = {PLELevelSpec{2, 1, {5}, 4}};
+    if (levels > 1) s.levels.push_back(PLELevelSpec{1, 2, {}, 3});
+    s.tower_hidden = {3};
+    s.tasks = tasks3();
+    s.batchnorm = true;
+    return s;
+}
+SparseMMoESpec sparse_mmoe_spec() {
+    SparseMMoESpec s;
+    static_cast<MMoESpec&>(s) = mmoe_spec();
+    s.batchnorm = false;
+    s.gate_hidden = {};
+    s.k = 2;
+    return s;
+}
+
+/// A few training steps so that every parameter and BatchNorm statistic has moved from its init.
+template <class M>
+void train_a_little(Model<M>& model, Adam<typename M::Scalar>& adam, int steps, std::uint64_t seed) {
+    using T = typename M::Scalar;
+    MultiTaskLoss<T> loss(model.tasks());
+    const Matrix<T> x = random_matrix(model.in_features(), 16, seed).template cast<T>();
+    const Matrix<T> y = moe::testing::labels_for(model.tasks(), 16, seed + 1).template cast<T>();
+    model.train();
+    for (int i = 0; i < steps; ++i) {
+        model.zero_grad();
+        loss.forward(model.forward(x), y);
+        model.backward(loss.backward());
+        adam.step(model.params());
+    }
+    model.eval();
+}
+
+template <class M>
+std::vector<Matrix<typename M::Scalar>> predictions(const Model<M>& model) {
+    using T = typename M::Scalar;
+    const Matrix<T> x = random_matrix(model.in_features(), 9, 99).template cast<T>();
+    InferenceWorkspace<T> ws;
+    const auto& p = model.predict(x, ws);
+    return std::vector<Matrix<T>>(p.begin(), p.end());
+}
+
+template <class M>
+void check_round_trip(const typename M::Spec& spec, const std::string& path) {
+    using T = typename M::Scalar;
+    Model<M> model(spec, 3);
+    Adam<T> adam;
+    train_a_little(model, adam, 3, 5);
+    save(model, path);
+    const Model<M> back = load<M>(path);
+    CHECK(back.params().values() == model.params().values());  // bitwise
+    const auto a = predictions(model), b = predictions(back);
+    for (std::size_t t = 0; t < a.size(); ++t) CHECK(a[t] == b[t]);
+}
+
+/// The tensors of a saved file, to edit into bad files.
+SafetensorsFile saved_mmoe(const std::string& path) {
+    Model<MMoE<double>> model(mmoe_spec(), 1);
+    Adam<double> adam;
+    train_a_little(model, adam, 2, 3);
+    save(model, path);
+    return read_safetensors(path);
+}
+}  // namespace
+
+TEST_CASE("Model files: save then load is bitwise, for every model kind and both dtypes", "[io][model_file]") {
+    TempDir dir("round_trip");
+    check_round_trip<MMoE<float>>(mmoe_spec(), dir.file("mmoe32.safetensors"));
+    check_round_trip<MMoE<double>>(mmoe_spec(), dir.file("mmoe64.safetensors"));
+    check_round_trip<OMoE<float>>(mmoe_spec(true), dir.file("omoe32.safetensors"));
+    check_round_trip<OMoE<double>>(mmoe_spec(true), dir.file("omoe64.safetensors"));
+    check_round_trip<SharedBottom<float>>(bottom_spec(), dir.file("sb32.safetensors"));
+    check_round_trip<SharedBottom<double>>(bottom_spec(), dir.file("sb64.safetensors"));
+    check_round_trip<PLE<float>>(ple_spec(2), dir.file("ple32.safetensors"));
+    check_round_trip<PLE<double>>(ple_spec(2), dir.file("ple64.safetensors"));
+    check_round_trip<CGC<float>>(ple_spec(1), dir.file("cgc32.safetensors"));
+    check_round_trip<CGC<double>>(ple_spec(1), dir.file("cgc64.safetensors"));
+    check_round_trip<SparseMMoE<float>>(sparse_mmoe_spec(), dir.file("smmoe32.safetensors"));
+    check_round_trip<SparseMMoE<double>>(sparse_mmoe_spec(), dir.file("smmoe64.safetensors"));
+
+    // SparseMoE is a layer (d x N in and out): compare its outputs directly.
+    SparseMoESpec ss;
+    ss.dim = 6;
+    ss.ffn = 8;
+    ss.experts = 4;
+    ss.k = 2;
+    ss.router_bias = true;
+    Model<SparseMoE<double>> layer(ss, 2);
+    save(layer, dir.file("sparse.safetensors"));
+    Model<SparseMoE<double>> back = load<SparseMoE<double>>(dir.file("sparse.safetensors"));
+    CHECK(back.params().values() == layer.params().values());
+    const Matrix<double> x = random_matrix(6, 10, 4);
+    layer.eval();
+    back.eval();
+    CHECK(Matrix<double>(layer.forward(x)) == Matrix<double>(back.forward(x)));
+}
+
+TEST_CASE("Model files: tensor names, shapes and BatchNorm buffers as PyTorch's state_dict", "[io][model_file]") {
+    TempDir dir("names");
+    const SafetensorsFile f = saved_mmoe(dir.file("m.safetensors"));
+    CHECK(f.at("experts.0.0.weight").shape == std::vector<std::int64_t>{5, 6});
+    CHECK(f.at("experts.0.0.bias").shape == std::vector<std::int64_t>{5});
+    CHECK(f.at("experts.2.2.weight").shape == std::vector<std::int64_t>{5});  // BatchNorm1d affine
+    CHECK(f.at("experts.2.2.running_var").shape == std::vector<std::int64_t>{5});
+    CHECK(f.at("experts.1.2.num_batches_tracked").dtype == DType::i64);
+    CHECK(f.at("experts.1.2.num_batches_tracked").values<double>()[0] == 2.0);  // two training steps
+    CHECK(f.at("towers.0.2.running_mean").shape == std::vector<std::int64_t>{3});
+    CHECK(f.at("gates.1.0.weight").shape == std::vector<std::int64_t>{3, 6});
+    CHECK(f.metadata.at("kind") == "mmoe");
+    CHECK(f.metadata.at("dtype") == "float64");
+    CHECK_FALSE(f.contains("optimizer.step"));
+}
+
+TEST_CASE("Model files: the optimizer state resumes a run bit for bit", "[io][model_file]") {
+    TempDir dir("resume");
+    PLESpec s = ple_spec(2);
+    Model<PLE<float>> straight(s, 4);
+    Adam<float> adam_straight(AdamOptions{2e-3});
+    train_a_little(straight, adam_straight, 6, 8);  // 6 steps in one go
+
+    Model<PLE<float>> first(s, 4);
+    Adam<float> adam_first(AdamOptions{2e-3});
+    train_a_little(first, adam_first, 3, 8);
+    save(first, dir.file("half.safetensors"), &adam_first);
+    Adam<float> adam_resumed(AdamOptions{2e-3});
+    Model<PLE<float>> resumed = load<PLE<float>>(dir.file("half.safetensors"), {}, &adam_resumed);
+    CHECK(adam_resumed.step_count() == 3);
+    train_a_little(resumed, adam_resumed, 3, 8);
+    CHECK(resumed.params().values() == straight.params().values());
+    // Without the optimizer state the resumed run differs (Adam restarts its moments).
+    Adam<float> fresh(AdamOptions{2e-3});
+    Model<PLE<float>> restarted = load<PLE<float>>(dir.file("half.safetensors"));
+    train_a_little(restarted, fresh, 3, 8);
+    CHECK(restarted.params().values() != straight.params().values());
+    // A file saved without optimizer state cannot fill one.
+    save(first, dir.file("no_opt.safetensors"));
+    Adam<float> wanting;
+    CHECK_THROWS_WITH(load<PLE<float>>(dir.file("no_opt.safetensors"), {}, &wanting), Contains("holds no optimizer state"));
+}
+
+TEST_CASE("Model files: dtype conversion on request", "[io][model_file]") {
+    TempDir dir("dtype");
+    Model<MMoE<double>> m64(mmoe_spec(), 2);
+    save(m64, dir.file("m64.safetensors"));
+    CHECK_THROWS_WITH(load<MMoE<float>>(dir.file("m64.safetensors")),
+                      Contains("has dtype F64, expected F32") && Contains("convert_dtype"));
+    LoadOptions convert;
+    convert.convert_dtype = true;
+    const Model<MMoE<float>> m32 = load<MMoE<float>>(dir.file("m64.safetensors"), convert);
+    CHECK(m32.params().values() == m64.params().values().cast<float>());
+}
+
+TEST_CASE("Model files: a failing write leaves the previous file intact and no temporary file", "[io][model_file]") {
+    TempDir dir("atomic");
+    const std::string path = dir.file("model.safetensors");
+    Model<MMoE<double>> small(mmoe_spec(), 1);
+    save(small, path);
+    const std::string before = read_bytes(path);
+    MMoESpec big_spec = mmoe_spec();
+    big_spec.expert_hidden = {512};
+    Model<MMoE<double>> big(big_spec, 2);
+    // Let the kernel refuse writes past 4 KB (EFBIG), as a full disk would refuse them midway.
+    std::signal(SIGXFSZ, SIG_IGN);
+    rlimit old{};
+    REQUIRE(getrlimit(RLIMIT_FSIZE, &old) == 0);
+    rlimit limited = old;
+    limited.rlim_cur = 4096;
+    REQUIRE(setrlimit(RLIMIT_FSIZE, &limited) == 0);
+    std::string error;
+    try {
+        save(big, path);
+    } catch (const io_error& e) {
+        error = e.what();
+    }
+    REQUIRE(setrlimit(RLIMIT_FSIZE, &old) == 0);
+    std::signal(SIGXFSZ, SIG_DFL);
+    CHECK_THAT(error, Contains("model.safetensors") && Contains("failed") && Contains("previous file"));
+    CHECK(read_bytes(path) == before);
+    CHECK(std::distance(fs::directory_iterator(dir.path), fs::directory_iterator()) == 1);
+    CHECK(load<MMoE<double>>(path).params().values() == small.params().values());
+    // And the same save succeeds once the disk has room.
+    save(big, path);
+    CHECK(load<MMoE<double>>(path).params().values() == big.params().values());
+}
+
+TEST_CASE("Model files: every bad file gives io_error naming the file and what was expected", "[io][model_file][errors]") {
+    TempDir dir("bad");
+    const std::string good_path = dir.file("good.safetensors");
+    const SafetensorsFile good = saved_mmoe(good_path);
+    const std::string bytes = read_bytes(good_path);
+    using M = MMoE<double>;
+    auto bad_file = [&](const std::string& name, const std::function<void(SafetensorsFile&)>& edit) {
+        SafetensorsFile f = good;
+        edit(f);
+        write_safetensors(dir.file(name), f);
+        return dir.file(name);
+    };
+    auto bad_bytes = [&](const std::string& name, const std::string& b) {
+        write_bytes(dir.file(name), b);
+        return dir.file(name);
+    };
+    auto header_len = [&] {
+        std::uint64_t n = 0;
+        for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(bytes[std::size_t(i)]);
+        return n;
+    }();
+    auto with_header = [&](std::string h) {  // bytes with another header, same data
+        std::string out(8, '\0');
+        for (int i = 0; i < 8; ++i) out[std::size_t(i)] = static_cast<char>((h.size() >> (8 * i)) & 0xff);
+        return out + h + bytes.substr(8 + header_len);
+    };
+    const std::string header = bytes.substr(8, header_len);
+
+    struct Case {
+        std::string what, path, expected;
+    };
+    std::vector<Case> cases = {
+        {"empty file", bad_bytes("empty", ""), "too short for a safetensors header"},
+        {"a directory", dir.path.string(), "is it a directory"},
+        {"truncated in the length", bad_bytes("trunc4", bytes.substr(0, 4)), "too short"},
+        {"truncated in the header", bad_bytes("trunc_header", bytes.substr(0, 8 + header_len / 2)), "runs past the end"},
+        {"truncated in the data", bad_bytes("trunc_data", bytes.substr(0, bytes.size() - 100)), "outside the data section"},
+        {"one byte short", bad_bytes("trunc_1", bytes.substr(0, bytes.size() - 1)), "outside the data section"},
+        {"header length past the end", bad_bytes("len", std::string("\xff\xff\xff\xff\x00\x00\x00\x00", 8) + bytes.substr(8)),
+         "runs past the end of the file"},
+        {"bad JSON", bad_bytes("bad_json", with_header(std::string(header).replace(0, 1, "["))), "not valid JSON"},
+        {"overlapping offsets", [&] {
+             // Give the second tensor in the file the first one's range.
+             nlohmann::json j = nlohmann::json::parse(header);
+             std::string first, second;
+             for (auto it = j.begin(); it != j.end(); ++it)
+                 if (it.key() != "__metadata__" && it.value()["data_offsets"][0] == 0) first = it.key();
+             const auto first_end = j[first]["data_offsets"][1];
+             for (auto it = j.begin(); it != j.end(); ++it)
+                 if (it.key() != "__metadata__" && it.value()["data_offsets"][0] == first_end) second = it.key();
+             j[second]["data_offsets"] = j[first]["data_offsets"];
+             j[second]["shape"] = j[first]["shape"];
+             return bad_bytes("overlap", with_header(j.dump()));
+         }(), "overlap or leave a gap"},
+        {"unknown dtype", [&] {
+             nlohmann::json j = nlohmann::json::parse(header);
+             j["gates.0.0.bias"]["dtype"] = "BF16";
+             return bad_bytes("bf16", with_header(j.dump()));
+         }(), "has dtype 'BF16'"},
+        {"wrong dtype (float32 for a float64 model)", bad_file("f32", [](SafetensorsFile& f) {
+             f.tensors["gates.0.0.bias"] = Tensor::from_matrix<float>(Matrix<float>::Zero(3, 1));
+             f.tensors["gates.0.0.bias"].shape = {3};
+         }), "'gates.0.0.bias' has dtype F32, expected F64"},
+        {"wrong shape", bad_file("shape", [](SafetensorsFile& f) {
+             f.tensors["towers.1.0.weight"] = Tensor::from_matrix<double>(Matrix<double>::Zero(3, 5));
+         }), "'towers.1.0.weight' has shape [3, 5], the config needs [3, 4]"},
+        {"missing tensor", bad_file("missing", [](SafetensorsFile& f) { f.tensors.erase("experts.1.0.weight"); }),
+         "'experts.1.0.weight' is missing"},
+        {"missing BatchNorm statistics", bad_file("missing_bn", [](SafetensorsFile& f) { f.tensors.erase("experts.0.2.running_var"); }),
+         "'experts.0.2.running_var' is missing"},
+        {"extra tensor", bad_file("extra", [](SafetensorsFile& f) {
+             f.tensors["experts.9.0.weight"] = Tensor::from_matrix<double>(Matrix<double>::Zero(5, 6));
+         }), "'experts.9.0.weight' is not part of this mmoe"},
+        {"NaN weight", bad_file("nan", [](SafetensorsFile& f) {
+             Matrix<double> w = f.at("experts.0.0.weight").matrix<double>();
+             w(1, 2) = std::nan("");
+             f.tensors["experts.0.0.weight"] = Tensor::from_matrix<double>(w);
+         }), "'experts.0.0.weight' holds a non-finite value"},
+        {"config contradicts the tensors", bad_file("config", [](SafetensorsFile& f) {
+             auto c = nlohmann::json::parse(f.metadata.at("config"));
+             c["experts"] = 4;
+             f.metadata["config"] = c.dump();
+         }), "'experts.3.0.bias' is missing"},
+        {"config is not valid for the kind", bad_file("config_keys", [](SafetensorsFile& f) { f.metadata["config"] = "{\"input\": 6}"; }),
+         "config is not a valid mmoe config"},
+        {"config describes an invalid model", bad_file("config_invalid", [](SafetensorsFile& f) {
+             auto c = nlohmann::json::parse(f.metadata.at("config"));
+             c["experts"] = 0;
+             f.metadata["config"] = c.dump();
+         }), "experts must be positive, got 0"},
+        {"another model kind", bad_file("kind", [](SafetensorsFile& f) { f.metadata["kind"] = "ple"; }),
+         "holds a 'ple' model, loading a 'mmoe'"},
+        {"not a model file (no metadata)", bad_file("plain", [](SafetensorsFile& f) { f.metadata.clear(); }),
+         "the metadata has no 'format'"},
+        {"a newer format version", bad_file("version", [](SafetensorsFile& f) { f.metadata["version"] = "2"; }),
+         "format version 2, this library reads version 1"},
+        {"num_batches_tracked as a float", bad_file("count", [](SafetensorsFile& f) {
+             f.tensors["towers.0.2.num_batches_tracked"] = Tensor::from_matrix<double>(Matrix<double>::Zero(1, 1));
+             f.tensors["towers.0.2.num_batches_tracked"].shape = {};
+         }), "'towers.0.2.num_batches_tracked' has dtype F64, expected I64"},
+    };
+    for (const auto& c : cases) {
+        INFO(c.what);
+        std::string error;
+        try {
+            load<M>(c.path);
+        } catch (const io_error& e) {
+            error = e.what();
+        }
+        CHECK_THAT(error, Contains(c.expected));
+        if (c.path != dir.path.string()) CHECK_THAT(error, Contains(fs::path(c.path).filename().string()));
+    }
+    // The documented escapes: non-strict ignores extra tensors, check_finite = false takes NaN.
+    LoadOptions lenient;
+    lenient.strict = false;
+    CHECK_NOTHROW(load<M>(dir.file("extra"), lenient));
+    lenient.check_finite = false;
+    CHECK(std::isnan(load<M>(dir.file("nan"), lenient).params().value("experts.0.0.weight")(1, 2)));
+    CHECK_THROWS_WITH(load<M>(dir.file("nowhere.safetensors")), Contains("nowhere.safetensors: cannot open"));
+}
