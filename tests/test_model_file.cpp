@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 
 #include "support/catch.hpp"
+#include "support/fixtures.hpp"
 #include "support/gradcheck.hpp"
 #include "support/model_checks.hpp"
 
@@ -371,4 +372,70 @@ TEST_CASE("Model files: every bad file gives io_error naming the file and what w
     lenient.check_finite = false;
     CHECK(std::isnan(load<M>(dir.file("nan"), lenient).params().value("experts.0.0.weight")(1, 2)));
     CHECK_THROWS_WITH(load<M>(dir.file("nowhere.safetensors")), Contains("nowhere.safetensors: cannot open"));
+}
+
+namespace {
+template <class M>
+void check_torch_fixture(const std::string& kind) {
+    using T = typename M::Scalar;
+    const std::string base = moe::testing::fixture_path("torch_" + kind + (std::is_same_v<T, double> ? "_f64" : "_f32"));
+    INFO(base);
+    const Model<M> model = load<M>(base + ".safetensors");
+    const SafetensorsFile io = read_safetensors(base + "_io.safetensors");
+    const Matrix<T> x = io.at("x").template batch<T>();
+    InferenceWorkspace<T> ws;
+    const auto& pred = model.predict(x, ws);
+    REQUIRE(pred.size() == model.tasks().size());
+    for (std::size_t t = 0; t < pred.size(); ++t)
+        MOE_CHECK_CLOSE(Matrix<T>(pred[t]), io.at("pred." + std::to_string(t)).template batch<T>(), T);
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("Model files: models trained and exported by PyTorch load here and predict the same",
+                   "[io][model_file][parity]", float, double) {
+    check_torch_fixture<MMoE<TestType>>("mmoe");
+    check_torch_fixture<OMoE<TestType>>("omoe");
+    check_torch_fixture<SharedBottom<TestType>>("shared_bottom");
+    check_torch_fixture<PLE<TestType>>("ple");
+    check_torch_fixture<CGC<TestType>>("cgc");
+}
+
+TEST_CASE("Model files: PyTorch reads the files saved here and predicts the same", "[io][model_file][parity]") {
+    const std::string tool = std::string(MOE_FIXTURE_DIR) + "/../../tools/export_pytorch.py";
+    if (std::system("/usr/bin/python3 -c 'import torch' > /dev/null 2>&1") != 0) {
+        WARN("skipped: /usr/bin/python3 cannot import torch (Debian's python3-torch); tools/export_pytorch.py check "
+             "is the same comparison by hand");
+        return;
+    }
+    TempDir dir("to_torch");
+    auto run = [&](auto& model, const std::string& name) {
+        using T = typename std::decay_t<decltype(model)>::Scalar;
+        Adam<T> adam;
+        train_a_little(model, adam, 4, 6);
+        const std::string path = dir.file(name + ".safetensors"), io_path = dir.file(name + "_io.safetensors");
+        save(model, path);
+        const Matrix<T> x = random_matrix(model.in_features(), 7, 8).template cast<T>();
+        InferenceWorkspace<T> ws;
+        const auto& pred = model.predict(x, ws);
+        SafetensorsFile io;
+        io.tensors["x"] = Tensor::from_matrix<T>(x.transpose());
+        for (std::size_t t = 0; t < pred.size(); ++t)
+            io.tensors["pred." + std::to_string(t)] = Tensor::from_matrix<T>(Matrix<T>(pred[t]).transpose());
+        write_safetensors(io_path, io);
+        const std::string cmd = "/usr/bin/python3 " + tool + " check " + path + " " + io_path;
+        INFO(cmd);
+        CHECK(std::system(cmd.c_str()) == 0);
+    };
+    Model<MMoE<double>> mmoe(mmoe_spec(), 1);
+    run(mmoe, "mmoe64");
+    Model<MMoE<float>> mmoe32(mmoe_spec(), 2);
+    run(mmoe32, "mmoe32");
+    Model<OMoE<float>> omoe(mmoe_spec(true), 3);
+    run(omoe, "omoe");
+    Model<SharedBottom<double>> bottom(bottom_spec(), 4);
+    run(bottom, "shared_bottom");
+    Model<PLE<double>> ple(ple_spec(2), 5);
+    run(ple, "ple");
+    Model<CGC<float>> cgc(ple_spec(1), 6);
+    run(cgc, "cgc");
 }
