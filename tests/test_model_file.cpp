@@ -336,6 +336,11 @@ TEST_CASE("Model files: every bad file gives io_error naming the file and what w
              c["experts"] = 4;
              f.metadata["config"] = c.dump();
          }), "'experts.3.0.bias' is missing"},
+        {"a config that would allocate far more than the file holds", bad_file("config_huge", [](SafetensorsFile& f) {
+             auto c = nlohmann::json::parse(f.metadata.at("config"));
+             c["expert_hidden"] = {1000000000};
+             f.metadata["config"] = c.dump();
+         }), "the config describes a model of about"},
         {"config is not valid for the kind", bad_file("config_keys", [](SafetensorsFile& f) { f.metadata["config"] = "{\"input\": 6}"; }),
          "config is not a valid mmoe config"},
         {"config describes an invalid model", bad_file("config_invalid", [](SafetensorsFile& f) {

@@ -175,6 +175,46 @@ inline void spec_from_json(const json& j, SparseMoESpec& s) {
     s.noise_seed = j.at("noise_seed").get<std::uint64_t>();
 }
 
+/// Parameters of an MLP with these sizes (and BatchNorm on the hidden layers), in double so that a
+/// lying config cannot overflow it.
+inline double mlp_parameters(double in, const std::vector<Index>& hidden, double out, bool batchnorm) {
+    double n = 0;
+    for (Index h : hidden) n += in * double(h) + double(h) + (batchnorm ? 4.0 * double(h) : 0.0), in = double(h);
+    return n + in * out + out;
+}
+inline double towers_parameters(double in, const std::vector<Index>& hidden, const std::vector<TaskSpec>& tasks, bool bn) {
+    double n = 0;
+    for (const auto& t : tasks) n += mlp_parameters(in, hidden, double(std::max<Index>(t.classes, 1)), bn);
+    return n;
+}
+/// About how many values (parameters and BatchNorm statistics) a spec's model holds: checked against
+/// the file's size before the model is built, so that a lying config cannot make it allocate more
+/// than the file could fill.
+inline double model_values(const MMoESpec& s) {
+    const double gates = s.shared_gate ? 1.0 : double(s.tasks.size());
+    return double(s.experts) * mlp_parameters(double(s.input), s.expert_hidden, double(s.expert_dim), s.batchnorm) +
+           gates * mlp_parameters(double(s.input), s.gate_hidden, double(s.experts), false) +
+           towers_parameters(double(s.expert_dim), s.tower_hidden, s.tasks, s.batchnorm);
+}
+inline double model_values(const SharedBottomSpec& s) {
+    return mlp_parameters(double(s.input), s.bottom_hidden, double(s.bottom_dim), s.batchnorm) +
+           towers_parameters(double(s.bottom_dim), s.tower_hidden, s.tasks, s.batchnorm);
+}
+inline double model_values(const PLESpec& s) {
+    double n = 0, in = double(s.input);
+    const double tasks = double(s.tasks.size());
+    for (const auto& l : s.levels) {
+        const double experts = tasks * double(l.task_experts) + double(l.shared_experts);
+        n += experts * mlp_parameters(in, l.expert_hidden, double(l.expert_dim), s.batchnorm);
+        n += tasks * (in + 1) * double(l.task_experts + l.shared_experts) + (in + 1) * experts + 1;  // gates
+        in = double(l.expert_dim);
+    }
+    return n + towers_parameters(in, s.tower_hidden, s.tasks, s.batchnorm);
+}
+inline double model_values(const SparseMoESpec& s) {
+    return double(s.experts) * (2.0 * double(s.dim) + 1.0) + double(s.experts) * mlp_parameters(double(s.dim), {s.ffn}, double(s.dim), false);
+}
+
 /// The file's "kind" of each model class.
 template <class M> struct model_kind;
 template <class T> struct model_kind<MMoE<T>> { static constexpr const char* value = "mmoe"; };
@@ -322,6 +362,13 @@ Model<M> load(const std::string& path, const LoadOptions& options = {}, Adam<typ
     } catch (const config_error& e) {
         throw io_error(concat(path, ": config: ", e.what()));
     }
+    // Before building anything: a config describing more values than the file holds is a lie.
+    std::uint64_t data_bytes = 0;
+    for (const auto& [name, t] : file.tensors) data_bytes += t.bytes.size();
+    const double config_values = detail::model_values(spec);
+    if (!(config_values <= double(data_bytes) / 4.0 + 64.0))
+        throw io_error(concat(path, ": the config describes a model of about ", config_values, " values, but the file holds ",
+                              data_bytes, " bytes of tensors"));
     std::optional<Model<M>> built;
     try {
         built.emplace(spec);
