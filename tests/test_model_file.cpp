@@ -121,6 +121,14 @@ void check_round_trip(const typename M::Spec& spec, const std::string& path) {
     CHECK(back.params().values() == model.params().values());  // bitwise
     const auto a = predictions(model), b = predictions(back);
     for (std::size_t t = 0; t < a.size(); ++t) CHECK(a[t] == b[t]);
+    // With the optimizer state: the same parameters, and Adam's moments and step come back exactly.
+    save(model, path + ".opt", &adam);
+    Adam<T> adam_back;
+    const Model<M> back_opt = load<M>(path + ".opt", {}, &adam_back);
+    CHECK(back_opt.params().values() == model.params().values());
+    CHECK(adam_back.step_count() == adam.step_count());
+    CHECK(adam_back.first_moment() == adam.first_moment());
+    CHECK(adam_back.second_moment() == adam.second_moment());
 }
 
 /// The tensors of a saved file, to edit into bad files.
