@@ -411,6 +411,14 @@ TEMPLATE_TEST_CASE("Model files: models trained and exported by PyTorch load her
     check_torch_fixture<SharedBottom<TestType>>("shared_bottom");
     check_torch_fixture<PLE<TestType>>("ple");
     check_torch_fixture<CGC<TestType>>("cgc");
+    check_torch_fixture<SparseMMoE<TestType>>("sparse_mmoe");
+    // SparseMoE is a layer: its evaluation-mode output against PyTorch's.
+    const std::string base = moe::testing::fixture_path(std::string("torch_sparse_moe_") + (std::is_same_v<TestType, double> ? "f64" : "f32"));
+    Model<SparseMoE<TestType>> layer = load<SparseMoE<TestType>>(base + ".safetensors");
+    layer.eval();
+    const SafetensorsFile io = read_safetensors(base + "_io.safetensors");
+    const Matrix<TestType> x = io.at("x").template batch<TestType>();
+    MOE_CHECK_CLOSE(Matrix<TestType>(layer.forward(x)), io.at("pred.0").template batch<TestType>(), TestType);
 }
 
 TEST_CASE("Model files: PyTorch reads the files saved here and predicts the same", "[io][model_file][parity]") {
@@ -451,4 +459,22 @@ TEST_CASE("Model files: PyTorch reads the files saved here and predicts the same
     run(ple, "ple");
     Model<CGC<float>> cgc(ple_spec(1), 6);
     run(cgc, "cgc");
+    Model<SparseMMoE<double>> sparse(sparse_mmoe_spec(), 7);
+    run(sparse, "sparse_mmoe");
+    SparseMoESpec ls;
+    ls.dim = 6;
+    ls.ffn = 8;
+    ls.experts = 4;
+    ls.k = 2;
+    ls.router_bias = true;
+    Model<SparseMoE<double>> layer(ls, 8);
+    layer.eval();
+    const std::string path = dir.file("sparse_moe.safetensors"), io_path = dir.file("sparse_moe_io.safetensors");
+    save(layer, path);
+    const Matrix<double> x = random_matrix(6, 9, 3);
+    SafetensorsFile io;
+    io.tensors["x"] = Tensor::from_matrix<double>(x.transpose());
+    io.tensors["pred.0"] = Tensor::from_matrix<double>(Matrix<double>(layer.forward(x)).transpose());
+    write_safetensors(io_path, io);
+    CHECK(std::system(("/usr/bin/python3 " + tool + " check " + path + " " + io_path).c_str()) == 0);
 }

@@ -33,6 +33,9 @@ _FROM_MOE = {v: k for k, v in _TO_MOE.items()}
 
 def moe_config(kind, cfg):
     """The moe spec JSON (include/moe/io/model_file.hpp) of a moe_torch cfg."""
+    if kind == "sparse_moe":
+        return dict(cfg, capacity_factor=0.0, dropped="zero", balance_coef=0.0, importance_coef=0.0, load_coef=0.0,
+                    z_coef=0.0, noise_seed=0)
     tasks = [dict(name=t.get("name", f"task{i}"), kind=_TO_MOE[t["kind"]], classes=t.get("classes", 0),
                   relu_output=t.get("relu_output", False)) for i, t in enumerate(cfg["tasks"])]
     common = dict(input=cfg["input_dim"], tower_hidden=list(cfg["tower_hidden"]), tasks=tasks, activation="relu",
@@ -47,20 +50,28 @@ def moe_config(kind, cfg):
     if kind in ("ple", "cgc"):
         return dict(common, levels=[dict(l) for l in cfg["levels"]], expert_dropout=cfg.get("expert_dropout", 0.0),
                     expert_output_activation=True)
+    if kind == "sparse_mmoe":
+        return dict(moe_config("mmoe", cfg), k=cfg["k"], renormalize=cfg["renormalize"])
     raise ValueError(f"no PyTorch module for kind '{kind}'")
 
 
 def torch_config(kind, c):
     """The moe_torch cfg of a moe spec JSON."""
+    if kind == "sparse_moe":
+        if c["capacity_factor"] != 0:
+            raise ValueError("tools/moe_torch.py's SparseMoE has no capacity")
+        return {k: c[k] for k in ("dim", "ffn", "experts", "k", "activation", "renormalize", "noisy", "router_bias")}
     if c["activation"] != "relu":
         raise ValueError("tools/moe_torch.py builds ReLU models only")
     tasks = [dict(name=t["name"], kind=_FROM_MOE[t["kind"]], classes=t["classes"], relu_output=t["relu_output"])
              for t in c["tasks"]]
     cfg = dict(input_dim=c["input"], tower_hidden=c["tower_hidden"], tasks=tasks, batchnorm=c["batchnorm"],
                tower_dropout=c["tower_dropout"])
-    if kind in ("mmoe", "omoe"):
+    if kind in ("mmoe", "omoe", "sparse_mmoe"):
         cfg.update(experts=c["experts"], expert_hidden=c["expert_hidden"], expert_dim=c["expert_dim"],
                    gate_hidden=c["gate_hidden"], expert_dropout=c["expert_dropout"], shared_gate=c["shared_gate"])
+        if kind == "sparse_mmoe":
+            cfg.update(k=c["k"], renormalize=c["renormalize"])
     elif kind == "shared_bottom":
         cfg.update(bottom_hidden=c["bottom_hidden"], bottom_dim=c["bottom_dim"], bottom_dropout=c["bottom_dropout"])
     else:
@@ -69,6 +80,10 @@ def torch_config(kind, c):
 
 
 def build(kind, cfg):
+    if kind == "sparse_moe":
+        return moe_torch.SparseMoE(cfg)
+    if kind == "sparse_mmoe":
+        return moe_torch.SparseMMoE(dict(cfg, shared_gate=False))
     if kind in ("mmoe", "omoe"):
         return moe_torch.MMoE(dict(cfg, shared_gate=kind == "omoe"))
     if kind == "shared_bottom":
@@ -103,6 +118,8 @@ def import_(path):
 def predictions(model, x):
     with torch.no_grad():
         outs = model(x)
+    if isinstance(model, moe_torch.SparseMoE):
+        return [outs]
     preds = []
     for task, out in zip(model.cfg["tasks"], outs):
         if task["kind"] == "bin":
@@ -126,6 +143,10 @@ CASES = {
                 levels=[dict(shared_experts=2, task_experts=1, expert_hidden=[7], expert_dim=5),
                         dict(shared_experts=1, task_experts=2, expert_hidden=[], expert_dim=4)],
                 tasks=[dict(kind="bin", name="income"), dict(kind="bin", name="marital")]),
+    "sparse_mmoe": dict(input_dim=6, experts=4, expert_hidden=[7], expert_dim=5, gate_hidden=[], tower_hidden=[3],
+                        batchnorm=False, k=2, renormalize=True,
+                        tasks=[dict(kind="bin", name="click"), dict(kind="mse", name="watch")]),
+    "sparse_moe": dict(dim=6, ffn=10, experts=4, k=2, activation="gelu", renormalize=False, noisy=True, router_bias=True),
     "cgc": dict(input_dim=5, tower_hidden=[3], batchnorm=False,
                 levels=[dict(shared_experts=2, task_experts=1, expert_hidden=[6], expert_dim=4)],
                 tasks=[dict(kind="bin", name="a"), dict(kind="ce", name="b", classes=3)]),
@@ -138,9 +159,13 @@ def make_fixtures():
             torch.manual_seed(200 + i)
             model = build(kind, cfg).to(dtype).train()
             opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-            x = torch.randn(32, cfg["input_dim"], dtype=dtype)
+            n_in = cfg["dim"] if kind == "sparse_moe" else cfg["input_dim"]
+            x = torch.randn(32, n_in, dtype=dtype)
             labels = []
-            for t in cfg["tasks"]:
+            for t in cfg.get("tasks", [dict(kind="layer")]):
+                if t["kind"] == "layer":
+                    labels.append(torch.randn(32, n_in, dtype=dtype))
+                    continue
                 if t["kind"] == "ce":
                     labels.append(torch.randint(0, t["classes"], (32, 1)).to(dtype))
                 elif t["kind"] == "bin":
@@ -149,14 +174,17 @@ def make_fixtures():
                     labels.append(torch.rand(32, 1, dtype=dtype))
             for _ in range(5):  # a few steps: every parameter and BatchNorm statistic moves
                 opt.zero_grad()
-                loss = sum(moe_torch.task_loss(t, o, y) for t, o, y in zip(cfg["tasks"], model(x), labels))
+                if kind == "sparse_moe":
+                    loss = ((model(x) - labels[0]) ** 2).mean()
+                else:
+                    loss = sum(moe_torch.task_loss(t, o, y) for t, o, y in zip(cfg["tasks"], model(x), labels))
                 loss.backward()
                 opt.step()
             model.eval()
             suffix = "f64" if dtype == torch.float64 else "f32"
             base = os.path.join(FIXTURES, f"torch_{kind}_{suffix}")
             export(model, kind, cfg, base + ".safetensors")
-            xt = torch.randn(7, cfg["input_dim"], dtype=dtype)
+            xt = torch.randn(7, n_in, dtype=dtype)
             io = {"x": xt}
             for k, p in enumerate(predictions(model, xt)):
                 io[f"pred.{k}"] = p

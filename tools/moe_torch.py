@@ -3,6 +3,8 @@
     MMoE / OMoE:   experts.{e}.{i}.*   gates.{t}.* (gate.* for OMoE; gates.{t}.{i}.* with hidden layers)
                    towers.{t}.{i}.*
     SharedBottom:  bottom.{i}.*        towers.{t}.{i}.*
+    SparseMMoE:    as MMoE (each task gate keeps its top k experts)
+    SparseMoE:     router.weight, router.bias, noise.weight, experts.{e}.0.*, experts.{e}.2.*
     PLE / CGC:     levels.{l}.experts.{e}.{i}.*   levels.{l}.task_gates.{t}.*   levels.{l}.shared_gate.*
                    (all levels but the last)      towers.{t}.{i}.*
                    Experts of a level: task 0's P, task 1's P, ..., then the S shared ones.
@@ -144,6 +146,43 @@ class PLE(nn.Module):
         for level in self.levels:
             reps = level(reps)
         return run_towers(self.towers, self.cfg["tasks"], reps)
+
+
+def top_k_weights(probs, k, renormalize):
+    """probs (B, E) -> (B, E) with all but each row's k largest set to 0, renormalised or raw."""
+    w, idx = torch.topk(probs, k, dim=1)
+    if renormalize:
+        w = w / w.sum(dim=1, keepdim=True)
+    return torch.zeros_like(probs).scatter(1, idx, w)
+
+
+class SparseMMoE(MMoE):
+    """An MMoE whose task gates keep their top k experts. cfg: as MMoE plus k, renormalize."""
+
+    def forward(self, x, acts=None):
+        o = torch.stack([e(x) for e in self.experts], dim=1)
+        mixed = [torch.einsum("be,bed->bd", top_k_weights(torch.softmax(g(x), dim=1), self.cfg["k"],
+                                                          self.cfg["renormalize"]), o) for g in self.gates]
+        return run_towers(self.towers, self.cfg["tasks"], mixed)
+
+
+class SparseMoE(nn.Module):
+    """Token-level top-k MoE in evaluation (no noise, no capacity). cfg: dim, ffn, experts, k,
+    activation ("gelu" or "relu"), renormalize, noisy, router_bias. x: (N, dim) -> (N, dim)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.router = nn.Linear(cfg["dim"], cfg["experts"], bias=cfg["router_bias"])
+        if cfg["noisy"]:
+            self.noise = nn.Linear(cfg["dim"], cfg["experts"], bias=False)
+        act = nn.GELU if cfg["activation"] == "gelu" else nn.ReLU
+        self.experts = nn.ModuleList(nn.Sequential(nn.Linear(cfg["dim"], cfg["ffn"]), act(), nn.Linear(cfg["ffn"], cfg["dim"]))
+                                     for _ in range(cfg["experts"]))
+
+    def forward(self, x):
+        w = top_k_weights(torch.softmax(self.router(x), dim=1), self.cfg["k"], self.cfg["renormalize"])
+        return sum(w[:, e:e + 1] * expert(x) for e, expert in enumerate(self.experts))
 
 
 def task_loss(task, out, label, mask=None):
