@@ -11,6 +11,7 @@
 #include "moe/data/census_income.hpp"
 #include "moe/data/synthetic.hpp"
 #include "support/catch.hpp"
+#include "support/temp_dir.hpp"
 
 using namespace moe;
 using Catch::Matchers::Contains;
@@ -18,19 +19,7 @@ using Catch::Matchers::Contains;
 namespace {
 namespace fs = std::filesystem;
 
-/// A fresh folder for one test's files, removed afterwards.
-struct TempDir {
-    fs::path path;
-    explicit TempDir(const std::string& name) : path(fs::temp_directory_path() / ("moe_test_data_" + name)) {
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string file(const std::string& name) const { return (path / name).string(); }
-};
+using moe::testing::TempDir;
 
 void write_text(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
 
@@ -82,7 +71,7 @@ Index slot(const std::vector<std::string>& names, const std::string& name) {
 }  // namespace
 
 TEST_CASE("read_table: plain and .gz give the same columns; numbers, categories, missing values", "[data]") {
-    TempDir dir("table");
+    TempDir dir("data_table");
     const std::string text = "1.5;red;x\n?;blue;y\r\n\n-2;red;z";  // a blank line, CRLF, no final newline
     write_text(dir.file("t.csv"), text);
     write_gz(dir.file("t.csv.gz"), text);
@@ -107,7 +96,7 @@ TEST_CASE("read_table: plain and .gz give the same columns; numbers, categories,
 }
 
 TEST_CASE("TabularEncoder: sorted one-hot with an other slot, standardised numbers, missing as the mean", "[data]") {
-    TempDir dir("encoder");
+    TempDir dir("data_encoder");
     write_text(dir.file("train.csv"), "1,b\n2,a\n3,b\n?,c\n");
     write_text(dir.file("test.csv"), "4,a\n?,d\n");
     const std::vector<ColumnSpec> cols{{"n", ColumnKind::numeric}, {"c", ColumnKind::categorical}};
@@ -127,7 +116,7 @@ TEST_CASE("TabularEncoder: sorted one-hot with an other slot, standardised numbe
 }
 
 TEST_CASE("load_census_income: labels, encoding, split, on census-like files", "[data][census]") {
-    TempDir dir("census");
+    TempDir dir("data_census");
     std::string train, test;
     train += census_line(30, "Never married", "White", "- 50000", "100");
     train += census_line(50, "Divorced", "Black", "50000+", "2000");
@@ -167,7 +156,7 @@ TEST_CASE("load_census_income: labels, encoding, split, on census-like files", "
 }
 
 TEST_CASE("Malformed tables and census files: io_error with the file and the line", "[data][errors]") {
-    TempDir dir("bad");
+    TempDir dir("data_bad");
     const auto cols = census_income_columns();
     const auto fmt = census_income_format();
     std::string good = census_line(30, "Never married", "White", "- 50000") + census_line(31, "Divorced", "White", "50000+");

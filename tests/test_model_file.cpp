@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 
 #include "support/catch.hpp"
+#include "support/temp_dir.hpp"
 #include "support/fixtures.hpp"
 #include "support/gradcheck.hpp"
 #include "support/model_checks.hpp"
@@ -20,18 +21,7 @@ using moe::testing::random_matrix;
 namespace {
 namespace fs = std::filesystem;
 
-struct TempDir {
-    fs::path path;
-    explicit TempDir(const std::string& name) : path(fs::temp_directory_path() / ("moe_test_model_file_" + name)) {
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string file(const std::string& name) const { return (path / name).string(); }
-};
+using moe::testing::TempDir;
 
 std::string read_bytes(const std::string& path) {
     std::string b(static_cast<std::size_t>(fs::file_size(path)), '\0');
@@ -142,7 +132,7 @@ SafetensorsFile saved_mmoe(const std::string& path) {
 }  // namespace
 
 TEST_CASE("Model files: save then load is bitwise, for every model kind and both dtypes", "[io][model_file]") {
-    TempDir dir("round_trip");
+    TempDir dir("model_file_round_trip");
     check_round_trip<MMoE<float>>(mmoe_spec(), dir.file("mmoe32.safetensors"));
     check_round_trip<MMoE<double>>(mmoe_spec(), dir.file("mmoe64.safetensors"));
     check_round_trip<OMoE<float>>(mmoe_spec(true), dir.file("omoe32.safetensors"));
@@ -174,7 +164,7 @@ TEST_CASE("Model files: save then load is bitwise, for every model kind and both
 }
 
 TEST_CASE("Model files: tensor names, shapes and BatchNorm buffers as PyTorch's state_dict", "[io][model_file]") {
-    TempDir dir("names");
+    TempDir dir("model_file_names");
     const SafetensorsFile f = saved_mmoe(dir.file("m.safetensors"));
     CHECK(f.at("experts.0.0.weight").shape == std::vector<std::int64_t>{5, 6});
     CHECK(f.at("experts.0.0.bias").shape == std::vector<std::int64_t>{5});
@@ -190,7 +180,7 @@ TEST_CASE("Model files: tensor names, shapes and BatchNorm buffers as PyTorch's 
 }
 
 TEST_CASE("Model files: the optimizer state resumes a run bit for bit", "[io][model_file]") {
-    TempDir dir("resume");
+    TempDir dir("model_file_resume");
     PLESpec s = ple_spec(2);
     Model<PLE<float>> straight(s, 4);
     Adam<float> adam_straight(AdamOptions{2e-3});
@@ -217,7 +207,7 @@ TEST_CASE("Model files: the optimizer state resumes a run bit for bit", "[io][mo
 }
 
 TEST_CASE("Model files: dtype conversion on request", "[io][model_file]") {
-    TempDir dir("dtype");
+    TempDir dir("model_file_dtype");
     Model<MMoE<double>> m64(mmoe_spec(), 2);
     save(m64, dir.file("m64.safetensors"));
     CHECK_THROWS_WITH(load<MMoE<float>>(dir.file("m64.safetensors")),
@@ -229,7 +219,7 @@ TEST_CASE("Model files: dtype conversion on request", "[io][model_file]") {
 }
 
 TEST_CASE("Model files: a failing write leaves the previous file intact and no temporary file", "[io][model_file]") {
-    TempDir dir("atomic");
+    TempDir dir("model_file_atomic");
     const std::string path = dir.file("model.safetensors");
     Model<MMoE<double>> small(mmoe_spec(), 1);
     save(small, path);
@@ -262,7 +252,7 @@ TEST_CASE("Model files: a failing write leaves the previous file intact and no t
 }
 
 TEST_CASE("Model files: every bad file gives io_error naming the file and what was expected", "[io][model_file][errors]") {
-    TempDir dir("bad");
+    TempDir dir("model_file_bad");
     const std::string good_path = dir.file("good.safetensors");
     const SafetensorsFile good = saved_mmoe(good_path);
     const std::string bytes = read_bytes(good_path);
@@ -428,7 +418,7 @@ TEST_CASE("Model files: PyTorch reads the files saved here and predicts the same
              "is the same comparison by hand");
         return;
     }
-    TempDir dir("to_torch");
+    TempDir dir("model_file_to_torch");
     auto run = [&](auto& model, const std::string& name) {
         using T = typename std::decay_t<decltype(model)>::Scalar;
         Adam<T> adam;
