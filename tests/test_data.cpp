@@ -186,6 +186,24 @@ TEST_CASE("Malformed tables and census files: io_error with the file and the lin
 
     CHECK_THROWS_WITH(read_table(dir.file("missing.csv"), cols, fmt), Contains("cannot open") && Contains("missing.csv"));
 
+    // A NUL byte once ended the line early, so two lines merged into one row and later line numbers
+    // shifted; now it names its line (plain and .gz alike).
+    std::string nul = good + good;
+    nul.insert(nul.find('\n', good.size()) - 5, 1, '\0');  // inside line 3
+    write_text(dir.file("nul.csv"), nul);
+    write_gz(dir.file("nul.csv.gz"), nul);
+    for (const char* name : {"nul.csv", "nul.csv.gz"})
+        CHECK_THROWS_WITH(read_table(dir.file(name), cols, fmt), Contains(std::string(name) + "' line 3 holds a NUL byte at column"));
+    // Lines longer than the reader's buffer, CRLF endings and a last line without a newline.
+    const std::string long_line(200000, 'x');
+    write_text(dir.file("lines.txt"), "a\r\n" + long_line + "\n\nlast");
+    LineReader reader(dir.file("lines.txt"));
+    std::string line;
+    std::vector<std::string> lines;
+    while (reader.next(line)) lines.push_back(line);
+    CHECK(lines == std::vector<std::string>{"a", long_line, "", "last"});
+    CHECK(reader.line_number() == 4);
+
     std::string bad_label = census_line(30, "Never married", "White", "maybe");
     write_text(dir.file("label.csv"), good + bad_label);
     CHECK_THROWS_WITH(load_census_income<float>(dir.file("label.csv"), dir.file("label.csv")),

@@ -4,6 +4,7 @@
 
 using namespace moe;
 using moe::testing::random_matrix;
+using Catch::Matchers::Contains;
 
 namespace {
 /// Gradient check of a loss with respect to its logits.
@@ -114,4 +115,41 @@ TEST_CASE("Losses: bad labels, weights and shapes", "[losses][errors]") {
     CHECK_THROWS_WITH(ce.forward(zc, c), "moe::CrossEntropyLoss::forward: class label of sample 1 is 3, expected an integer in [0, 2]");
     c << 0, 1.5;
     CHECK_THROWS_AS(ce.forward(zc, c), config_error);
+}
+
+TEST_CASE("Losses: normalised by the counted samples or by the whole batch", "[losses]") {
+    const Matrix<double> z = 3.0 * random_matrix(1, 8, 4);
+    const Matrix<double> y = unit_labels(1, 8, 5).array().round().matrix();
+    Matrix<double> mask = Matrix<double>::Ones(1, 8);
+    mask(0, 2) = mask(0, 5) = mask(0, 6) = 0;  // 5 of 8 counted
+    BCEWithLogitsLoss<double> counted, batch;
+    batch.set_normalization(LossNormalization::batch);
+    const double lc = counted.forward(z, y, mask), lb = batch.forward(z, y, mask);
+    CHECK(lb == Approx(lc * 5.0 / 8.0).epsilon(1e-14));  // PyTorch's (l * mask).sum() / B
+    const Matrix<double> gc = counted.backward(), gb = batch.backward();
+    CHECK((gb - gc * 5.0 / 8.0).cwiseAbs().maxCoeff() < 1e-15);
+    CHECK(gradcheck_loss(batch, z, y, mask) < 1e-6);
+    CrossEntropyLoss<double> ce_batch;
+    ce_batch.set_normalization(LossNormalization::batch);
+    CHECK(gradcheck_loss(ce_batch, 2.0 * random_matrix(3, 8, 6), Matrix<double>::Zero(1, 8), mask) < 1e-6);
+
+    // Per task in a MultiTaskLoss: the masked task divides by the batch, the other by its count.
+    const std::vector<TaskSpec> tasks = {binary_task("click"), binary_task("like")};
+    TaskLoss by_batch;
+    by_batch.normalization = LossNormalization::batch;
+    MultiTaskLoss<double> mixed(tasks, {TaskLoss{}, by_batch});
+    Matrix<double> labels(2, 8), masks(2, 8);
+    labels << y, y;
+    masks << mask, mask;
+    const Matrix<double> logits = z;
+    mixed.forward({ConstView<double>(logits), ConstView<double>(logits)}, labels, masks);
+    CHECK(mixed.task_loss(0) == Approx(lc));
+    CHECK(mixed.task_loss(1) == Approx(lb));
+}
+
+TEST_CASE("MultiTaskLoss: a loss kind that does not fit the task is refused", "[losses][errors]") {
+    CHECK_THROWS_WITH(MultiTaskLoss<double>({regression_task("watch")}, {TaskLoss{LossKind::bce}}),
+                      Contains("task 'watch' is regression; BCE goes with binary tasks"));
+    CHECK_THROWS_WITH(MultiTaskLoss<double>({binary_task("click")}, {TaskLoss{LossKind::mse}}),
+                      Contains("MSE and Huber go with regression tasks"));
 }

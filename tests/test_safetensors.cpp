@@ -70,7 +70,9 @@ TEST_CASE("safetensors: bad files give io_error with the file and the reason", "
          std::string(12, '\0'), "tensors overlap or leave a gap"},
         {"extra_bytes", ok_header, std::string(12, '\0'), "the tensors cover 8 bytes of data, the file holds 12"},
         {"huge_shape", R"({"w":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,8]}})",
-         std::string(8, '\0'), "has a shape larger than the file's data"},
+         std::string(8, '\0'), "whose element count overflows 64 bits"},
+        {"large_shape", R"({"w":{"dtype":"F64","shape":[1048576,1048576],"data_offsets":[0,8]}})",
+         std::string(8, '\0'), "tensor 'w' has 8 bytes, its shape and dtype need 8796093022208"},
         {"negative_shape", R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}})", "",
          "shape entry that is not a non-negative integer"},
     };

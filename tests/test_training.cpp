@@ -81,7 +81,9 @@ TEST_CASE("fit: a non-finite loss stops with the epoch, batch and task, paramete
     Model<MMoE<double>> model(spec2(), 3);
     MultiTaskLoss<double> loss(model.tasks());
     auto train = toy(128, 1);
-    train.x(0, 70) = std::numeric_limits<double>::infinity();
+    // Data with an infinite feature is refused before training (next test); a weight can still make
+    // the loss overflow.
+    model.params().value("towers.1.0.weight").setConstant(1e300);
     FitOptions o;
     o.epochs = 2;
     o.batch_size = 128;
@@ -110,6 +112,109 @@ TEST_CASE("fit and evaluate: bad data and settings are clear errors", "[train][e
     train = toy(64, 1);
     train.mask.resize(1, 64);
     CHECK_THROWS_WITH(evaluate(model, train), Contains("mask is 1 x 64, expected 2 x 64"));
+}
+
+TEST_CASE("fit: everything is checked before the first step", "[train][errors]") {
+    Model<MMoE<double>> model(spec2(), 3);
+    MultiTaskLoss<double> loss(model.tasks());
+    FitOptions o;
+    o.progress = Progress::silent;
+    o.epochs = 1;
+    o.batch_size = 16;
+    const Vector<double> before = model.params().values();
+    auto untouched = [&] { CHECK(model.params().values() == before); };
+
+    SECTION("a loss built for other tasks: names, kinds or order") {
+        MultiTaskLoss<double> renamed({binary_task("clicked"), regression_task("watch")});
+        CHECK_THROWS_WITH(fit(model, renamed, toy(64, 1), nullptr, o),
+                          Contains("the loss was built for the tasks [clicked (binary), watch (regression)], the model has "
+                                   "[click (binary), watch (regression)]"));
+        MultiTaskLoss<double> swapped({regression_task("watch"), binary_task("click")});
+        CHECK_THROWS_AS(fit(model, swapped, toy(64, 1), nullptr, o), config_error);
+        MultiTaskLoss<double> kinds({binary_task("click"), binary_task("watch")});
+        CHECK_THROWS_AS(fit(model, kinds, toy(64, 1), nullptr, o), config_error);
+    }
+    SECTION("NaN or negative mask values, named by sample") {
+        auto train = toy(64, 1);
+        train.mask(1, 37) = -1;
+        CHECK_THROWS_WITH(fit(model, loss, train, nullptr, o), Contains("mask of task 'watch' at sample 37 is -1"));
+        train.mask(1, 37) = std::nan("");
+        CHECK_THROWS_WITH(fit(model, loss, train, nullptr, o), Contains("mask of task 'watch' at sample 37 is nan"));
+    }
+    SECTION("non-finite features, in training and in validation data (the AUC once hung on them)") {
+        auto train = toy(64, 1), valid = toy(32, 2);
+        valid.x(2, 9) = std::nan("");
+        CHECK_THROWS_WITH(fit(model, loss, train, &valid, o),
+                          Contains("MultiTaskData(validation): feature 2 of sample 9 is nan"));
+        train.x(0, 3) = std::numeric_limits<double>::infinity();
+        CHECK_THROWS_WITH(fit(model, loss, train, nullptr, o), Contains("MultiTaskData(train): feature 0 of sample 3 is inf"));
+    }
+    SECTION("min_lr, weight_decay, clip_norm") {
+        for (double bad : {-1e-4, std::nan(""), 1.0}) {
+            o.min_lr = bad;
+            CHECK_THROWS_WITH(fit(model, loss, toy(64, 1), nullptr, o), Contains("min_lr must be in [0, lr = 0.001]"));
+        }
+        o.min_lr = 0;
+        o.weight_decay = std::numeric_limits<double>::infinity();
+        CHECK_THROWS_WITH(fit(model, loss, toy(64, 1), nullptr, o), Contains("weight_decay must be finite"));
+        o.weight_decay = 0;
+        o.clip_norm = std::nan("");
+        CHECK_THROWS_WITH(fit(model, loss, toy(64, 1), nullptr, o), Contains("clip_norm must be finite"));
+    }
+    SECTION("a data set of one sample trains nothing: an error, not a loss of 0") {
+        CHECK_THROWS_WITH(fit(model, loss, toy(1, 1), nullptr, o), Contains("the training set has 1 sample"));
+    }
+    untouched();
+}
+
+TEST_CASE("fit: the caller's stream keeps its format", "[train]") {
+    Model<MMoE<double>> model(spec2(), 3);
+    MultiTaskLoss<double> loss(model.tasks());
+    FitOptions o;
+    o.epochs = 1;
+    o.batch_size = 32;
+    o.progress = Progress::lines;
+    std::ostringstream log;
+    o.out = &log;
+    log << 1.25 << " ";
+    fit(model, loss, toy(64, 1), nullptr, o);
+    log << 1.9375;
+    CHECK_THAT(log.str(), Catch::Matchers::StartsWith("1.25 ") && Catch::Matchers::EndsWith("1.9375"));
+}
+
+TEST_CASE("Metrics with NaN predictions: NaN out, never a hang or a made-up number", "[metrics][errors]") {
+    const double nan = std::nan("");
+    const Matrix<double> y = row({0, 1, 0, 1, 1});
+    CHECK(std::isnan(*auc<double>(row({0.1, nan, 0.3, 0.9, nan}), y)));
+    CHECK(*auc<double>(row({0.1, nan, 0.3, 0.9, 0.8}), y, row({1, 0, 1, 1, 1})) == Approx(1.0));  // masked NaN
+    CHECK_FALSE(auc<double>(row({nan, nan}), row({1, 1})).has_value());  // one class: still undefined
+    CHECK(std::isnan(logloss<double>(row({0.5, nan}), row({1, 0}))));
+    CHECK(std::isnan(accuracy<double>(row({nan, 0.2}), row({0, 0}))));  // NaN is not "class 0"
+    Matrix<double> probs(3, 2);
+    probs << nan, 0.2, nan, 0.3, nan, 0.5;
+    CHECK(std::isnan(multiclass_logloss<double>(probs, row({0, 2}))));
+    CHECK(std::isnan(accuracy<double>(probs, row({0, 2}))));
+    probs.col(0) << 0.7, 0.2, 0.1;
+    CHECK(multiclass_logloss<double>(probs, row({0, 2})) == Approx(-(std::log(0.7) + std::log(0.5)) / 2));
+    CHECK(*auc<double>(row({-std::numeric_limits<double>::infinity(), 0.2}), row({0, 1})) == Approx(1.0));  // inf ranks
+}
+
+TEST_CASE("rank_candidates: a NaN score ranks last and the finite ones stay in order", "[serve]") {
+    Model<MMoE<double>> model(spec2(), 3);
+    Matrix<double> c = moe::testing::random_matrix(4, 50, 5);
+    c(1, 7) = std::nan("");
+    c(3, 30) = std::nan("");
+    const auto r = rank_candidates(model, c, {{"click", 1.0}});
+    REQUIRE(r.order.size() == 50);
+    CHECK(r.order[48] == 7);
+    CHECK(r.order[49] == 30);
+    for (std::size_t i = 1; i < 48; ++i) CHECK(r.scores[std::size_t(r.order[i - 1])] >= r.scores[std::size_t(r.order[i])]);
+    // The serving overload reuses the caller's workspace and result.
+    InferenceWorkspace<double> ws;
+    Ranking<double> again;
+    rank_candidates(model, c, {{"click", 1.0}}, ws, again);
+    CHECK(again.order == r.order);
+    CHECK(again.task_weights == std::vector<double>{1.0, 0.0});
 }
 
 TEST_CASE("rank_candidates: weighted scores, best first, negative weights, unknown tasks refused", "[serve]") {

@@ -9,12 +9,20 @@
         loads a model file written by moe::save into the PyTorch module (import_()) and checks its
         predictions on IO_FILE's "x" against IO_FILE's "pred.<t>" (float64 1e-9, float32 2e-4).
         Exit status 0 when they match.
+    /usr/bin/python3 tools/export_pytorch.py convert STATE_DICT KIND CONFIG_JSON OUT [--rename P=R ...]
+        turns the state_dict of one's own PyTorch module (a safetensors file, or a dict saved with
+        torch.save) into a moe model file: names rewritten by the rename rules in order (regex P,
+        replacement R with $1 for a group: the syntax of moe::LoadOptions::renames), CONFIG_JSON the
+        moe spec (a file or inline JSON; absent fields take the C++ spec's defaults) in the metadata.
 
-export(model, kind, cfg, path) and import_(path) are the API: the file is a safetensors file of the
-module's state_dict (BatchNorm buffers included) with the moe config as JSON in __metadata__.
+export(model, kind, cfg, path, renames=()) and import_(path, renames=()) are the API: the file is a
+safetensors file of the module's state_dict (BatchNorm buffers included) with the moe config as
+JSON in __metadata__; renames are (pattern, replacement) pairs applied to the state_dict names on
+the way out (export) or in (import_).
 """
 import json
 import os
+import re
 import sys
 
 import torch
@@ -91,19 +99,50 @@ def build(kind, cfg):
     return moe_torch.PLE(cfg)
 
 
-def export(model, kind, cfg, path):
-    """Writes model (a tools/moe_torch.py module) as a moe model file."""
-    state = {n: t.detach().clone() for n, t in model.state_dict().items()}
-    dtype = next(iter(model.parameters())).dtype
+def rename(names_to_tensors, renames):
+    """Applies ordered (pattern, replacement) rules to every name, as moe::LoadOptions::renames does
+    ($1 in a replacement is group 1). Two names that become one are an error."""
+    rules = [(re.compile(p), re.sub(r"\$(\d+)", r"\\g<\1>", r)) for p, r in renames]
+    out, origin = {}, {}
+    for name, t in names_to_tensors.items():
+        new = name
+        for pattern, repl in rules:
+            new = pattern.sub(repl, new)
+        if new in out:
+            raise ValueError(f"the rename rules turn both '{origin[new]}' and '{name}' into '{new}'")
+        out[new], origin[new] = t, name
+    return out
+
+
+def write_model_file(path, state, kind, config, dtype):
     meta = {"format": "moe-model", "version": "1", "kind": kind,
-            "dtype": "float64" if dtype == torch.float64 else "float32",
-            "config": json.dumps(moe_config(kind, cfg))}
+            "dtype": "float64" if dtype == torch.float64 else "float32", "config": json.dumps(config)}
     safetensors_io.save(path, state, meta)
 
 
-def import_(path):
+def export(model, kind, cfg, path, renames=()):
+    """Writes model (a tools/moe_torch.py module) as a moe model file."""
+    state = rename({n: t.detach().clone() for n, t in model.state_dict().items()}, renames)
+    write_model_file(path, state, kind, moe_config(kind, cfg), next(iter(model.parameters())).dtype)
+
+
+def convert(state_path, kind, config, out_path, renames=()):
+    """One's own module's state_dict (safetensors or torch.save) -> a moe model file."""
+    if state_path.endswith(".safetensors"):
+        state, _ = safetensors_io.load(state_path)
+    else:
+        state = torch.load(state_path, map_location="cpu")
+    state = rename(state, renames)
+    floats = [t for t in state.values() if t.is_floating_point()]
+    if not floats:
+        raise ValueError(f"{state_path}: no floating-point tensors")
+    write_model_file(out_path, state, kind, config, floats[0].dtype)
+
+
+def import_(path, renames=()):
     """The PyTorch module of a moe model file, in eval mode."""
     tensors, meta = safetensors_io.load(path)
+    tensors = rename(tensors, renames)
     if meta.get("format") != "moe-model" or meta.get("version") != "1":
         raise ValueError(f"{path}: not a version 1 moe model file")
     kind = meta["kind"]
@@ -216,6 +255,18 @@ if __name__ == "__main__":
         make_fixtures()
     elif len(sys.argv) == 4 and sys.argv[1] == "check":
         sys.exit(check(sys.argv[2], sys.argv[3]))
+    elif len(sys.argv) >= 6 and sys.argv[1] == "convert":
+        rules, rest = [], sys.argv[6:]
+        while rest:
+            if rest[0] != "--rename" or len(rest) < 2 or "=" not in rest[1]:
+                print(__doc__)
+                sys.exit(2)
+            rules.append(tuple(rest[1].split("=", 1)))
+            rest = rest[2:]
+        cfg_arg = sys.argv[4]
+        cfg = json.load(open(cfg_arg)) if os.path.exists(cfg_arg) else json.loads(cfg_arg)
+        convert(sys.argv[2], sys.argv[3], cfg, sys.argv[5], rules)
+        print(f"wrote {sys.argv[5]}")
     else:
         print(__doc__)
         sys.exit(2)

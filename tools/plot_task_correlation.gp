@@ -1,22 +1,39 @@
-# Draws task_correlation's CSV like the MMoE paper's figure 4: test loss per epoch, one panel per p.
-# Usage: gnuplot -e "csv='task_correlation.csv'; png='task_correlation.png'" tools/plot_task_correlation.gp
-if (!exists("csv")) csv = 'task_correlation.csv'
-if (!exists("png")) png = 'task_correlation.png'
-set terminal pngcairo size 1500,460 font ",11"
-set output png
+# Draws task_correlation's output like the MMoE paper's figures 4 and 5: top row, the mean training
+# loss per epoch for each correlation p; bottom row, histograms of every run's final training loss.
+# Usage: gnuplot -e "prefix='build/papers/task_correlation'" tools/plot_task_correlation.gp
+#        (reads PREFIX.csv and PREFIX_final.csv, writes PREFIX.png)
+if (!exists("prefix")) prefix = 'task_correlation'
+curves = prefix . '.csv'
+finals = prefix . '_final.csv'
+set terminal pngcairo size 1500,900 font ",11"
+set output prefix . '.png'
 set datafile separator ","
-set key top right
 set grid
-set logscale y
-set xlabel "epoch"
-set ylabel "test loss (mean MSE of the two tasks)"
-set multiplot layout 1,3 title "Task correlation experiment (MMoE paper, fig. 4): mean over seeds"
+set multiplot layout 2,3 title "Task correlation experiment (MMoE paper, figures 4 and 5)"
 ps = "0.5 0.9 1.0"
+set key top right
 do for [i=1:3] {
-    set title sprintf("correlation p = %s", word(ps, i))
+    set title sprintf("p = %s: mean training loss over the runs", word(ps, i))
+    set xlabel "epoch"
+    set ylabel "training loss (mean MSE of the two tasks)"
+    set logscale y
+    unset style
     c = 1 + 3 * (i - 1)
-    plot csv using 1:(column(c + 1)) with lines lw 2 title "shared-bottom", \
-         csv using 1:(column(c + 2)) with lines lw 2 title "OMoE", \
-         csv using 1:(column(c + 3)) with lines lw 2 title "MMoE"
+    plot curves using 1:(column(c + 1)) with lines lw 2 title "shared-bottom", \
+         curves using 1:(column(c + 2)) with lines lw 2 title "OMoE", \
+         curves using 1:(column(c + 3)) with lines lw 2 title "MMoE"
+}
+unset logscale y
+binwidth = 0.02
+bin(x) = binwidth * floor(x / binwidth) + binwidth / 2
+set style fill transparent solid 0.45 noborder
+do for [i=1:3] {
+    set title sprintf("p = %s: final training loss of each run", word(ps, i))
+    set xlabel "final training loss"
+    set ylabel "runs"
+    c = 1 + 3 * (i - 1)
+    plot finals using (bin(column(c + 1))):(1.0) smooth frequency with boxes title "shared-bottom", \
+         finals using (bin(column(c + 2))):(1.0) smooth frequency with boxes title "OMoE", \
+         finals using (bin(column(c + 3))):(1.0) smooth frequency with boxes title "MMoE"
 }
 unset multiplot

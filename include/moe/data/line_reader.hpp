@@ -32,25 +32,43 @@ public:
     LineReader(const LineReader&) = delete;
     LineReader& operator=(const LineReader&) = delete;
 
-    /// The next line into `line`; false at the end of the file.
+    /// The next line into `line`; false at the end of the file. A line holding a NUL byte is an
+    /// io_error naming the file, the line and the column (a binary file, or a corrupt one).
     bool next(std::string& line) {
         line.clear();
-        char chunk[4096];
+        bool any = false;
         for (;;) {
-            if (!gzgets(file_, chunk, sizeof chunk)) {
-                check_stream();
-                if (line.empty()) return false;
-                break;  // a last line without a newline
+            if (pos_ == len_) {
+                const int got = gzread(file_, buffer_.data(), static_cast<unsigned>(buffer_.size()));
+                if (got < 0) check_stream();
+                pos_ = 0;
+                len_ = got > 0 ? static_cast<std::size_t>(got) : 0;
+                if (len_ == 0) {
+                    check_stream();
+                    if (!any) return false;
+                    break;  // a last line without a newline
+                }
             }
-            const std::size_t n = std::strlen(chunk);
-            line.append(chunk, n);
-            if (n > 0 && chunk[n - 1] == '\n') break;
+            any = true;
+            const char* start = buffer_.data() + pos_;
+            const auto* newline = static_cast<const char*>(std::memchr(start, '\n', len_ - pos_));
+            const std::size_t n = newline ? static_cast<std::size_t>(newline - start) : len_ - pos_;
+            line.append(start, n);
+            pos_ += n;
+            if (newline) {
+                ++pos_;
+                break;
+            }
             if (line.size() > kMaxLine)
                 throw io_error(detail::concat("moe::LineReader: '", path_, "' line ", line_ + 1, " is longer than ", kMaxLine,
                                               " bytes: not a text table"));
         }
         ++line_;
-        while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        const auto nul = line.find('\0');
+        if (nul != std::string::npos)
+            throw io_error(detail::concat("moe::LineReader: '", path_, "' line ", line_, " holds a NUL byte at column ", nul + 1,
+                                          ": not a text file"));
         return true;
     }
 
@@ -72,6 +90,8 @@ private:
     std::string path_;
     gzFile file_ = nullptr;
     Index line_ = 0;
+    std::vector<char> buffer_ = std::vector<char>(1 << 16);
+    std::size_t pos_ = 0, len_ = 0;  // the unread part of buffer_ is [pos_, len_)
 };
 
 /// Splits `line` at every `separator` into `fields` (views into line).

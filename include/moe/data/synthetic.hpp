@@ -11,6 +11,7 @@
 // label variance (~6): the comparison the experiment is about does not show.
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "moe/core/rng.hpp"
@@ -30,6 +31,9 @@ struct SyntheticOptions {
     SyntheticPreset preset = SyntheticPreset::random_sines;
     double noise = 0.01;       ///< standard deviation of eps
     std::uint64_t seed = 0;    ///< the weights, alpha and beta (all draws of a data set)
+    /// When set, alpha and beta (random_sines) are drawn from this seed instead of `seed`: the sines
+    /// stay fixed across data sets whose weights and samples differ, as in the paper's runs.
+    std::optional<std::uint64_t> sines_seed;
     std::uint64_t sample_seed = 1;  ///< x and eps: the same seed with another sample_seed gives a test set of the same tasks
 };
 
@@ -53,13 +57,15 @@ MultiTaskData<T> make_synthetic_tasks(const SyntheticOptions& o) {
     const Vector<double> w1 = o.c * u1;
     const Vector<double> w2 = o.c * (o.correlation * u1 + std::sqrt(1.0 - o.correlation * o.correlation) * u2);
     std::vector<double> alpha(static_cast<std::size_t>(o.sines)), beta(alpha.size());
+    Rng sines_rng(o.sines_seed.value_or(0));
+    Rng& sine_draw = o.sines_seed ? sines_rng : rng;
     for (std::size_t i = 0; i < alpha.size(); ++i) {
         if (o.preset == SyntheticPreset::fixed_sines) {
             alpha[i] = double(i + 1);
             beta[i] = double(i) * double(i);
         } else {
-            alpha[i] = rng.normal();
-            beta[i] = rng.normal();
+            alpha[i] = sine_draw.normal();
+            beta[i] = sine_draw.normal();
         }
     }
     Rng draw(o.sample_seed);

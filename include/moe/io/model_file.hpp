@@ -11,9 +11,11 @@
 //                 "optimizer.exp_avg.<param>", "optimizer.exp_avg_sq.<param>", "optimizer.step" (I64, []).
 //
 // Saving is atomic (write_safetensors). Loading validates the file (read_safetensors), then the
-// metadata, builds the model from the config and checks every tensor against it before copying
-// anything: missing, extra (unless non-strict), wrong shape, wrong dtype (unless converting), and
-// non-finite values (unless not asked) all give io_error naming the file and the tensor.
+// metadata (format, version, kind, dtype, the config read strictly by io/spec_json.hpp), refuses a
+// config that needs more values than the file holds, builds the model and checks every tensor
+// against it before copying anything (io/state_dict.hpp): missing, extra (unless non-strict), wrong
+// shape, wrong dtype (unless converting), and non-finite values (unless not asked) all give
+// io_error naming the file and the tensor.
 #include <cmath>
 #include <cstdint>
 #include <map>
@@ -25,6 +27,8 @@
 
 #include "moe/core/model.hpp"
 #include "moe/io/safetensors.hpp"
+#include "moe/io/spec_json.hpp"
+#include "moe/io/state_dict.hpp"
 #include "moe/models/mmoe.hpp"
 #include "moe/models/ple.hpp"
 #include "moe/models/shared_bottom.hpp"
@@ -36,183 +40,59 @@ namespace moe {
 
 constexpr int kModelFileVersion = 1;
 
-/// How load() treats a file.
-struct LoadOptions {
-    bool strict = true;          ///< a tensor the model does not have is an error (false: ignored)
-    bool convert_dtype = false;  ///< accept float32 tensors for a float64 model and the other way round
-    bool check_finite = true;    ///< NaN or infinite values are an error
-};
-
-// ---- the spec of each model kind as JSON ----------------------------------------------------------
+// ---- how many values a spec's model holds ---------------------------------------------------------
 namespace detail {
-using json = nlohmann::json;
+// Exactly the element count of every tensor the model writes (parameters, BatchNorm statistics and
+// counters), computed from the spec before the model is built: the loader refuses a config that
+// needs more values than the file's tensors hold, so a lying config cannot make it allocate. Sizes
+// enter as magnitudes, in double: a config mixing huge and negative sizes cannot cancel out, and
+// nothing overflows. A test compares these counts with the built models of every kind.
+inline double size_of(Index v) { return std::fabs(double(v)); }
 
-inline json task_json(const TaskSpec& t) {
-    return {{"name", t.name}, {"kind", to_string(t.kind)}, {"classes", t.classes}, {"relu_output", t.relu_output}};
-}
-inline TaskSpec task_from_json(const json& j) {
-    TaskSpec t;
-    t.name = j.at("name").get<std::string>();
-    const std::string kind = j.at("kind").get<std::string>();
-    if (kind == "binary") t.kind = TaskKind::binary;
-    else if (kind == "regression") t.kind = TaskKind::regression;
-    else if (kind == "multiclass") t.kind = TaskKind::multiclass;
-    else throw config_error("unknown task kind '" + kind + "' (expected binary, regression or multiclass)");
-    t.classes = j.at("classes").get<Index>();
-    t.relu_output = j.at("relu_output").get<bool>();
-    return t;
-}
-inline json tasks_json(const std::vector<TaskSpec>& ts) {
-    json a = json::array();
-    for (const auto& t : ts) a.push_back(task_json(t));
-    return a;
-}
-inline std::vector<TaskSpec> tasks_from_json(const json& j) {
-    std::vector<TaskSpec> ts;
-    for (const auto& t : j) ts.push_back(task_from_json(t));
-    return ts;
-}
-
-inline json spec_json(const MMoESpec& s) {
-    return {{"input", s.input}, {"experts", s.experts}, {"expert_hidden", s.expert_hidden}, {"expert_dim", s.expert_dim},
-            {"gate_hidden", s.gate_hidden}, {"tower_hidden", s.tower_hidden}, {"tasks", tasks_json(s.tasks)},
-            {"activation", to_string(s.activation)}, {"batchnorm", s.batchnorm}, {"expert_dropout", s.expert_dropout},
-            {"tower_dropout", s.tower_dropout}, {"expert_output_activation", s.expert_output_activation},
-            {"shared_gate", s.shared_gate}};
-}
-inline void spec_from_json(const json& j, MMoESpec& s) {
-    s.input = j.at("input").get<Index>();
-    s.experts = j.at("experts").get<Index>();
-    s.expert_hidden = j.at("expert_hidden").get<std::vector<Index>>();
-    s.expert_dim = j.at("expert_dim").get<Index>();
-    s.gate_hidden = j.at("gate_hidden").get<std::vector<Index>>();
-    s.tower_hidden = j.at("tower_hidden").get<std::vector<Index>>();
-    s.tasks = tasks_from_json(j.at("tasks"));
-    s.activation = activation_from_string(j.at("activation").get<std::string>());
-    s.batchnorm = j.at("batchnorm").get<bool>();
-    s.expert_dropout = j.at("expert_dropout").get<double>();
-    s.tower_dropout = j.at("tower_dropout").get<double>();
-    s.expert_output_activation = j.at("expert_output_activation").get<bool>();
-    s.shared_gate = j.at("shared_gate").get<bool>();
-}
-inline json spec_json(const SparseMMoESpec& s) {
-    json j = spec_json(static_cast<const MMoESpec&>(s));
-    j["k"] = s.k;
-    j["renormalize"] = s.renormalize;
-    return j;
-}
-inline void spec_from_json(const json& j, SparseMMoESpec& s) {
-    spec_from_json(j, static_cast<MMoESpec&>(s));
-    s.k = j.at("k").get<Index>();
-    s.renormalize = j.at("renormalize").get<bool>();
-}
-inline json spec_json(const SharedBottomSpec& s) {
-    return {{"input", s.input}, {"bottom_hidden", s.bottom_hidden}, {"bottom_dim", s.bottom_dim},
-            {"tower_hidden", s.tower_hidden}, {"tasks", tasks_json(s.tasks)}, {"activation", to_string(s.activation)},
-            {"batchnorm", s.batchnorm}, {"bottom_dropout", s.bottom_dropout}, {"tower_dropout", s.tower_dropout},
-            {"bottom_output_activation", s.bottom_output_activation}};
-}
-inline void spec_from_json(const json& j, SharedBottomSpec& s) {
-    s.input = j.at("input").get<Index>();
-    s.bottom_hidden = j.at("bottom_hidden").get<std::vector<Index>>();
-    s.bottom_dim = j.at("bottom_dim").get<Index>();
-    s.tower_hidden = j.at("tower_hidden").get<std::vector<Index>>();
-    s.tasks = tasks_from_json(j.at("tasks"));
-    s.activation = activation_from_string(j.at("activation").get<std::string>());
-    s.batchnorm = j.at("batchnorm").get<bool>();
-    s.bottom_dropout = j.at("bottom_dropout").get<double>();
-    s.tower_dropout = j.at("tower_dropout").get<double>();
-    s.bottom_output_activation = j.at("bottom_output_activation").get<bool>();
-}
-inline json spec_json(const PLESpec& s) {
-    json levels = json::array();
-    for (const auto& l : s.levels)
-        levels.push_back({{"shared_experts", l.shared_experts}, {"task_experts", l.task_experts},
-                          {"expert_hidden", l.expert_hidden}, {"expert_dim", l.expert_dim}});
-    return {{"input", s.input}, {"levels", levels}, {"tower_hidden", s.tower_hidden}, {"tasks", tasks_json(s.tasks)},
-            {"activation", to_string(s.activation)}, {"batchnorm", s.batchnorm}, {"expert_dropout", s.expert_dropout},
-            {"tower_dropout", s.tower_dropout}, {"expert_output_activation", s.expert_output_activation}};
-}
-inline void spec_from_json(const json& j, PLESpec& s) {
-    s.input = j.at("input").get<Index>();
-    for (const auto& l : j.at("levels"))
-        s.levels.push_back(PLELevelSpec{l.at("shared_experts").get<Index>(), l.at("task_experts").get<Index>(),
-                                        l.at("expert_hidden").get<std::vector<Index>>(), l.at("expert_dim").get<Index>()});
-    s.tower_hidden = j.at("tower_hidden").get<std::vector<Index>>();
-    s.tasks = tasks_from_json(j.at("tasks"));
-    s.activation = activation_from_string(j.at("activation").get<std::string>());
-    s.batchnorm = j.at("batchnorm").get<bool>();
-    s.expert_dropout = j.at("expert_dropout").get<double>();
-    s.tower_dropout = j.at("tower_dropout").get<double>();
-    s.expert_output_activation = j.at("expert_output_activation").get<bool>();
-}
-inline json spec_json(const SparseMoESpec& s) {
-    return {{"dim", s.dim}, {"ffn", s.ffn}, {"experts", s.experts}, {"k", s.k}, {"activation", to_string(s.activation)},
-            {"renormalize", s.renormalize}, {"noisy", s.noisy}, {"router_bias", s.router_bias},
-            {"capacity_factor", s.capacity_factor},
-            {"dropped", s.dropped == DroppedTokens::zero ? "zero" : "passthrough"}, {"balance_coef", s.balance_coef},
-            {"importance_coef", s.importance_coef}, {"load_coef", s.load_coef}, {"z_coef", s.z_coef},
-            {"noise_seed", s.noise_seed}};
-}
-inline void spec_from_json(const json& j, SparseMoESpec& s) {
-    s.dim = j.at("dim").get<Index>();
-    s.ffn = j.at("ffn").get<Index>();
-    s.experts = j.at("experts").get<Index>();
-    s.k = j.at("k").get<Index>();
-    s.activation = activation_from_string(j.at("activation").get<std::string>());
-    s.renormalize = j.at("renormalize").get<bool>();
-    s.noisy = j.at("noisy").get<bool>();
-    s.router_bias = j.at("router_bias").get<bool>();
-    s.capacity_factor = j.at("capacity_factor").get<double>();
-    const std::string dropped = j.at("dropped").get<std::string>();
-    if (dropped != "zero" && dropped != "passthrough")
-        throw config_error("unknown dropped-token policy '" + dropped + "' (expected zero or passthrough)");
-    s.dropped = dropped == "zero" ? DroppedTokens::zero : DroppedTokens::passthrough;
-    s.balance_coef = j.at("balance_coef").get<double>();
-    s.importance_coef = j.at("importance_coef").get<double>();
-    s.load_coef = j.at("load_coef").get<double>();
-    s.z_coef = j.at("z_coef").get<double>();
-    s.noise_seed = j.at("noise_seed").get<std::uint64_t>();
-}
-
-/// Parameters of an MLP with these sizes (and BatchNorm on the hidden layers), in double so that a
-/// lying config cannot overflow it.
-inline double mlp_parameters(double in, const std::vector<Index>& hidden, double out, bool batchnorm) {
+/// An MLP in -> hidden... -> out; BatchNorm after each hidden layer adds weight, bias, running mean
+/// and variance (4 h) and num_batches_tracked (1).
+inline double mlp_values(double in, const std::vector<Index>& hidden, double out, bool batchnorm) {
     double n = 0;
-    for (Index h : hidden) n += in * double(h) + double(h) + (batchnorm ? 4.0 * double(h) : 0.0), in = double(h);
+    for (Index hv : hidden) {
+        const double h = size_of(hv);
+        n += in * h + h + (batchnorm ? 4.0 * h + 1.0 : 0.0);
+        in = h;
+    }
     return n + in * out + out;
 }
-inline double towers_parameters(double in, const std::vector<Index>& hidden, const std::vector<TaskSpec>& tasks, bool bn) {
+inline double towers_values(double in, const std::vector<Index>& hidden, const std::vector<TaskSpec>& tasks, bool bn) {
     double n = 0;
-    for (const auto& t : tasks) n += mlp_parameters(in, hidden, double(std::max<Index>(t.classes, 1)), bn);
+    for (const auto& t : tasks)
+        n += mlp_values(in, hidden, t.kind == TaskKind::multiclass ? size_of(t.classes) : 1.0, bn);
     return n;
 }
-/// About how many values (parameters and BatchNorm statistics) a spec's model holds: checked against
-/// the file's size before the model is built, so that a lying config cannot make it allocate more
-/// than the file could fill.
 inline double model_values(const MMoESpec& s) {
-    const double gates = s.shared_gate ? 1.0 : double(s.tasks.size());
-    return double(s.experts) * mlp_parameters(double(s.input), s.expert_hidden, double(s.expert_dim), s.batchnorm) +
-           gates * mlp_parameters(double(s.input), s.gate_hidden, double(s.experts), false) +
-           towers_parameters(double(s.expert_dim), s.tower_hidden, s.tasks, s.batchnorm);
+    const double gates = s.shared_gate ? 1.0 : double(s.tasks.size()), experts = size_of(s.experts);
+    return experts * mlp_values(size_of(s.input), s.expert_hidden, size_of(s.expert_dim), s.batchnorm) +
+           gates * mlp_values(size_of(s.input), s.gate_hidden, experts, false) +
+           towers_values(size_of(s.expert_dim), s.tower_hidden, s.tasks, s.batchnorm);
 }
 inline double model_values(const SharedBottomSpec& s) {
-    return mlp_parameters(double(s.input), s.bottom_hidden, double(s.bottom_dim), s.batchnorm) +
-           towers_parameters(double(s.bottom_dim), s.tower_hidden, s.tasks, s.batchnorm);
+    return mlp_values(size_of(s.input), s.bottom_hidden, size_of(s.bottom_dim), s.batchnorm) +
+           towers_values(size_of(s.bottom_dim), s.tower_hidden, s.tasks, s.batchnorm);
 }
 inline double model_values(const PLESpec& s) {
-    double n = 0, in = double(s.input);
+    double n = 0, in = size_of(s.input);
     const double tasks = double(s.tasks.size());
-    for (const auto& l : s.levels) {
-        const double experts = tasks * double(l.task_experts) + double(l.shared_experts);
-        n += experts * mlp_parameters(in, l.expert_hidden, double(l.expert_dim), s.batchnorm);
-        n += tasks * (in + 1) * double(l.task_experts + l.shared_experts) + (in + 1) * experts + 1;  // gates
-        in = double(l.expert_dim);
+    for (std::size_t l = 0; l < s.levels.size(); ++l) {
+        const auto& level = s.levels[l];
+        const double own = size_of(level.task_experts), shared = size_of(level.shared_experts);
+        const double experts = tasks * own + shared;
+        n += experts * mlp_values(in, level.expert_hidden, size_of(level.expert_dim), s.batchnorm);
+        n += tasks * (in * (own + shared) + own + shared);             // task gates: Linear(in, P + S)
+        if (l + 1 < s.levels.size()) n += in * experts + experts;     // shared gate: Linear(in, E), not on the last level
+        in = size_of(level.expert_dim);
     }
-    return n + towers_parameters(in, s.tower_hidden, s.tasks, s.batchnorm);
+    return n + towers_values(in, s.tower_hidden, s.tasks, s.batchnorm);
 }
 inline double model_values(const SparseMoESpec& s) {
-    return double(s.experts) * (2.0 * double(s.dim) + 1.0) + double(s.experts) * mlp_parameters(double(s.dim), {s.ffn}, double(s.dim), false);
+    const double e = size_of(s.experts), d = size_of(s.dim);
+    return e * d + (s.router_bias ? e : 0.0) + (s.noisy ? e * d : 0.0) + e * mlp_values(d, {s.ffn}, d, false);
 }
 
 /// The file's "kind" of each model class.
@@ -225,101 +105,23 @@ template <class T> struct model_kind<CGC<T>> { static constexpr const char* valu
 template <class T> struct model_kind<SparseMMoE<T>> { static constexpr const char* value = "sparse_mmoe"; };
 template <class T> struct model_kind<SparseMoE<T>> { static constexpr const char* value = "sparse_moe"; };
 
-struct IgnoreBatchNorm {
-    template <class B>
-    void operator()(const std::string&, B&) const {}
-};
-template <class M, class = void>
-struct has_batchnorm : std::false_type {};
-template <class M>
-struct has_batchnorm<M, std::void_t<decltype(std::declval<M&>().for_each_batchnorm(std::string(), IgnoreBatchNorm{}))>>
-    : std::true_type {};
-
-template <class T>
-constexpr DType dtype_of() {
-    return std::is_same_v<T, float> ? DType::f32 : DType::f64;
-}
-
-/// Every tensor a model has, with its PyTorch shape, and where its values live. A bias and the
-/// BatchNorm affine parameters are 1-D; every other parameter is a 2-D weight.
-template <class T>
-struct TensorSlot {
-    std::vector<std::int64_t> shape;
-    T* data = nullptr;              // float tensors: their values, row-major
-    std::int64_t* count = nullptr;  // num_batches_tracked (one counter for all members of a grouped BatchNorm)
-};
-
-template <class M>
-std::map<std::string, TensorSlot<typename M::Scalar>> model_tensors(Model<M>& model) {
-    using T = typename M::Scalar;
-    std::map<std::string, TensorSlot<T>> slots;
-    std::set<std::string> vectors;  // names of 1-D parameters: the BatchNorm affine ones
-    if constexpr (has_batchnorm<M>::value) {
-        model.for_each_batchnorm("", [&](const std::string& name, BatchNorm1d<T>& bn) {
-            const Index parts = bn.parts(), n = bn.running_mean().size() / parts;
-            for (Index p = 0; p < parts; ++p) {
-                std::string base = name;
-                const auto slot = base.find("{}");
-                if (slot != std::string::npos) base.replace(slot, 2, std::to_string(p));
-                vectors.insert(join_name(base, "weight"));
-                vectors.insert(join_name(base, "bias"));
-                slots[join_name(base, "running_mean")] = {{n}, bn.running_mean().data() + p * n, nullptr};
-                slots[join_name(base, "running_var")] = {{n}, bn.running_var().data() + p * n, nullptr};
-                slots[join_name(base, "num_batches_tracked")] = {{}, nullptr, &bn.num_batches_tracked()};
-            }
-        });
-    }
-    auto& store = model.params();
-    for (const auto& e : store.entries()) {
-        const bool vector = vectors.count(e.name) || (e.cols == 1 && e.name.size() >= 5 &&
-                                                      e.name.compare(e.name.size() - 5, 5, ".bias") == 0) ||
-                            e.name == "bias";
-        TensorSlot<T> s;
-        s.shape = vector ? std::vector<std::int64_t>{e.rows} : std::vector<std::int64_t>{e.rows, e.cols};
-        s.data = store.values().data() + e.offset;
-        slots[e.name] = s;
-    }
-    return slots;
-}
-
-template <class T>
-Tensor make_tensor(const std::vector<std::int64_t>& shape, const T* data) {
-    Tensor t;
-    t.dtype = dtype_of<T>();
-    t.shape = shape;
-    std::size_t n = 1;
-    for (auto d : shape) n *= static_cast<std::size_t>(d);
-    t.bytes.resize(n * sizeof(T));
-    std::memcpy(t.bytes.data(), data, t.bytes.size());
-    return t;
-}
-inline Tensor make_count(std::int64_t v) {
-    Tensor t;
-    t.dtype = DType::i64;
-    t.bytes.resize(8);
-    std::memcpy(t.bytes.data(), &v, 8);
-    return t;
-}
-inline std::string shape_string(const std::vector<std::int64_t>& s) {
-    std::string out = "[";
-    for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-    return out + "]";
-}
 }  // namespace detail
 
 /// Saves model (and adam's state when given) to path, atomically. Throws io_error naming the file.
 template <class M>
-void save(Model<M>& model, const std::string& path, const Adam<typename M::Scalar>* adam = nullptr) {
+void save(const Model<M>& model, const std::string& path, const Adam<typename M::Scalar>* adam = nullptr) {
     using T = typename M::Scalar;
     SafetensorsFile file;
-    const auto slots = detail::model_tensors(model);
+    // model_tensors lists where the values live through the model's (non-const) visitors; nothing is
+    // written through the pointers here.
+    const auto slots = detail::model_tensors(const_cast<Model<M>&>(model));
     for (const auto& [name, s] : slots)
         file.tensors[name] = s.count ? detail::make_count(*s.count) : detail::make_tensor<T>(s.shape, s.data);
     file.metadata["format"] = "moe-model";
     file.metadata["version"] = std::to_string(kModelFileVersion);
     file.metadata["kind"] = detail::model_kind<M>::value;
-    file.metadata["dtype"] = std::is_same_v<T, float> ? "float32" : "float64";
-    file.metadata["config"] = detail::spec_json(model.spec()).dump();
+    file.metadata["dtype"] = detail::dtype_name<T>();
+    file.metadata["config"] = detail::spec_to_json(model.spec()).dump();
     if (adam && adam->step_count() > 0) {
         const auto& store = model.params();
         for (const auto& e : store.entries()) {
@@ -337,8 +139,34 @@ void save(Model<M>& model, const std::string& path, const Adam<typename M::Scala
     write_safetensors(path, file);
 }
 
+namespace detail {
+/// Builds the model of `spec` for the file at path. Before anything is allocated, refuses a spec
+/// that needs far more values than the file's tensors hold (more than twice as many, plus a million):
+/// a lying config cannot make the loader allocate more than a small multiple of the file. A smaller
+/// mismatch builds the model and fails on the first missing tensor, a more precise message.
+template <class M>
+Model<M> build_for_file(const typename M::Spec& spec, const SafetensorsFile& file, const std::string& path) {
+    double file_values = 0;  // every tensor's shape was checked against its bytes when the file was read
+    for (const auto& [name, t] : file.tensors) {
+        (void)name;
+        file_values += double(t.bytes.size() / dtype_size(t.dtype));
+    }
+    const double config_values = model_values(spec);
+    if (!(config_values <= 2.0 * file_values + 1e6))
+        throw io_error(concat(path, ": the config describes a model of ", config_values, " values, but the file's tensors hold ",
+                              file_values));
+    try {
+        return Model<M>(spec);
+    } catch (const std::invalid_argument& e) {  // config_error, shape_error
+        throw io_error(concat(path, ": the config does not describe a valid model: ", e.what()));
+    }
+}
+}  // namespace detail
+
 /// Loads a model saved by save() (or by tools/export_pytorch.py); with adam, also its state (the
-/// file must then hold one). Everything is checked before anything is used; see the header comment.
+/// file must then hold one). Everything is checked before anything is used (see the header comment
+/// and docs/model_files.md). The model comes back in evaluation mode (BatchNorm uses its running
+/// statistics, no dropout), ready to serve; call train() before training it further (fit does).
 template <class M>
 Model<M> load(const std::string& path, const LoadOptions& options = {}, Adam<typename M::Scalar>* adam = nullptr) {
     using T = typename M::Scalar;
@@ -346,7 +174,9 @@ Model<M> load(const std::string& path, const LoadOptions& options = {}, Adam<typ
     const SafetensorsFile file = read_safetensors(path);
     auto meta = [&](const char* key) -> const std::string& {
         auto it = file.metadata.find(key);
-        if (it == file.metadata.end()) throw io_error(concat(path, ": the metadata has no '", key, "' (not a moe model file)"));
+        if (it == file.metadata.end())
+            throw io_error(concat(path, ": the metadata has no '", key, "' (not a moe model file; a plain state_dict loads "
+                                  "with moe::load_state_dict and a spec)"));
         return it->second;
     };
     if (meta("format") != "moe-model") throw io_error(concat(path, ": format is '", meta("format"), "', expected 'moe-model'"));
@@ -354,97 +184,42 @@ Model<M> load(const std::string& path, const LoadOptions& options = {}, Adam<typ
         throw io_error(concat(path, ": format version ", meta("version"), ", this library reads version ", kModelFileVersion));
     if (meta("kind") != detail::model_kind<M>::value)
         throw io_error(concat(path, ": holds a '", meta("kind"), "' model, loading a '", detail::model_kind<M>::value, "'"));
+    const std::string& dtype = meta("dtype");
+    if (dtype != "float32" && dtype != "float64")
+        throw io_error(concat(path, ": dtype is '", dtype, "', expected float32 or float64"));
+    for (const auto& [name, t] : file.tensors)
+        if (t.dtype != DType::i64 && to_string(t.dtype) != std::string(dtype == "float32" ? "F32" : "F64"))
+            throw io_error(concat(path, ": the metadata says ", dtype, " but tensor '", name, "' is ", to_string(t.dtype)));
+    if (dtype != detail::dtype_name<T>() && !options.convert_dtype)
+        throw io_error(concat(path, ": holds a ", dtype, " model, loading a ", detail::dtype_name<T>(),
+                              " one (LoadOptions::convert_dtype converts)"));
     typename M::Spec spec;
     try {
         detail::spec_from_json(nlohmann::json::parse(meta("config")), spec);
     } catch (const nlohmann::json::exception& e) {
-        throw io_error(concat(path, ": config is not a valid ", meta("kind"), " config (", e.what(), ")"));
+        throw io_error(concat(path, ": config is not valid JSON (", e.what(), ")"));
     } catch (const config_error& e) {
-        throw io_error(concat(path, ": config: ", e.what()));
+        throw io_error(concat(path, ": ", e.what()));
     }
-    // Before building anything: a config describing more values than the file holds is a lie.
-    std::uint64_t data_bytes = 0;
-    for (const auto& [name, t] : file.tensors) data_bytes += t.bytes.size();
-    const double config_values = detail::model_values(spec);
-    if (!(config_values <= double(data_bytes) / 4.0 + 64.0))
-        throw io_error(concat(path, ": the config describes a model of about ", config_values, " values, but the file holds ",
-                              data_bytes, " bytes of tensors"));
-    std::optional<Model<M>> built;
-    try {
-        built.emplace(spec);
-    } catch (const std::invalid_argument& e) {  // config_error, shape_error
-        throw io_error(concat(path, ": the config does not describe a valid model: ", e.what()));
-    }
-    Model<M>& model = *built;
-    auto slots = detail::model_tensors(model);
+    Model<M> model = detail::build_for_file<M>(spec, file, path);
+    detail::load_tensors(model, detail::renamed_tensors(file, path, options.renames), path, meta("kind"), options, adam);
+    model.eval();
+    return model;
+}
 
-    std::set<std::string> expected;
-    auto check = [&](const std::string& name, const std::vector<std::int64_t>& shape, bool is_count) {
-        expected.insert(name);
-        auto it = file.tensors.find(name);
-        if (it == file.tensors.end()) throw io_error(concat(path, ": tensor '", name, "' is missing"));
-        const Tensor& t = it->second;
-        if (t.shape != shape)
-            throw io_error(concat(path, ": tensor '", name, "' has shape ", detail::shape_string(t.shape), ", the config needs ",
-                                  detail::shape_string(shape)));
-        if (is_count) {
-            if (t.dtype != DType::i64) throw io_error(concat(path, ": tensor '", name, "' has dtype ", to_string(t.dtype), ", expected I64"));
-            return;
-        }
-        if (t.dtype == DType::i64 || (t.dtype != detail::dtype_of<T>() && !options.convert_dtype))
-            throw io_error(concat(path, ": tensor '", name, "' has dtype ", to_string(t.dtype), ", expected ",
-                                  to_string(detail::dtype_of<T>()),
-                                  t.dtype == DType::i64 ? "" : " (LoadOptions::convert_dtype converts)"));
-        if (options.check_finite)
-            for (T v : t.template values<T>())
-                if (!std::isfinite(static_cast<double>(v)))
-                    throw io_error(concat(path, ": tensor '", name, "' holds a non-finite value (", v, ")"));
-    };
-    for (const auto& [name, s] : slots) check(name, s.shape, s.count != nullptr);
-    const bool with_optimizer = adam != nullptr;
-    if (with_optimizer) {
-        if (!file.contains("optimizer.step"))
-            throw io_error(concat(path, ": holds no optimizer state (saved without one), but an optimizer was given to load it into"));
-        check("optimizer.step", {}, true);
-        for (const auto& e : model.params().entries()) {
-            check("optimizer.exp_avg." + e.name, slots.at(e.name).shape, false);
-            check("optimizer.exp_avg_sq." + e.name, slots.at(e.name).shape, false);
-        }
-    }
-    for (const auto& [name, t] : file.tensors) {
-        (void)t;
-        const bool optimizer_tensor = name.rfind("optimizer.", 0) == 0;
-        if (!expected.count(name) && options.strict && !(optimizer_tensor && !with_optimizer))
-            throw io_error(concat(path, ": tensor '", name, "' is not part of this ", meta("kind"),
-                                  " (LoadOptions::strict = false ignores it)"));
-    }
-
-    // Everything checked: copy.
-    for (auto& [name, s] : slots) {
-        const Tensor& t = file.tensors.at(name);
-        if (s.count) {
-            std::int64_t v;
-            std::memcpy(&v, t.bytes.data(), 8);
-            *s.count = v;
-            continue;
-        }
-        const auto values = t.template values<T>();
-        std::copy(values.begin(), values.end(), s.data);
-    }
-    if (with_optimizer) {
-        const Index n = model.params().size();
-        Vector<T> m(n), v(n);
-        for (const auto& e : model.params().entries()) {
-            const auto a = file.at("optimizer.exp_avg." + e.name).template values<T>();
-            const auto b = file.at("optimizer.exp_avg_sq." + e.name).template values<T>();
-            std::copy(a.begin(), a.end(), m.data() + e.offset);
-            std::copy(b.begin(), b.end(), v.data() + e.offset);
-        }
-        std::int64_t step;
-        std::memcpy(&step, file.at("optimizer.step").bytes.data(), 8);
-        adam->set_state(m, v, step);
-    }
-    return std::move(model);
+/// Loads a plain state_dict (a safetensors file of tensors, e.g. written from a PyTorch module with
+/// safetensors.torch.save_file or tools/safetensors_io.py, metadata optional) into a model built from
+/// `spec`, after the rename rules of options. Every check of load() applies (names, shapes, dtypes,
+/// finite values, the file's size against the spec). The model comes back in evaluation mode.
+/// docs/model_files.md walks through a tutorial-style PyTorch MMoE.
+template <class M>
+Model<M> load_state_dict(const std::string& path, const typename M::Spec& spec, const LoadOptions& options = {}) {
+    const SafetensorsFile file = read_safetensors(path);
+    Model<M> model = detail::build_for_file<M>(spec, file, path);
+    detail::load_tensors(model, detail::renamed_tensors(file, path, options.renames), path, detail::model_kind<M>::value,
+                         options, nullptr);
+    model.eval();
+    return model;
 }
 
 }  // namespace moe

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
@@ -49,10 +50,10 @@ struct Tensor {
         for (auto s : shape) n *= s;
         return n;
     }
-    /// The values converted to T, in row-major order.
+    /// The values converted to T, in row-major order (as many as the bytes hold).
     template <class T>
     std::vector<T> values() const {
-        const auto n = static_cast<std::size_t>(numel());
+        const std::size_t n = bytes.size() / dtype_size(dtype);
         std::vector<T> out(n);
         for (std::size_t i = 0; i < n; ++i) {
             const unsigned char* p = bytes.data() + i * dtype_size(dtype);
@@ -115,6 +116,28 @@ struct SafetensorsFile {
 };
 
 namespace detail {
+/// out = a * b; true when the product does not fit in 64 bits.
+inline bool mul_overflows(std::uint64_t a, std::uint64_t b, std::uint64_t& out) { return __builtin_mul_overflow(a, b, &out); }
+
+/// nlohmann::json::parse, but a key that appears twice in one object is an io_error (the plain
+/// parser keeps the last one silently: a file could then show one tensor to one reader and
+/// another to the next).
+inline nlohmann::json parse_json_unique_keys(const std::string& text, const std::string& path) {
+    std::vector<std::set<std::string>> keys;  // the keys of each open object
+    using event = nlohmann::json::parse_event_t;
+    auto callback = [&](int, event ev, nlohmann::json& parsed) {
+        if (ev == event::object_start) keys.emplace_back();
+        else if (ev == event::object_end) keys.pop_back();
+        else if (ev == event::key) {
+            const std::string key = parsed.get<std::string>();
+            if (!keys.back().insert(key).second)
+                throw io_error(concat(path, ": the header names '", key, "' twice in one object"));
+        }
+        return true;
+    };
+    return nlohmann::json::parse(text, callback);
+}
+
 inline DType parse_dtype(const std::string& s, const std::string& file, const std::string& tensor) {
     if (s == "F32") return DType::f32;
     if (s == "F64") return DType::f64;
@@ -152,7 +175,7 @@ inline SafetensorsFile read_safetensors(const std::string& path) {
 
     nlohmann::json j;
     try {
-        j = nlohmann::json::parse(header);
+        j = detail::parse_json_unique_keys(header, path);
     } catch (const nlohmann::json::exception& e) {
         throw io_error(concat(path, ": header is not valid JSON (", e.what(), ")"));
     }
@@ -178,15 +201,23 @@ inline SafetensorsFile read_safetensors(const std::string& path) {
             throw io_error(concat(path, ": tensor '", name, "' needs dtype (string), shape (array) and data_offsets ([begin, end])"));
         Tensor t;
         t.dtype = detail::parse_dtype(e["dtype"].get<std::string>(), path, name);
+        // Every product is checked: a dimension above INT64_MAX (which would become a negative
+        // index), or an element or byte count that wraps modulo 2^64 (which could match a small
+        // data range), is refused here, not found later by an allocation or an Eigen assertion.
         std::uint64_t numel = 1;
         for (const auto& d : e["shape"]) {
             if (!d.is_number_unsigned()) throw io_error(concat(path, ": tensor '", name, "' has a shape entry that is not a non-negative integer"));
             const auto v = d.get<std::uint64_t>();
-            if (v != 0 && numel > data_size / v + 1)
-                throw io_error(concat(path, ": tensor '", name, "' has a shape larger than the file's data"));
-            numel *= v;
+            if (v > std::uint64_t(INT64_MAX))
+                throw io_error(concat(path, ": tensor '", name, "' has a dimension of ", v, ", above the largest index ", INT64_MAX));
+            if (detail::mul_overflows(numel, v, numel))
+                throw io_error(concat(path, ": tensor '", name, "' has a shape ", e["shape"].dump(),
+                                      " whose element count overflows 64 bits"));
             t.shape.push_back(static_cast<std::int64_t>(v));
         }
+        std::uint64_t nbytes = 0;
+        if (detail::mul_overflows(numel, std::uint64_t(dtype_size(t.dtype)), nbytes) || numel > std::uint64_t(INT64_MAX))
+            throw io_error(concat(path, ": tensor '", name, "' has a shape ", e["shape"].dump(), " whose byte count overflows 64 bits"));
         const auto& off = e["data_offsets"];
         if (!off[0].is_number_unsigned() || !off[1].is_number_unsigned())
             throw io_error(concat(path, ": tensor '", name, "' has data_offsets that are not non-negative integers"));
@@ -194,9 +225,8 @@ inline SafetensorsFile read_safetensors(const std::string& path) {
         if (begin > end || end > data_size)
             throw io_error(concat(path, ": tensor '", name, "' has data_offsets [", begin, ", ", end,
                                   "] outside the data section of ", data_size, " bytes"));
-        if (end - begin != numel * dtype_size(t.dtype))
-            throw io_error(concat(path, ": tensor '", name, "' has ", end - begin, " bytes, its shape and dtype need ",
-                                  numel * dtype_size(t.dtype)));
+        if (end - begin != nbytes)
+            throw io_error(concat(path, ": tensor '", name, "' has ", end - begin, " bytes, its shape and dtype need ", nbytes));
         ranges.emplace_back(begin, end);
         names.push_back(name);
         out.tensors.emplace(name, std::move(t));

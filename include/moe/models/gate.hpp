@@ -55,12 +55,15 @@ public:
         return p;
     }
 
-    /// Probabilities into caller scratch (the result lives in a or b); caches nothing.
-    const MatrixView<T>& infer(const ConstView<T>& x, Buffer<T>& a, Buffer<T>& b) const {
-        const MatrixView<T>& logits = linear_ ? linear_->infer(x, a) : mlp_->infer(x, a, b);
-        Buffer<T>& out = logits.data() == a.view().data() ? b : a;
-        auto& p = out.resize(logits.rows(), logits.cols());
-        softmax(logits, p);
+    /// Probabilities into caller scratch (the result lives in a or b); caches nothing. With
+    /// `logits`, also points it at the logits (in the other buffer), which top-k routing selects on.
+    const MatrixView<T>& infer(const ConstView<T>& x, Buffer<T>& a, Buffer<T>& b,
+                               const MatrixView<T>** logits = nullptr) const {
+        const MatrixView<T>& z = linear_ ? linear_->infer(x, a) : mlp_->infer(x, a, b);
+        Buffer<T>& out = z.data() == a.view().data() ? b : a;
+        auto& p = out.resize(z.rows(), z.cols());
+        softmax(z, p);
+        if (logits) *logits = &z;
         return p;
     }
 
@@ -92,6 +95,8 @@ public:
     }
     /// Probabilities of the last forward.
     const MatrixView<T>& output() const { return probs_.view(); }
+    /// Logits ((G E) x B, before the softmax) of the last forward.
+    const MatrixView<T>& logits() const { return linear_ ? linear_->output() : mlp_->output(); }
 
 private:
     // Softmax over each gate's E rows: (G E) x B column-major is E x (G B) column-major.

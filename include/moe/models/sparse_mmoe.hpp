@@ -64,7 +64,7 @@ public:
         const MatrixView<T>& p = gates_.forward(x);
         choice_.resize(spec_.k, gates() * x.cols());
         weight_.resize(spec_.k, gates() * x.cols());
-        route(p, choice_, weight_);
+        route(gates_.logits(), p, choice_, weight_);
         const Index b = x.cols(), d = spec_.expert_dim;
         assign_samples(b);
         for (Index e = 0; e < experts(); ++e) {
@@ -131,10 +131,11 @@ public:
         detail::check_rows(x, spec_.input, name_, "predict");
         return detail::predict_in_blocks(x, tasks(), 0.0, ws, [&](const ConstView<T>& xb, InferenceScratch<T>& s) -> const auto& {
             const Index b = xb.cols(), d = spec_.expert_dim;
-            const MatrixView<T>& p = gates_.infer(xb, s.c, s.d);
+            const MatrixView<T>* logits = nullptr;
+            const MatrixView<T>& p = gates_.infer(xb, s.c, s.d, &logits);
             auto& choice = s.choice.resize(spec_.k, gates() * b);
             auto& weight = s.weight.resize(spec_.k, gates() * b);
-            route(p, choice, weight);
+            route(*logits, p, choice, weight);
             auto& m = s.mix.resize(gates() * d, b);
             m.setZero();
             auto& used = s.used.resize(1, b);
@@ -207,15 +208,17 @@ private:
         return s;
     }
 
-    /// Top k of each task's gate per sample: column c = g + G j of choice/weight.
+    /// Top k of each task's gate per sample: column c = g + G j of choice/weight. The choice is made
+    /// on the logits, not the probabilities: the same order, but exact ties stay ties (a vectorised
+    /// exp rounds differently in different SIMD lanes), so ties go to the lower index in every build.
     template <class C, class W>
-    void route(const MatrixView<T>& p, C& choice, W& weight) const {
+    void route(const MatrixView<T>& logits, const MatrixView<T>& p, C& choice, W& weight) const {
         const Index e_count = experts(), k = spec_.k;
         for (Index j = 0; j < p.cols(); ++j)
             for (Index g = 0; g < gates(); ++g) {
                 const Index c = g + gates() * j;
                 const auto prob = [&](Index i) { return p(g * e_count + i, j); };
-                detail::select_top_k(e_count, k, prob, &choice(0, c));
+                detail::select_top_k(e_count, k, [&](Index i) { return logits(g * e_count + i, j); }, &choice(0, c));
                 detail::top_k_weights<T>(k, &choice(0, c), prob, spec_.renormalize, [&](Index r) -> T& { return weight(r, c); });
             }
     }

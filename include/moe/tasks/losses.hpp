@@ -3,10 +3,11 @@
 //
 // Every loss takes predictions (logits) of shape K x B, targets, and optionally a 1 x B row of
 // per-sample weights. A sample is counted when its weight is non-zero, and
-//     loss = sum_j w_j * sum_i l(z_ij, y_ij) / (K * count)
+//     loss = sum_j w_j * sum_i l(z_ij, y_ij) / (K * count)        (LossNormalization::counted)
 // so a 0/1 mask gives the mean over the counted samples, and all-non-zero weights give PyTorch's
 // `weight=` semantics (mean of w * l). A batch with no counted sample has loss 0 and zero gradient,
-// which is what a post-click task needs when a batch has no click.
+// which is what a post-click task needs when a batch has no click. LossNormalization::batch divides
+// by K * B instead, whatever the weights: the common PyTorch recipe `(loss * mask).sum() / B`.
 //
 // backward() returns d loss / d logits (K x B) and may be scaled by an upstream factor.
 #include <cmath>
@@ -16,8 +17,15 @@
 #include "moe/core/errors.hpp"
 #include "moe/core/view.hpp"
 #include "moe/layers/activations.hpp"
+#include "moe/models/task.hpp"
 
 namespace moe {
+
+/// What a weighted loss is divided by: the counted samples (non-zero weight; the default), or the
+/// whole batch (PyTorch's `(l * mask).sum() / batch_size` and `reduction='mean'` on masked terms).
+enum class LossNormalization { counted, batch };
+
+inline const char* to_string(LossNormalization n) { return n == LossNormalization::counted ? "counted" : "batch"; }
 
 namespace detail {
 
@@ -59,7 +67,7 @@ public:
         z_ = logits;
         y_ = targets;
         w_ = weights;
-        const Index count = counted_samples(weights, logits.cols());
+        const Index count = normalization_ == LossNormalization::batch ? logits.cols() : counted_samples(weights, logits.cols());
         denom_ = count == 0 ? T(0) : T(1) / T(logits.rows() * count);
         T total = 0;
         for (Index j = 0; j < logits.cols(); ++j) {
@@ -83,10 +91,13 @@ public:
     }
     const std::string& name() const { return name_; }
     const Op& op() const { return op_; }
+    void set_normalization(LossNormalization n) { normalization_ = n; }
+    LossNormalization normalization() const { return normalization_; }
 
 private:
     Op op_;
     std::string name_;
+    LossNormalization normalization_ = LossNormalization::counted;
     ConstView<T> z_, y_, w_;
     T denom_ = 0;
     Buffer<T> grad_;
@@ -94,14 +105,14 @@ private:
 
 template <class T>
 void check_finite_target(T y, Index i, Index j, const std::string& name) {
-    if (!std::isfinite(static_cast<double>(y)))
+    if (!valid_regression_label(y))
         throw config_error(concat(name, "::forward: target (", i, ", ", j, ") is ", y, ", expected a finite value"));
 }
 
 template <class T>
 struct BCEWithLogitsOp {
     void check(T y, Index i, Index j, const std::string& name) const {
-        if (!(y >= T(0) && y <= T(1)))
+        if (!valid_binary_label(y))
             throw config_error(concat(name, "::forward: label (", i, ", ", j, ") is ", y, ", expected a value in [0, 1]"));
     }
     // max(z, 0) - z y + log(1 + exp(-|z|)): exact for any finite z, no overflow at +-1e4.
@@ -175,13 +186,14 @@ public:
         for (Index j = 0; j < targets.cols(); ++j) {
             const T y = targets(0, j);
             if (weights.size() != 0 && weights(0, j) == T(0)) continue;  // not counted, not looked at
-            if (!(y >= T(0) && y < T(c)) || y != std::floor(y))
+            if (!detail::valid_class_label(y, c))
                 throw config_error(detail::concat(name_, "::forward: class label of sample ", j, " is ", y,
                                                   ", expected an integer in [0, ", c - 1, "]"));
         }
         y_ = targets;
         w_ = weights;
-        const Index count = detail::counted_samples(weights, logits.cols());
+        const Index count =
+            normalization_ == LossNormalization::batch ? logits.cols() : detail::counted_samples(weights, logits.cols());
         denom_ = count == 0 ? T(0) : T(1) / T(count);
         auto& p = prob_.resize(c, logits.cols());
         T total = 0;
@@ -210,9 +222,12 @@ public:
     /// Class probabilities of the last forward (C x B).
     const MatrixView<T>& probabilities() const { return prob_.view(); }
     const std::string& name() const { return name_; }
+    void set_normalization(LossNormalization n) { normalization_ = n; }
+    LossNormalization normalization() const { return normalization_; }
 
 private:
     std::string name_;
+    LossNormalization normalization_ = LossNormalization::counted;
     ConstView<T> y_, w_;
     T denom_ = 0;
     Buffer<T> prob_, grad_;

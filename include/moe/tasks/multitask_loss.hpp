@@ -29,12 +29,17 @@ enum class LossKind { automatic, bce, mse, huber, cross_entropy };
 /// How the task losses are combined: fixed (scheduled) weights, or learned uncertainty weights on top.
 enum class TaskWeighting { fixed, uncertainty };
 
-/// The loss of one task. automatic: BCE for binary, MSE for regression, cross-entropy for multiclass.
+/// The loss of one task. LossKind::automatic (the default) picks from the task's kind: BCE with
+/// logits for binary, MSE for regression, cross-entropy for multiclass. Huber is the other choice
+/// for regression tasks.
 struct TaskLoss {
     LossKind kind = LossKind::automatic;
     double weight = 1.0;       ///< w_t0
     double huber_delta = 1.0;
     double gamma = 1.0;        ///< per-epoch decay of the weight (PLE's schedule); 1 keeps it fixed
+    /// counted: mean over the samples whose mask is non-zero (the default); batch: sum over the
+    /// masked samples divided by the batch size, as the common PyTorch recipe (l * mask).sum() / B.
+    LossNormalization normalization = LossNormalization::counted;
 };
 
 /// Loss of all tasks. Shapes: outputs as the model's forward gives them (task t: outputs_t x B);
@@ -67,12 +72,18 @@ public:
             detail::require((kind == LossKind::cross_entropy) == (task.kind == TaskKind::multiclass), name_,
                             ": task '", task.name, "' is ", to_string(task.kind),
                             "; cross-entropy goes with multiclass tasks and only with them");
+            detail::require(kind != LossKind::bce || task.kind == TaskKind::binary, name_, ": task '", task.name,
+                            "' is ", to_string(task.kind), "; BCE goes with binary tasks");
+            detail::require((kind != LossKind::mse && kind != LossKind::huber) || task.kind == TaskKind::regression,
+                            name_, ": task '", task.name, "' is ", to_string(task.kind),
+                            "; MSE and Huber go with regression tasks");
             switch (kind) {
                 case LossKind::bce: losses_.emplace_back(BCEWithLogitsLoss<T>()); break;
                 case LossKind::mse: losses_.emplace_back(MSELoss<T>()); break;
                 case LossKind::huber: losses_.emplace_back(HuberLoss<T>(l.huber_delta)); break;
                 default: losses_.emplace_back(CrossEntropyLoss<T>()); break;
             }
+            std::visit([&](auto& loss) { loss.set_normalization(l.normalization); }, losses_.back());
             base_weights_.push_back(l.weight);
             gammas_.push_back(l.gamma);
             weights_.push_back(T(l.weight));

@@ -18,26 +18,33 @@ struct MultiTaskData {
 
     Index size() const { return x.cols(); }
 
-    /// Throws shape_error / config_error naming the data set when it does not fit the tasks.
+    /// Throws shape_error (wrong shapes) or config_error (no samples, a non-finite feature, a mask
+    /// value that is negative or not finite, a label that does not fit its task) naming the data set
+    /// (`what`), the sample and the task or feature.
     void check(Index features, const std::vector<TaskSpec>& tasks, const std::string& what) const {
         const auto n_tasks = static_cast<Index>(tasks.size());
-        detail::check_rows(x, features, "moe::MultiTaskData(" + what + ")", "check", "x");
-        detail::check_shape(labels, n_tasks, x.cols(), "moe::MultiTaskData(" + what + ")", "check", "labels");
-        if (mask.size() != 0) detail::check_shape(mask, n_tasks, x.cols(), "moe::MultiTaskData(" + what + ")", "check", "mask");
-        detail::require(x.cols() > 0, "moe::MultiTaskData(", what, "): no samples");
+        const std::string who = "moe::MultiTaskData(" + what + ")";
+        detail::check_rows(x, features, who, "check", "x");
+        detail::check_shape(labels, n_tasks, x.cols(), who, "check", "labels");
+        if (mask.size() != 0) detail::check_shape(mask, n_tasks, x.cols(), who, "check", "mask");
+        detail::require(x.cols() > 0, who, ": no samples");
+        for (Index j = 0; j < x.cols(); ++j)
+            for (Index i = 0; i < x.rows(); ++i)
+                if (!std::isfinite(static_cast<double>(x(i, j))))
+                    throw config_error(detail::concat(who, ": feature ", i, " of sample ", j, " is ", x(i, j),
+                                                      ", expected a finite value"));
         for (Index t = 0; t < n_tasks; ++t) {
             const TaskSpec& task = tasks[static_cast<std::size_t>(t)];
             for (Index j = 0; j < x.cols(); ++j) {
-                if (mask.size() != 0 && mask(t, j) == T(0)) continue;  // a missing label is not looked at
+                if (mask.size() != 0) {
+                    const T m = mask(t, j);
+                    detail::require(std::isfinite(static_cast<double>(m)) && m >= T(0), who, ": mask of task '", task.name,
+                                    "' at sample ", j, " is ", m, ", expected a finite value >= 0");
+                    if (m == T(0)) continue;  // a missing label is not looked at
+                }
                 const T y = labels(t, j);
-                const bool ok = task.kind == TaskKind::binary       ? (y >= T(0) && y <= T(1))
-                                : task.kind == TaskKind::regression ? std::isfinite(static_cast<double>(y))
-                                                                    : (y >= T(0) && y < T(task.classes) && y == std::floor(y));
-                detail::require(ok, "moe::MultiTaskData(", what, "): label of task '", task.name, "' at sample ", j, " is ",
-                                y, ", expected ",
-                                task.kind == TaskKind::binary       ? "a value in [0, 1]"
-                                : task.kind == TaskKind::regression ? "a finite value"
-                                                                    : "a class index below the number of classes");
+                detail::require(detail::valid_label(task, y), who, ": label of task '", task.name, "' at sample ", j,
+                                " is ", y, ", expected ", detail::expected_label(task));
             }
         }
     }

@@ -63,15 +63,10 @@ std::vector<TaskMetrics> evaluate(const M& model, const MultiTaskData<T>& data, 
                 r.accuracy = accuracy<T>(preds[t], y, m);
                 break;
             case TaskKind::regression: r.rmse = rmse<T>(preds[t], y, m); break;
-            case TaskKind::multiclass: {
+            case TaskKind::multiclass:
                 r.accuracy = accuracy<T>(preds[t], y, m);
-                double sum = 0;
-                for (Index j = 0; j < y.cols(); ++j)
-                    if (m.size() == 0 || m(0, j) != T(0))
-                        sum -= std::log(std::max(1e-15, double(preds[t](static_cast<Index>(y(0, j)), j))));
-                r.logloss = r.count ? sum / double(r.count) : std::numeric_limits<double>::quiet_NaN();
+                r.logloss = multiclass_logloss<T>(preds[t], y, m);
                 break;
-            }
         }
         result.push_back(std::move(r));
     }

@@ -38,18 +38,19 @@ struct EpochReport {
     double seconds = 0;
 };
 
+/// Settings of fit(). All are checked before the first step (config_error naming the field).
 struct FitOptions {
-    int epochs = 10;
-    Index batch_size = 256;
-    double lr = 1e-3;
-    double weight_decay = 0.0;
+    int epochs = 10;                      ///< passes over the training data, > 0
+    Index batch_size = 256;               ///< samples per step, >= 2
+    double lr = 1e-3;                     ///< Adam's learning rate, > 0
+    double weight_decay = 0.0;            ///< L2 penalty (Adam) or decoupled decay (AdamW), >= 0
     bool decoupled_weight_decay = false;  ///< AdamW instead of Adam's L2 term
     double clip_norm = 0.0;               ///< clip the global gradient norm to this; 0 = off
     bool cosine_lr = false;               ///< cosine annealing from lr to min_lr over the epochs
-    double min_lr = 0.0;
+    double min_lr = 0.0;                  ///< the cosine schedule's floor, in [0, lr]
     std::uint64_t seed = 0;               ///< shuffling
     Progress progress = Progress::automatic;
-    std::ostream* out = &std::cout;
+    std::ostream* out = &std::cout;       ///< where progress goes (its format state is restored); null = silent
     /// Called after every epoch; return false to stop (early stopping).
     std::function<bool(const EpochReport&)> on_epoch;
 };
@@ -60,6 +61,36 @@ struct FitHistory {
 };
 
 namespace detail {
+inline void check_fit_options(const FitOptions& o) {
+    require(o.epochs > 0, "moe::fit: epochs must be positive, got ", o.epochs);
+    require(o.batch_size > 1, "moe::fit: batch_size must be at least 2, got ", o.batch_size);
+    require(o.lr > 0 && std::isfinite(o.lr), "moe::fit: lr must be positive and finite, got ", o.lr);
+    require(o.weight_decay >= 0 && std::isfinite(o.weight_decay), "moe::fit: weight_decay must be finite and >= 0, got ",
+            o.weight_decay);
+    require(o.clip_norm >= 0 && std::isfinite(o.clip_norm), "moe::fit: clip_norm must be finite and >= 0, got ",
+            o.clip_norm);
+    require(o.min_lr >= 0 && o.min_lr <= o.lr, "moe::fit: min_lr must be in [0, lr = ", o.lr, "], got ", o.min_lr);
+}
+
+/// Restores a stream's format flags and precision when it goes out of scope: fit prints with
+/// std::fixed and its own precision, and must not leave them on the caller's stream.
+class StreamStateGuard {
+public:
+    explicit StreamStateGuard(std::ostream* os) : os_(os) {
+        if (os_) flags_ = os_->flags(), precision_ = os_->precision();
+    }
+    ~StreamStateGuard() {
+        if (os_) os_->flags(flags_), os_->precision(precision_);
+    }
+    StreamStateGuard(const StreamStateGuard&) = delete;
+    StreamStateGuard& operator=(const StreamStateGuard&) = delete;
+
+private:
+    std::ostream* os_;
+    std::ios_base::fmtflags flags_{};
+    std::streamsize precision_ = 0;
+};
+
 inline std::string format_metrics(const std::vector<TaskMetrics>& ms) {
     std::ostringstream os;
     os << std::fixed << std::setprecision(4);
@@ -90,14 +121,16 @@ template <class M>
 FitHistory fit(Model<M>& model, MultiTaskLoss<typename M::Scalar>& loss, const MultiTaskData<typename M::Scalar>& train,
                const MultiTaskData<typename M::Scalar>* valid, const FitOptions& o) {
     using T = typename M::Scalar;
-    detail::require(o.epochs > 0, "moe::fit: epochs must be positive, got ", o.epochs);
-    detail::require(o.batch_size > 1, "moe::fit: batch_size must be at least 2, got ", o.batch_size);
-    detail::require(o.lr > 0 && std::isfinite(o.lr), "moe::fit: lr must be positive, got ", o.lr);
-    detail::require(o.clip_norm >= 0, "moe::fit: clip_norm must be >= 0, got ", o.clip_norm);
-    detail::require(loss.tasks().size() == model.tasks().size(), "moe::fit: the loss has ", loss.tasks().size(),
-                    " tasks, the model ", model.tasks().size());
+    // Everything is checked before the first step: a bad setting must not surface epochs later.
+    detail::check_fit_options(o);
+    detail::require(detail::same_tasks(loss.tasks(), model.tasks()), "moe::fit: the loss was built for the tasks [",
+                    detail::describe_tasks(loss.tasks()), "], the model has [", detail::describe_tasks(model.tasks()),
+                    "] (same names, kinds and order needed)");
     train.check(model.in_features(), model.tasks(), "train");
+    detail::require(train.size() >= 2, "moe::fit: the training set has ", train.size(),
+                    " sample; a step needs at least 2 (BatchNorm cannot train on one)");
     if (valid) valid->check(model.in_features(), model.tasks(), "validation");
+    const detail::StreamStateGuard stream_guard(o.out);
 
     Progress progress = o.progress;
     if (progress == Progress::automatic)

@@ -1,0 +1,75 @@
+#pragma once
+// The inference path of the multi-task models: the per-caller workspace, and predict_in_blocks,
+// which runs a model block by block over the samples, the blocks spread over threads.
+#include <algorithm>
+#include <vector>
+
+#include "moe/core/buffer.hpp"
+#include "moe/core/threads.hpp"
+#include "moe/core/view.hpp"
+#include "moe/models/task.hpp"
+
+namespace moe {
+
+/// Scratch of one block of samples on one thread.
+template <class T>
+struct InferenceScratch {
+    Buffer<T> a, b, c, d, mix;
+    Buffer<T> gather, used, weight;  // top-k routing (SparseMMoE)
+    Buffer<Index> choice;
+    std::vector<Buffer<T>> preds;
+    std::vector<ConstView<T>> out;
+};
+
+/// Scratch of one caller of a model's predict(): reuse it across calls (nothing is allocated once
+/// it has grown to the batch size and thread count), one per caller when several threads share a
+/// const model.
+template <class T>
+struct InferenceWorkspace {
+    std::vector<InferenceScratch<T>> scratch;  // one per thread
+    std::vector<Buffer<T>> preds;
+    std::vector<ConstView<T>> out;
+};
+
+namespace detail {
+/// Samples per block of the inference path: the activations of a block of the default MMoE
+/// (2048 x 128 floats, 1 MB) stay in a core's L2 cache.
+constexpr Index kInferenceBlock = 128;
+
+/// Runs block(x_block, scratch) -> per-task predictions over blocks of the columns of x, the blocks
+/// spread over threads when the work pays for it (each block on one thread, its GEMMs serial), and
+/// gathers the predictions into ws. Inference is per sample, so blocking changes no result.
+template <class T, class F>
+const std::vector<ConstView<T>>& predict_in_blocks(const ConstView<T>& x, const std::vector<TaskSpec>& tasks,
+                                                   double macs_per_sample, InferenceWorkspace<T>& ws, F&& block) {
+    const Index n = x.cols();
+    const int threads = max_threads();
+    const bool parallel = threads > 1 && n >= 2 * threads && macs_per_sample * double(n) >= kParallelWork;
+    const Index parts = parallel ? threads : 1;
+    const Index per_part = (n + parts - 1) / parts;
+    // Equal blocks, the same number per thread: 300 samples on 2 threads are 4 blocks of 75.
+    const Index blocks_per_part = std::max<Index>(1, (per_part + kInferenceBlock - 1) / kInferenceBlock);
+    const Index block_size = std::max<Index>(1, (per_part + blocks_per_part - 1) / blocks_per_part);
+    const Index blocks = (n + block_size - 1) / block_size;
+    if (ws.scratch.size() < static_cast<std::size_t>(parts)) ws.scratch.resize(static_cast<std::size_t>(parts));
+    if (ws.preds.size() != tasks.size()) ws.preds.resize(tasks.size());
+    if (ws.out.size() != tasks.size()) ws.out.resize(tasks.size());
+    for (std::size_t t = 0; t < tasks.size(); ++t) ws.out[t] = ws.preds[t].resize(tasks[t].outputs(), n);
+    auto run = [&](Index b, InferenceScratch<T>& s) {
+        const Index begin = b * block_size, len = std::min(block_size, n - begin);
+        const auto& p = block(ConstView<T>(x.data() + begin * x.outerStride(), x.rows(), len, x.outerStride()), s);
+        for (std::size_t t = 0; t < tasks.size(); ++t) ws.preds[t].view().middleCols(begin, len) = p[t];
+    };
+#ifdef _OPENMP
+    if (parallel) {
+#pragma omp parallel for num_threads(static_cast<int>(parts)) schedule(static)
+        for (Index b = 0; b < blocks; ++b) run(b, ws.scratch[static_cast<std::size_t>(omp_get_thread_num())]);
+        return ws.out;
+    }
+#endif
+    for (Index b = 0; b < blocks; ++b) run(b, ws.scratch.front());
+    return ws.out;
+}
+}  // namespace detail
+
+}  // namespace moe

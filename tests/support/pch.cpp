@@ -1,0 +1,1 @@
+// Compiles tests/support/pch.hpp into the precompiled header the tests reuse.
