@@ -1,23 +1,25 @@
-// MMoE training step and prediction on the default benchmark config: input 64, 8 experts of
-// 64 -> 256 -> 128 (ReLU, output ReLU), one linear gate per task, towers 128 -> 64 -> 1, tasks
-// binary, binary, regression. float32. items_per_second = samples/s.
+// MMoE training step and prediction, float32, items_per_second = samples/s. Two models:
 //
-//   mmoe_train/batch:B/threads:N   forward, MultiTaskLoss, backward, Adam step
-//   mmoe_infer/batch:B/threads:N   predict() into a reused workspace
+//   default: input 64, 8 experts 64 -> 256 -> 128 (ReLU, output ReLU), one linear gate per task,
+//            towers 128 -> 64 -> 1, tasks binary, binary, regression (the MMoE issue's config)
+//   bn:      the tutorial-style MMoE users write: 6 experts Linear-ReLU-BatchNorm-Linear-ReLU
+//            64 -> 256 -> 128, towers Linear-ReLU-BatchNorm-Dropout(0.1)-Linear 128 -> 64 -> 1,
+//            tasks click, like, finish, dislike (binary) and watch time (regression, ReLU head)
+//
+//   mmoe_train/batch:B/threads:N        forward, MultiTaskLoss, backward, Adam step
+//   mmoe_bn_train/batch:B/threads:N     the same on the bn model
+//   mmoe_infer/batch:B/threads:N        predict() into a reused workspace
+//   mmoe_bn_infer/batch:B/threads:N
 //   mmoe_train_parts/batch:B/threads:1  the training step's forward, backward and Adam timed apart
-//   eigen_gemm_256/batch:B/threads:N  a plain Eigen GEMM (256 x 256 times 256 x B) for the GFLOP/s reference
+//   gemm_rate/batch:B/threads:N         a 256 x 256 by 256 x B product through moe's GEMM (the backend
+//                                        in use): the machine's GEMM rate in the same run
+//   eigen_gemm_256/batch:B/threads:N    the same product by Eigen alone (its own threads)
 //
-// The GFLOP/s counter counts the multiply-adds of the GEMMs (2 per MAC): forward, plus dW and dx in
-// training (no dx for the layers that read the input).
-#include <benchmark/benchmark.h>
+// The GFLOP/s counter counts the multiply-adds of the GEMMs (2 flops each): forward, plus dW and dx
+// in training (no dx for the layers that read the input). Thread counts: MOE_BENCH_THREADS.
+#include "bench_common.hpp"
 
 #include <chrono>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-#include <moe/moe.hpp>
 
 namespace {
 
@@ -34,6 +36,16 @@ moe::MMoESpec default_spec() {
     return s;
 }
 
+moe::MMoESpec bn_spec() {
+    moe::MMoESpec s = default_spec();
+    s.experts = 6;
+    s.batchnorm = true;
+    s.tower_dropout = 0.1;
+    s.tasks = {moe::binary_task("click"), moe::binary_task("like"), moe::binary_task("finish"), moe::binary_task("dislike"),
+               moe::regression_task("watch", /*relu_output=*/true)};
+    return s;
+}
+
 /// Multiply-adds per sample of the forward GEMMs, and of those reading the input (no dx there).
 struct Macs {
     double forward = 0, input_layers = 0;
@@ -47,19 +59,9 @@ Macs count_macs(const moe::MMoESpec& s) {
                 t * (double(s.expert_dim) * double(s.tower_hidden[0]) + double(s.tower_hidden[0]));
     return m;
 }
-
-void set_threads(benchmark::State& state) {
-#ifdef _OPENMP
-    omp_set_num_threads(static_cast<int>(state.range(1)));
-#else
-    if (state.range(1) != 1) state.SkipWithError("built without OpenMP");
-#endif
-}
-
-void set_rate(benchmark::State& state, moe::Index batch, double flops_per_sample) {
-    state.SetItemsProcessed(state.iterations() * batch);
-    state.counters["GFLOP/s"] = benchmark::Counter(flops_per_sample * double(batch) * double(state.iterations()) * 1e-9,
-                                                   benchmark::Counter::kIsRate);
+double train_flops(const moe::MMoESpec& s) {
+    const Macs m = count_macs(s);
+    return 2.0 * (3 * m.forward - m.input_layers);
 }
 
 moe::Matrix<T> random_batch(moe::Index rows, moe::Index batch, std::uint64_t seed) {
@@ -69,17 +71,21 @@ moe::Matrix<T> random_batch(moe::Index rows, moe::Index batch, std::uint64_t see
     return m;
 }
 
-/// A model, loss, optimizer and one batch of the default config: what a training step needs.
+/// A model, loss, optimizer and one batch: what a training step needs.
 struct TrainSetup {
-    moe::MMoESpec spec = default_spec();
-    moe::Model<moe::MMoE<T>> model{spec, 1};
-    moe::MultiTaskLoss<T> loss{spec.tasks};
+    moe::MMoESpec spec;
+    moe::Model<moe::MMoE<T>> model;
+    moe::MultiTaskLoss<T> loss;
     moe::Adam<T> adam{moe::AdamOptions{}};
     moe::Matrix<T> x, y;
 
-    explicit TrainSetup(moe::Index batch) : x(random_batch(spec.input, batch, 2)), y(3, batch) {
+    TrainSetup(const moe::MMoESpec& s, moe::Index batch)
+        : spec(s), model(s, 1), loss(s.tasks), x(random_batch(s.input, batch, 2)), y(moe::Index(s.tasks.size()), batch) {
         moe::Rng rng(3);
-        for (moe::Index j = 0; j < batch; ++j) y.col(j) << T(rng.below(2)), T(rng.below(2)), T(rng.uniform());
+        for (moe::Index j = 0; j < batch; ++j)
+            for (moe::Index t = 0; t < y.rows(); ++t)
+                y(t, j) = s.tasks[std::size_t(t)].kind == moe::TaskKind::binary ? T(rng.below(2)) : T(rng.uniform());
+        model.train();
     }
     void step() {
         model.zero_grad();
@@ -89,19 +95,35 @@ struct TrainSetup {
     }
 };
 
-void mmoe_train(benchmark::State& state) {
-    set_threads(state);
-    TrainSetup t(state.range(0));
+void train(benchmark::State& state, const moe::MMoESpec& spec) {
+    if (!moe::bench::set_threads(state, state.range(1))) return;
+    TrainSetup t(spec, state.range(0));
     for (auto _ : state) t.step();
-    const Macs m = count_macs(t.spec);
-    set_rate(state, t.x.cols(), 2.0 * (3 * m.forward - m.input_layers));
+    state.SetItemsProcessed(state.iterations() * t.x.cols());
+    moe::bench::set_flops(state, train_flops(spec) * double(t.x.cols()));
 }
+void mmoe_train(benchmark::State& state) { train(state, default_spec()); }
+void mmoe_bn_train(benchmark::State& state) { train(state, bn_spec()); }
+
+void infer(benchmark::State& state, const moe::MMoESpec& spec) {
+    if (!moe::bench::set_threads(state, state.range(1))) return;
+    const moe::Index batch = state.range(0);
+    moe::Model<moe::MMoE<T>> model(spec, 1);
+    model.eval();
+    const moe::Matrix<T> x = random_batch(spec.input, batch, 2);
+    moe::InferenceWorkspace<T> ws;
+    for (auto _ : state) benchmark::DoNotOptimize(model.predict(x, ws).front().data());
+    state.SetItemsProcessed(state.iterations() * batch);
+    moe::bench::set_flops(state, 2.0 * count_macs(spec).forward * double(batch));
+}
+void mmoe_infer(benchmark::State& state) { infer(state, default_spec()); }
+void mmoe_bn_infer(benchmark::State& state) { infer(state, bn_spec()); }
 
 /// The training step timed part by part (steady_clock around each call), to show where the time
 /// goes: counters forward_us, backward_us, adam_us per step.
 void mmoe_train_parts(benchmark::State& state) {
-    set_threads(state);
-    TrainSetup t(state.range(0));
+    if (!moe::bench::set_threads(state, state.range(1))) return;
+    TrainSetup t(default_spec(), state.range(0));
     using Clock = std::chrono::steady_clock;
     double fwd = 0, bwd = 0, opt = 0;
     for (auto _ : state) {
@@ -124,20 +146,23 @@ void mmoe_train_parts(benchmark::State& state) {
     state.SetItemsProcessed(state.iterations() * t.x.cols());
 }
 
-void mmoe_infer(benchmark::State& state) {
-    set_threads(state);
+/// moe's GEMM (whichever backend is compiled in) on 256 x 256 by 256 x B: the rate to compare a
+/// training step's GFLOP/s with.
+void gemm_rate(benchmark::State& state) {
+    if (!moe::bench::set_threads(state, state.range(1))) return;
     const moe::Index batch = state.range(0);
-    const auto spec = default_spec();
-    moe::Model<moe::MMoE<T>> model(spec, 1);
-    model.eval();
-    const moe::Matrix<T> x = random_batch(spec.input, batch, 2);
-    moe::InferenceWorkspace<T> ws;
-    for (auto _ : state) benchmark::DoNotOptimize(model.predict(x, ws).front().data());
-    set_rate(state, batch, 2.0 * count_macs(spec).forward);
+    const moe::Matrix<T> w = random_batch(256, 256, 1), x = random_batch(256, batch, 2);
+    moe::Matrix<T> y(256, batch);
+    for (auto _ : state) {
+        moe::detail::gemm<T>(false, false, 256, batch, 256, T(1), w.data(), 256, x.data(), 256, false, y.data(), 256);
+        benchmark::DoNotOptimize(y.data());
+    }
+    moe::bench::set_flops(state, 2.0 * 256 * 256 * double(batch));
 }
 
+/// A plain Eigen product (Eigen's own threads) of the same shape, kept for comparison with earlier runs.
 void eigen_gemm_256(benchmark::State& state) {
-    set_threads(state);
+    if (!moe::bench::set_threads(state, state.range(1))) return;
 #ifdef _OPENMP
     Eigen::setNbThreads(static_cast<int>(state.range(1)));
 #endif
@@ -148,15 +173,34 @@ void eigen_gemm_256(benchmark::State& state) {
         y.noalias() = w * x;
         benchmark::DoNotOptimize(y.data());
     }
-    state.counters["GFLOP/s"] = benchmark::Counter(2.0 * 256 * 256 * double(batch) * double(state.iterations()) * 1e-9,
-                                                   benchmark::Counter::kIsRate);
+    moe::bench::set_flops(state, 2.0 * 256 * 256 * double(batch));
+}
+
+void register_all() {
+    const auto threads = moe::bench::thread_counts();
+    auto add = [&](const char* name, void (*fn)(benchmark::State&), std::vector<std::int64_t> batches, bool threaded) {
+        benchmark::RegisterBenchmark(name, fn)
+            ->ArgNames({"batch", "threads"})
+            ->ArgsProduct({batches, threaded ? threads : std::vector<std::int64_t>{1}})
+            ->UseRealTime();
+    };
+    add("mmoe_train", mmoe_train, {32, 256, 2048, 8192}, true);
+    add("mmoe_bn_train", mmoe_bn_train, {32, 256, 2048}, true);
+    add("mmoe_train_parts", mmoe_train_parts, {256, 2048}, false);
+    add("mmoe_infer", mmoe_infer, {32, 300, 2048}, true);
+    add("mmoe_bn_infer", mmoe_bn_infer, {300}, true);
+    add("gemm_rate", gemm_rate, {32, 256, 2048}, true);
+    add("eigen_gemm_256", eigen_gemm_256, {32, 256, 2048}, true);
 }
 
 }  // namespace
 
-BENCHMARK(mmoe_train)->ArgNames({"batch", "threads"})->ArgsProduct({{32, 256, 2048}, {1, 2}})->UseRealTime();
-BENCHMARK(mmoe_train_parts)->ArgNames({"batch", "threads"})->ArgsProduct({{256, 2048}, {1}})->UseRealTime();
-BENCHMARK(mmoe_infer)->ArgNames({"batch", "threads"})->ArgsProduct({{32, 300, 2048}, {1, 2}})->UseRealTime();
-BENCHMARK(eigen_gemm_256)->ArgNames({"batch", "threads"})->ArgsProduct({{32, 256, 2048}, {1, 2}})->UseRealTime();
-
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+    moe::bench::print_backend();
+    register_all();
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}

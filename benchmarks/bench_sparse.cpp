@@ -6,14 +6,10 @@
 //                                                   softmax-weighted (SparseMoE with k = E)
 //   sparse_moe_infer/d:D/experts:E/k:K/threads:N   forward in evaluation mode
 //
-// Dense rows with 64 experts at d = 512 take seconds per iteration and about 4 GB.
-#include <benchmark/benchmark.h>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-#include <moe/moe.hpp>
+// Dense rows with 64 experts at d = 512 take seconds per iteration and about 4 GB. Thread counts of
+// the rows: MOE_BENCH_THREADS (default 1,2). GFLOP/s counts the experts' GEMMs (2 flops per
+// multiply-add; backward twice the forward).
+#include "bench_common.hpp"
 
 namespace {
 
@@ -29,17 +25,6 @@ moe::SparseMoESpec spec_for(moe::Index d, moe::Index experts, moe::Index k) {
     return s;
 }
 
-bool set_threads(benchmark::State& state, int threads) {
-#ifdef _OPENMP
-    (void)state;
-    omp_set_num_threads(threads);
-    return true;
-#else
-    if (threads != 1) state.SkipWithError("built without OpenMP");
-    return threads == 1;
-#endif
-}
-
 moe::Matrix<T> random_tokens(moe::Index d, std::uint64_t seed) {
     moe::Rng rng(seed);
     moe::Matrix<T> m(d, kTokens);
@@ -48,7 +33,7 @@ moe::Matrix<T> random_tokens(moe::Index d, std::uint64_t seed) {
 }
 
 void run(benchmark::State& state, moe::Index d, moe::Index experts, moe::Index k, int threads, bool train) {
-    if (!set_threads(state, threads)) return;
+    if (!moe::bench::set_threads(state, threads)) return;
     moe::Model<moe::SparseMoE<T>> layer(spec_for(d, experts, k), 1);
     layer.set_training(train);
     const moe::Matrix<T> x = random_tokens(d, 2), dy = random_tokens(d, 3);
@@ -60,6 +45,9 @@ void run(benchmark::State& state, moe::Index d, moe::Index experts, moe::Index k
         }
     }
     state.SetItemsProcessed(state.iterations() * kTokens);
+    // Each kept assignment runs d -> 2d -> d: 4 d^2 multiply-adds forward, twice that backward.
+    const double slots = double(kTokens) * double(k);
+    moe::bench::set_flops(state, 2.0 * 4.0 * double(d) * double(d) * slots * (train ? 3.0 : 1.0));
     const auto& st = layer.stats();
     state.counters["load_max_over_mean"] = st.load_balance;
 }
@@ -68,22 +56,30 @@ void sparse_moe_train(benchmark::State& s) { run(s, s.range(0), s.range(1), s.ra
 void sparse_moe_infer(benchmark::State& s) { run(s, s.range(0), s.range(1), s.range(2), int(s.range(3)), false); }
 void dense_moe_train(benchmark::State& s) { run(s, s.range(0), s.range(1), s.range(1), int(s.range(2)), true); }
 
+void register_all() {
+    const auto threads = moe::bench::thread_counts();
+    const std::vector<std::int64_t> dims{128, 512}, experts{8, 16, 64}, ks{1, 2};
+    for (auto fn : {std::make_pair("sparse_moe_train", sparse_moe_train), std::make_pair("sparse_moe_infer", sparse_moe_infer)})
+        benchmark::RegisterBenchmark(fn.first, fn.second)
+            ->ArgNames({"d", "experts", "k", "threads"})
+            ->ArgsProduct({dims, experts, ks, threads})
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("dense_moe_train", dense_moe_train)
+        ->ArgNames({"d", "experts", "threads"})
+        ->ArgsProduct({dims, experts, threads})
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+}
+
 }  // namespace
 
-BENCHMARK(sparse_moe_train)
-    ->ArgNames({"d", "experts", "k", "threads"})
-    ->ArgsProduct({{128, 512}, {8, 16, 64}, {1, 2}, {1, 2}})
-    ->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK(dense_moe_train)
-    ->ArgNames({"d", "experts", "threads"})
-    ->ArgsProduct({{128, 512}, {8, 16, 64}, {1, 2}})
-    ->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK(sparse_moe_infer)
-    ->ArgNames({"d", "experts", "k", "threads"})
-    ->ArgsProduct({{128, 512}, {8, 16, 64}, {1, 2}, {1, 2}})
-    ->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
-
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+    moe::bench::print_backend();
+    register_all();
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}

@@ -2,6 +2,9 @@
 # Consumers of moe::moe never see these flags.
 add_library(moe_dev INTERFACE)
 target_link_libraries(moe_dev INTERFACE moe::moe moe::data)
+if(MOE_BLAS)
+  target_link_libraries(moe_dev INTERFACE moe::blas)  # tests, examples and benchmarks on the BLAS backend
+endif()
 
 option(MOE_WARNINGS_AS_ERRORS "Treat compiler warnings as errors in tests/examples/benchmarks" OFF)
 set(MOE_SANITIZERS "" CACHE STRING "Sanitizers for tests/examples (e.g. address,undefined)")

@@ -13,6 +13,9 @@
 #include "support/catch.hpp"
 #include "support/temp_dir.hpp"
 
+// Everything below in the file's own namespace: the tests are compiled as one program (unity build).
+namespace test_data {
+
 using namespace moe;
 using Catch::Matchers::Contains;
 
@@ -267,3 +270,5 @@ TEST_CASE("Synthetic tasks: shapes, seeds, and the correlation knob", "[data][sy
     o.correlation = 1.5;
     CHECK_THROWS_WITH(make_synthetic_tasks<double>(o), Contains("correlation must be in [-1, 1], got 1.5"));
 }
+
+}  // namespace test_data

@@ -1,24 +1,19 @@
 // Gradient checks and behaviour of every layer: Linear, activations, Softmax, BatchNorm1d, Dropout, MLP.
 #include "support/catch.hpp"
 #include "support/gradcheck.hpp"
+#include "support/specs.hpp"
+
+// Everything below in the file's own namespace: the tests are compiled as one program (unity build).
+namespace test_layers {
 
 using namespace moe;
+using moe::testing::gradcheck_bare;
 using moe::testing::check_layer;
 using moe::testing::random_matrix;
 
 namespace {
 constexpr double kTol = 1e-6;
 
-template <class Layer>
-double gradcheck_bare(Layer& layer, const Matrix<double>& x, std::uint64_t seed = 1) {
-    ParameterStore<double> store;
-    store.bind(layer);
-    Rng rng(seed);
-    layer.reset_parameters(rng);
-    auto r = check_layer(layer, store, x);
-    INFO(r.report << "worst: " << r.worst);
-    return r.max_error;
-}
 }  // namespace
 
 TEST_CASE("Linear: gradients of input, weight and bias", "[layers][gradcheck]") {
@@ -249,3 +244,5 @@ TEST_CASE("ConstView: refuses row-major or strided rows", "[core][errors]") {
     ConstView<double> rows = m.topRows(2);  // strided columns are fine
     CHECK(rows.outerStride() == 4);
 }
+
+}  // namespace test_layers

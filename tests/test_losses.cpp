@@ -2,6 +2,9 @@
 #include "support/catch.hpp"
 #include "support/gradcheck.hpp"
 
+// Everything below in the file's own namespace: the tests are compiled as one program (unity build).
+namespace test_losses {
+
 using namespace moe;
 using moe::testing::random_matrix;
 using Catch::Matchers::Contains;
@@ -153,3 +156,5 @@ TEST_CASE("MultiTaskLoss: a loss kind that does not fit the task is refused", "[
     CHECK_THROWS_WITH(MultiTaskLoss<double>({binary_task("click")}, {TaskLoss{LossKind::mse}}),
                       Contains("MSE and Huber go with regression tasks"));
 }
+
+}  // namespace test_losses

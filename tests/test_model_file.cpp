@@ -14,6 +14,9 @@
 #include "support/fixtures.hpp"
 #include "support/model_files.hpp"
 
+// Everything below in the file's own namespace: the tests are compiled as one program (unity build).
+namespace test_model_file {
+
 using namespace moe;
 using Catch::Matchers::Contains;
 using namespace moe::testing;
@@ -33,6 +36,10 @@ TEST_CASE("Model files: save then load is bitwise, for every model kind and both
     check_round_trip<CGC<double>>(ple_spec(1), dir.file("cgc64.safetensors"));
     check_round_trip<SparseMMoE<float>>(sparse_mmoe_spec(), dir.file("smmoe32.safetensors"));
     check_round_trip<SparseMMoE<double>>(sparse_mmoe_spec(), dir.file("smmoe64.safetensors"));
+    MMoESpec dselect = mmoe_spec();
+    dselect.gate_hidden = {};
+    dselect.gate = GateKind::dselect_k;
+    check_round_trip<MMoE<float>>(dselect, dir.file("dselect32.safetensors"));
 
     // SparseMoE is a layer (d x N in and out): compare its outputs directly.
     SparseMoESpec ss;
@@ -376,6 +383,13 @@ TEST_CASE("Model files: PyTorch reads the files saved here and predicts the same
     run(cgc, "cgc");
     Model<SparseMMoE<double>> sparse(sparse_mmoe_spec(), 7);
     run(sparse, "sparse_mmoe");
+    MMoESpec dselect = mmoe_spec();
+    dselect.gate_hidden = {};
+    dselect.gate = GateKind::dselect_k;
+    dselect.dselect_gamma = 3.0;
+    dselect.dselect_entropy = 0.01;
+    Model<MMoE<float>> dselect_model(dselect, 9);
+    run(dselect_model, "mmoe_dselect");
     SparseMoESpec ls;
     ls.dim = 6;
     ls.ffn = 8;
@@ -394,3 +408,4 @@ TEST_CASE("Model files: PyTorch reads the files saved here and predicts the same
     CHECK(std::system(("/usr/bin/python3 " + tool + " check " + path + " " + io_path).c_str()) == 0);
 }
 
+}  // namespace test_model_file

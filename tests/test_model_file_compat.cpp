@@ -13,6 +13,9 @@
 #include "support/fixtures.hpp"
 #include "support/model_files.hpp"
 
+// Everything below in the file's own namespace: the tests are compiled as one program (unity build).
+namespace test_model_file_compat {
+
 using namespace moe;
 using Catch::Matchers::Contains;
 using namespace moe::testing;
@@ -109,6 +112,10 @@ TEST_CASE("Model files: realistic sizes of every kind round-trip in both dtypes;
     check_size_exact<OMoE<float>>(mmoe_spec(true));
     check_size_exact<SharedBottom<float>>(bottom_spec());
     check_size_exact<SparseMMoE<float>>(sparse_mmoe_spec());
+    MMoESpec dselect = census_mmoe();
+    dselect.gate = GateKind::dselect_k;
+    dselect.dselect_k = 3;
+    check_size_exact<MMoE<float>>(dselect);
     for (bool noisy : {false, true})
         for (bool bias : {false, true}) check_size_exact<SparseMoE<float>>(big_sparse(noisy, bias));
 }
@@ -175,13 +182,14 @@ TEST_CASE("Model files: every integer field of every spec must hold an integer i
     check_integer_fields(layer, dir.file("sparse"));
     // The message names the field and the value.
     SafetensorsFile f = read_safetensors(dir.file("mmoe"));
-    auto c = nlohmann::json::parse(f.metadata.at("config"));
+    auto config_of = [](const std::string& path) { return nlohmann::json::parse(read_safetensors(path).metadata.at("config")); };
+    auto c = config_of(dir.file("mmoe"));
     c["tasks"][1]["kind"] = "ranking";
     f.metadata["config"] = c.dump();
     write_safetensors(dir.file("kind.bad"), f);
     CHECK_THROWS_WITH(load<MMoE<double>>(dir.file("kind.bad")),
                       Contains("config.tasks[1].kind: unknown task kind 'ranking'"));
-    c = nlohmann::json::parse(f.metadata.at("config"));
+    c = config_of(dir.file("mmoe"));  // the good config again: one error per file
     c["experts"] = 4.7;
     f.metadata["config"] = c.dump();
     write_safetensors(dir.file("float.bad"), f);
@@ -284,3 +292,4 @@ TEMPLATE_TEST_CASE("Model files: one's own PyTorch MMoE (tutorial-style classes)
     CHECK_THROWS_WITH(load_state_dict<MMoE<T>>(base + ".safetensors", wrong, options), Contains("tensor 'experts.0.3.bias' has shape [8], the model needs [9]"));
 }
 
+}  // namespace test_model_file_compat

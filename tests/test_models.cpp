@@ -2,9 +2,15 @@
 // MLP, Expert, ExpertBank, Gate, GateBank, Tower, MMoE, OMoE, SharedBottom, MultiTaskLoss.
 #include "support/catch.hpp"
 #include "support/gradcheck.hpp"
+#include "support/specs.hpp"
 #include "support/model_checks.hpp"
 
+// Everything below in the file's own namespace: the tests are compiled as one program (unity build).
+namespace test_models {
+
 using namespace moe;
+using moe::testing::gradcheck_bare;
+using moe::testing::small_mmoe;
 using moe::testing::check_gradients;
 using moe::testing::check_layer;
 using moe::testing::Probe;
@@ -14,31 +20,7 @@ using moe::testing::random_matrix;
 namespace {
 constexpr double kTol = 1e-6;
 
-template <class Layer>
-double gradcheck_bare(Layer& layer, const Matrix<double>& x, std::uint64_t seed = 1) {
-    ParameterStore<double> store;
-    store.bind(layer);
-    Rng rng(seed);
-    layer.reset_parameters(rng);
-    auto r = check_layer(layer, store, x);
-    INFO(r.report << "worst: " << r.worst);
-    return r.max_error;
-}
-
-std::vector<TaskSpec> all_kinds() {
-    return {binary_task("click"), regression_task("watch", true), regression_task("score"), multiclass_task("rating", 3)};
-}
-
-MMoESpec small_mmoe(std::vector<TaskSpec> tasks) {
-    MMoESpec s;
-    s.input = 5;
-    s.experts = 3;
-    s.expert_hidden = {6};
-    s.expert_dim = 4;
-    s.tower_hidden = {3};
-    s.tasks = std::move(tasks);
-    return s;
-}
+std::vector<TaskSpec> all_kinds() { return moe::testing::all_task_kinds(); }
 }  // namespace
 
 TEST_CASE("GroupedLinear: gradients, shared and grouped inputs", "[models][gradcheck]") {
@@ -234,3 +216,5 @@ TEST_CASE("MultiTaskLoss: a masked task counts only its labelled samples and ign
     CHECK(std::abs(loss.task_loss(1) - like) < 1e-12);
     CHECK(std::abs(total - loss.task_loss(0) - like) < 1e-12);
 }
+
+}  // namespace test_models

@@ -3,6 +3,9 @@
 #include "support/catch.hpp"
 #include "support/fixtures.hpp"
 
+// Everything below in the file's own namespace: the tests are compiled as one program (unity build).
+namespace test_parity_core {
+
 using namespace moe;
 using moe::testing::fixture_path;
 
@@ -161,3 +164,5 @@ TEST_CASE("Optimizers: bad settings are config errors", "[optim][errors]") {
     Vector<double> p = Vector<double>::Zero(3), g2 = Vector<double>::Zero(4);
     CHECK_THROWS_AS(adam.step(p, g2), shape_error);
 }
+
+}  // namespace test_parity_core

@@ -7,6 +7,9 @@
 #include "support/catch.hpp"
 #include "support/fixtures.hpp"
 
+// Everything below in the file's own namespace: the tests are compiled as one program (unity build).
+namespace test_parity_models {
+
 using namespace moe;
 using json = nlohmann::json;
 
@@ -57,6 +60,12 @@ MMoESpec mmoe_spec(const Case& c) {
     s.expert_hidden = widths(c.cfg.at("expert_hidden"));
     s.expert_dim = c.cfg.at("expert_dim");
     s.gate_hidden = widths(optional_value(c.cfg, "gate_hidden", json::array()));
+    if (optional_value(c.cfg, "gate", std::string("softmax")) == "dselect_k") {
+        s.gate = GateKind::dselect_k;
+        s.dselect_k = c.cfg.at("dselect_k");
+        s.dselect_gamma = c.cfg.at("dselect_gamma");
+        s.dselect_entropy = c.cfg.at("dselect_entropy");
+    }
     s.tower_hidden = widths(c.cfg.at("tower_hidden"));
     s.tasks = c.tasks;
     s.batchnorm = optional_value(c.cfg, "batchnorm", false);
@@ -108,7 +117,13 @@ void check_case(Model<M>& model, const Case& c) {
     model.train();
     model.zero_grad();
     const auto& out = model.forward(x);
-    const T total = loss.forward(out, labels, mask);
+    T total = loss.forward(out, labels, mask);
+    if constexpr (moe::detail::has_aux_loss<M>::value) {
+        if (f.contains("loss.aux")) {
+            MOE_CHECK_CLOSE((Matrix<T>::Constant(1, 1, T(model.aux_loss()))), f.at("loss.aux").template matrix<T>(), T);
+            total += T(model.aux_loss());
+        }
+    }
     for (Index k = 0; k < n_tasks; ++k) {
         const std::string key = "output." + std::to_string(k);
         INFO("task " << k);
@@ -205,6 +220,8 @@ TEMPLATE_TEST_CASE("PyTorch parity: the shared MMoE reference cases", "[parity][
 
 TEMPLATE_TEST_CASE("PyTorch parity: MMoE, OMoE, SharedBottom, PLE and CGC cases of tools/make_mmoe_reference.py",
                    "[parity][models]", float, double) {
-    for (const char* name : {"mmoe_deep", "mmoe_wide", "omoe", "shared_bottom", "ple", "cgc"})
+    for (const char* name : {"mmoe_deep", "mmoe_wide", "omoe", "shared_bottom", "ple", "cgc", "mmoe_dselect"})
         run_file<TestType>(moe::testing::fixture_path(std::string("mt_") + name + "_" + suffix<TestType>() + ".safetensors"));
 }
+
+}  // namespace test_parity_models

@@ -6,26 +6,19 @@
 #include "support/catch.hpp"
 #include "support/gradcheck.hpp"
 #include "support/model_checks.hpp"
+#include "support/specs.hpp"
+
+// Everything below in the file's own namespace: the tests are compiled as one program (unity build).
+namespace test_ple {
 
 using namespace moe;
 using moe::testing::random_matrix;
+using moe::testing::small_ple;
 
 namespace {
 constexpr double kTol = 1e-6;
 
-PLESpec small_ple(std::vector<TaskSpec> tasks, int levels) {
-    PLESpec s;
-    s.input = 5;
-    for (int l = 0; l < levels; ++l) s.levels.push_back(PLELevelSpec{2, 2, {6}, 4 - l});
-    s.levels.front().task_experts = 1;  // the levels differ in their expert counts too
-    s.tower_hidden = {3};
-    s.tasks = std::move(tasks);
-    return s;
-}
-
-std::vector<TaskSpec> three_kinds() {
-    return {binary_task("income"), regression_task("hours"), multiclass_task("status", 3)};
-}
+std::vector<TaskSpec> three_kinds() { return moe::testing::three_task_kinds(); }
 
 Vector<double> softmax(const Vector<double>& z) {
     Vector<double> e = (z.array() - z.maxCoeff()).exp().matrix();
@@ -196,3 +189,5 @@ TEST_CASE("PLE, CGC: bad configs and inputs give clear errors", "[ple][errors]")
     InferenceWorkspace<double> ws;
     CHECK_THROWS_AS(m.predict(random_matrix(6, 3, 1), ws), shape_error);
 }
+
+}  // namespace test_ple

@@ -6,6 +6,9 @@
 #include "support/catch.hpp"
 #include "support/fixtures.hpp"
 
+// Everything below in the file's own namespace: the tests are compiled as one program (unity build).
+namespace test_safetensors {
+
 using namespace moe;
 
 namespace {
@@ -104,3 +107,5 @@ TEST_CASE("safetensors: bad files give io_error with the file and the reason", "
     CHECK_THROWS_WITH(read_safetensors(temp_path("does_not_exist")), Catch::Matchers::Contains("cannot open"));
     CHECK_THROWS_AS(read_safetensors(std::filesystem::temp_directory_path().string()), io_error);
 }
+
+}  // namespace test_safetensors

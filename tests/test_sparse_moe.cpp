@@ -5,6 +5,10 @@
 
 #include "support/catch.hpp"
 #include "support/gradcheck.hpp"
+#include "support/specs.hpp"
+
+// Everything below in the file's own namespace: the tests are compiled as one program (unity build).
+namespace test_sparse_moe {
 
 using namespace moe;
 using moe::testing::check_gradients;
@@ -14,14 +18,7 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-SparseMoESpec small_spec(Index experts, Index k) {
-    SparseMoESpec s;
-    s.dim = 6;
-    s.ffn = 10;
-    s.experts = experts;
-    s.k = k;
-    return s;
-}
+SparseMoESpec small_spec(Index experts, Index k) { return moe::testing::small_sparse_moe(experts, k); }
 
 double act(ActivationKind kind, double v) {
     switch (kind) {
@@ -419,3 +416,5 @@ TEST_CASE("Sparse MMoE: predict equals the heads of forward, fit trains it, bad 
     Model<SparseMMoE<double>> ok(s, 1);
     CHECK_THROWS_AS(ok.forward(random_matrix(5, 4, 1)), shape_error);
 }
+
+}  // namespace test_sparse_moe

@@ -6,6 +6,9 @@
 #include "support/gradcheck.hpp"
 #include "support/model_checks.hpp"
 
+// Everything below in the file's own namespace: the tests are compiled as one program (unity build).
+namespace test_task_weighting {
+
 using namespace moe;
 using Catch::Matchers::Contains;
 using moe::testing::random_matrix;
@@ -143,3 +146,5 @@ TEST_CASE("Task weighting: bad settings are clear errors", "[weighting][errors]"
     MultiTaskLoss<double> loss(tasks);
     CHECK_THROWS_WITH(loss.set_epoch(-1), Contains("epoch must be >= 0, got -1"));
 }
+
+}  // namespace test_task_weighting

@@ -4,6 +4,9 @@
 #include "support/catch.hpp"
 #include "support/gradcheck.hpp"
 
+// Everything below in the file's own namespace: the tests are compiled as one program (unity build).
+namespace test_training {
+
 using namespace moe;
 using Catch::Matchers::Contains;
 
@@ -246,3 +249,5 @@ TEST_CASE("inspect_gates: mean weights, entropy, collapse warning", "[models]") 
     CHECK_THAT(r.warnings[0], Contains("gate 'click' has collapsed onto expert 1"));
     CHECK_THAT(r.table(), Contains("expert2"));
 }
+
+}  // namespace test_training

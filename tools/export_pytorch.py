@@ -51,7 +51,9 @@ def moe_config(kind, cfg):
     if kind in ("mmoe", "omoe"):
         return dict(common, experts=cfg["experts"], expert_hidden=list(cfg["expert_hidden"]), expert_dim=cfg["expert_dim"],
                     gate_hidden=list(cfg.get("gate_hidden", [])), expert_dropout=cfg.get("expert_dropout", 0.0),
-                    expert_output_activation=True, shared_gate=kind == "omoe")
+                    expert_output_activation=True, shared_gate=kind == "omoe", gate=cfg.get("gate", "softmax"),
+                    dselect_k=cfg.get("dselect_k", 2), dselect_gamma=cfg.get("dselect_gamma", 1.0),
+                    dselect_entropy=cfg.get("dselect_entropy", 0.0))
     if kind == "shared_bottom":
         return dict(common, bottom_hidden=list(cfg["bottom_hidden"]), bottom_dim=cfg["bottom_dim"],
                     bottom_dropout=cfg.get("bottom_dropout", 0.0), bottom_output_activation=True)
@@ -77,7 +79,9 @@ def torch_config(kind, c):
                tower_dropout=c["tower_dropout"])
     if kind in ("mmoe", "omoe", "sparse_mmoe"):
         cfg.update(experts=c["experts"], expert_hidden=c["expert_hidden"], expert_dim=c["expert_dim"],
-                   gate_hidden=c["gate_hidden"], expert_dropout=c["expert_dropout"], shared_gate=c["shared_gate"])
+                   gate_hidden=c["gate_hidden"], expert_dropout=c["expert_dropout"], shared_gate=c["shared_gate"],
+                   gate=c.get("gate", "softmax"), dselect_k=c.get("dselect_k", 2),
+                   dselect_gamma=c.get("dselect_gamma", 1.0), dselect_entropy=c.get("dselect_entropy", 0.0))
         if kind == "sparse_mmoe":
             cfg.update(k=c["k"], renormalize=c["renormalize"])
     elif kind == "shared_bottom":

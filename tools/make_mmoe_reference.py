@@ -49,6 +49,12 @@ CASES = {
     "cgc": dict(model="cgc", input_dim=5, tower_hidden=[3], batchnorm=False, batch=8,
                 levels=[dict(shared_experts=3, task_experts=2, expert_hidden=[6], expert_dim=4)],
                 tasks=[dict(kind="bin", masked=True), dict(kind="huber", delta=0.5)]),
+    # DSelect-k gates (2 of 5 experts: not a power of two, so the reachability term is on), with the
+    # entropy regulariser; loss.total includes the gates' regulariser (loss.aux).
+    "mmoe_dselect": dict(model="mmoe", input_dim=7, experts=5, expert_hidden=[8], expert_dim=4, gate_hidden=[],
+                         tower_hidden=[3], batchnorm=True, batch=9, gate="dselect_k", dselect_k=2, dselect_gamma=4.0,
+                         dselect_entropy=0.05,
+                         tasks=[dict(kind="bin"), dict(kind="mse", masked=True), dict(kind="ce", classes=3)]),
 }
 
 
@@ -98,6 +104,10 @@ def make(name, cfg, dtype, seed):
             pred = out
         t[f"output.{k}.pred"] = pred.detach()
         t[f"loss.{k}"] = loss.detach()
+    if hasattr(model, "aux_loss") and model.dselect:
+        aux = model.aux_loss()
+        t["loss.aux"] = aux.detach()
+        total = total + aux
     t["loss.total"] = total.detach()
     for n, v in acts.items():
         t[f"act.{n}"] = v.detach()

@@ -1,7 +1,7 @@
 """PyTorch modules with the structure and state_dict names of moe's C++ models.
 
-    MMoE / OMoE:   experts.{e}.{i}.*   gates.{t}.* (gate.* for OMoE; gates.{t}.{i}.* with hidden layers)
-                   towers.{t}.{i}.*
+    MMoE / OMoE:   experts.{e}.{i}.*   gates.{t}.* (gate.* for OMoE; gates.{t}.{i}.* with hidden layers;
+                   gates.{t}.z.*, gates.{t}.w.* with DSelect-k gates)   towers.{t}.{i}.*
     SharedBottom:  bottom.{i}.*        towers.{t}.{i}.*
     SparseMMoE:    as MMoE (each task gate keeps its top k experts)
     SparseMoE:     router.weight, router.bias, noise.weight, experts.{e}.0.*, experts.{e}.2.*
@@ -50,9 +50,48 @@ def run_towers(towers, tasks, inputs):
     return outs
 
 
+class DSelectKGate(nn.Module):
+    """A DSelect-k gate (Hazimeh et al. 2021), per example: k single-expert selectors, each a product of
+    smooth steps over the m = ceil(log2 E) bits of an expert's index (bit 0 the most significant),
+    mixed by a softmax over the k selectors. Names: z.weight (k m x in), z.bias, w.weight (k x in),
+    w.bias. regulariser(): entropy_coef * sum of the selectors' entropies (+ sum of 1 / sum r when E is
+    not a power of two), averaged over the batch, as include/moe/models/dselect_k_gate.hpp."""
+
+    def __init__(self, in_dim, experts, k, gamma=1.0, entropy_coef=0.0):
+        super().__init__()
+        self.e, self.k, self.gamma, self.entropy_coef = experts, k, gamma, entropy_coef
+        self.m = max(1, (experts - 1).bit_length())
+        self.z = nn.Linear(in_dim, k * self.m)
+        self.w = nn.Linear(in_dim, k)
+        codes = [[(e >> (self.m - 1 - j)) & 1 for j in range(self.m)] for e in range(experts)]
+        self.register_buffer("codes", torch.tensor(codes, dtype=torch.bool), persistent=False)  # (E, m)
+        self.last_r = None
+
+    def smooth_step(self, t):
+        g = self.gamma
+        mid = -2 / g ** 3 * t ** 3 + 3 / (2 * g) * t + 0.5
+        return torch.where(t <= -g / 2, torch.zeros_like(t), torch.where(t >= g / 2, torch.ones_like(t), mid))
+
+    def forward(self, x):
+        b = x.shape[0]
+        s = self.smooth_step(self.z(x).view(b, self.k, 1, self.m))  # (B, k, 1, m)
+        r = torch.where(self.codes.view(1, 1, self.e, self.m), s, 1 - s).prod(dim=3)  # (B, k, E)
+        a = torch.softmax(self.w(x), dim=1).unsqueeze(2)  # (B, k, 1)
+        self.last_r = r
+        return (a * r).sum(dim=1)  # (B, E)
+
+    def regulariser(self):
+        r = self.last_r
+        value = -self.entropy_coef * (r * torch.log(r + 1e-6)).sum()
+        if 2 ** self.m != self.e:
+            value = value + (1.0 / r.sum(dim=2)).sum()
+        return value / r.shape[0]
+
+
 class MMoE(nn.Module):
     """cfg: input_dim, experts, expert_hidden (list), expert_dim, gate_hidden (list), tower_hidden (list),
-    tasks, batchnorm, shared_gate (OMoE)."""
+    tasks, batchnorm, shared_gate (OMoE), gate ("softmax" or "dselect_k", with dselect_k, dselect_gamma,
+    dselect_entropy)."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -63,7 +102,12 @@ class MMoE(nn.Module):
         n_gates = 1 if cfg.get("shared_gate", False) else len(cfg["tasks"])
         gh = list(cfg.get("gate_hidden", []))
 
+        self.dselect = cfg.get("gate", "softmax") == "dselect_k"
+
         def gate():
+            if self.dselect:
+                return DSelectKGate(cfg["input_dim"], cfg["experts"], cfg.get("dselect_k", 2), cfg.get("dselect_gamma", 1.0),
+                                    cfg.get("dselect_entropy", 0.0))
             return nn.Linear(cfg["input_dim"], cfg["experts"]) if not gh else mlp([cfg["input_dim"]] + gh + [cfg["experts"]])
         if cfg.get("shared_gate", False):
             self.gate = gate()
@@ -74,7 +118,7 @@ class MMoE(nn.Module):
     def forward(self, x, acts=None):
         o = torch.stack([e(x) for e in self.experts], dim=1)  # (B, E, D)
         gates = [self.gate] if self.cfg.get("shared_gate", False) else list(self.gates)
-        probs = [torch.softmax(g(x), dim=1) for g in gates]
+        probs = [g(x) if self.dselect else torch.softmax(g(x), dim=1) for g in gates]
         mixed = [torch.einsum("be,bed->bd", p, o) for p in probs]
         if acts is not None:
             acts["expert_out"] = o
@@ -84,6 +128,13 @@ class MMoE(nn.Module):
                 acts[f"mixed.{t}"] = m
         inputs = [mixed[0]] * len(self.cfg["tasks"]) if len(mixed) == 1 else mixed
         return run_towers(self.towers, self.cfg["tasks"], inputs)
+
+    def aux_loss(self):
+        """The gates' regularisers of the last forward (DSelect-k; 0 for softmax gates)."""
+        if not self.dselect:
+            return 0.0
+        gates = [self.gate] if self.cfg.get("shared_gate", False) else list(self.gates)
+        return sum(g.regulariser() for g in gates)
 
 
 class SharedBottom(nn.Module):

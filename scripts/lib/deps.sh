@@ -24,7 +24,10 @@ moe_ensure_packages() {
 }
 
 # What building the library, its tests, examples and benchmarks needs.
-MOE_BUILD_PACKAGES=(g++ cmake ninja-build pkg-config libeigen3-dev nlohmann-json3-dev zlib1g-dev catch2 libbenchmark-dev)
+MOE_BUILD_PACKAGES=(g++ cmake ninja-build pkg-config libeigen3-dev nlohmann-json3-dev zlib1g-dev catch2 libbenchmark-dev
+                    libopenblas-serial-dev)
+# The BLAS backends (moe::blas): Debian's serial builds, since moe threads the products itself.
+MOE_BLAS_PACKAGES=(libopenblas-serial-dev libblis-serial-dev)
 
 moe_jobs() {
   nproc 2>/dev/null || echo 2

@@ -38,6 +38,15 @@ public:
         resize(rows, cols).setZero();
         return view_;
     }
+    /// Grow the storage to at least `size` values without reshaping (a later resize within it
+    /// allocates nothing).
+    void reserve(Index size) {
+        if (size > storage_.size()) {
+            const Index rows = view_.rows(), cols = view_.cols();
+            storage_.resize(size);
+            remap(rows, cols);
+        }
+    }
     MatrixView<T>& view() { return view_; }
     const MatrixView<T>& view() const { return view_; }
     Index rows() const { return view_.rows(); }

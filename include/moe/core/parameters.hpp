@@ -141,8 +141,10 @@ private:
     Vector<T> values_, grads_;
 };
 
-/// Join a prefix and a name the way PyTorch's state_dict does ("experts.3" + "0.weight").
+/// Join a prefix and a name the way PyTorch's state_dict does ("experts.3" + "0.weight"); an empty
+/// part adds no level (a composite's child that is not a named submodule).
 inline std::string join_name(const std::string& prefix, const std::string& name) {
+    if (name.empty()) return prefix;
     return prefix.empty() ? name : prefix + "." + name;
 }
 

@@ -1,6 +1,21 @@
 #pragma once
-// Threading policy: one level of OpenMP at a time. moe's kernels ask max_threads() how many threads
-// they may use; inside a parallel region (a caller's, or ours over experts) the answer is 1.
+// The one threading primitive of the library: parallel_for over chunks fixed by the problem.
+//
+// Results never depend on the number of threads. Work is cut into chunks by the problem's shape
+// alone, each chunk runs whole on one thread with single-threaded kernels, and whatever is summed
+// over chunks is summed by the caller in chunk order. Threads only decide who runs which chunk, so
+// a training run gives the same bits on 1, 2 or 16 threads (tested).
+//
+// Whether a loop is worth threads is decided from measurements, not a fixed cutoff: the first call
+// times an empty parallel region on this machine (the fork-join cost) and a small single-threaded
+// kernel (the rate of arithmetic); a loop goes parallel when its estimated time is at least
+// kOverheads fork-join costs.
+//
+// One level of OpenMP at a time: inside a parallel region (a caller's, or ours) max_threads() is 1
+// and loops run serially, so nesting never oversubscribes.
+#include <algorithm>
+#include <chrono>
+#include <vector>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -9,14 +24,7 @@
 
 namespace moe {
 
-namespace detail {
-/// Multiply-adds below which a kernel stays on one thread. Measured on 2 Zen 5 cores: a 256 x 256 x 32
-/// product (2M) and the experts' first layer at batch 32 (4M) are slower on two threads than on
-/// one; 256 x 256 x 256 (17M) is 1.3x faster.
-constexpr double kParallelWork = 8.0e6;
-}  // namespace detail
-
-/// Threads moe's own kernels may use: omp_get_max_threads(), or 1 inside a parallel region or
+/// Threads moe's own loops may use: omp_get_max_threads(), or 1 inside a parallel region or
 /// without OpenMP. Set it as for any OpenMP program (OMP_NUM_THREADS, omp_set_num_threads).
 inline int max_threads() {
 #ifdef _OPENMP
@@ -27,21 +35,106 @@ inline int max_threads() {
 }
 
 namespace detail {
-/// Runs f(b) for b in [0, batch), over the threads when the total work (multiply-adds) pays for it.
-/// Each index runs on one thread: f may write per-index state without synchronisation.
-template <class F>
-void for_each_sample(Index batch, double work_per_sample, F&& f) {
+
+/// What the machine costs, measured once per process (median of repetitions).
+struct ThreadCosts {
+    double fork_join_ns = 2e4;  ///< an empty parallel region on max_threads() threads
+    double ns_per_flop = 0.02;  ///< single-threaded float arithmetic in a vectorised loop
+};
+
+inline ThreadCosts measure_thread_costs() {
+    using Clock = std::chrono::steady_clock;
+    ThreadCosts c;
+    auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+    };
 #ifdef _OPENMP
+    const int threads = omp_get_max_threads();
+    if (threads > 1) {
+        std::vector<double> t;
+        volatile int sink = 0;
+        for (int rep = 0; rep < 15; ++rep) {
+            const auto start = Clock::now();
+#pragma omp parallel num_threads(threads)
+            { sink = sink + 1; }
+            t.push_back(std::chrono::duration<double, std::nano>(Clock::now() - start).count());
+        }
+        c.fork_join_ns = median(t);
+    }
+#endif
+    // A multiply-add loop the compiler vectorises, as our elementwise passes are.
+    std::vector<float> a(4096, 1.0f), b(4096, 0.5f);
+    std::vector<double> t;
+    for (int rep = 0; rep < 9; ++rep) {
+        const auto start = Clock::now();
+        for (int r = 0; r < 8; ++r)
+            for (std::size_t i = 0; i < a.size(); ++i) a[i] = a[i] * 0.999f + b[i];
+        t.push_back(std::chrono::duration<double, std::nano>(Clock::now() - start).count() / (2.0 * 8 * 4096));
+    }
+    volatile float keep = a[7];
+    (void)keep;
+    c.ns_per_flop = std::max(1e-4, median(t));
+    return c;
+}
+
+inline const ThreadCosts& thread_costs() {
+    static const ThreadCosts costs = measure_thread_costs();
+    return costs;
+}
+
+/// A loop is worth threads when its estimated time is at least this many fork-join costs.
+constexpr double kOverheads = 4.0;
+
+/// Threads worth using for `flops` floating-point operations spread over `chunks` chunks.
+inline int threads_for(double flops, Index chunks) {
     const int threads = max_threads();
-    if (threads > 1 && work_per_sample * double(batch) >= kParallelWork) {
+    if (threads <= 1 || chunks <= 1) return 1;
+    const ThreadCosts& c = thread_costs();
+    if (flops * c.ns_per_flop < kOverheads * c.fork_join_ns) return 1;
+    return static_cast<int>(std::min<Index>(threads, chunks));
+}
+}  // namespace detail
+
+/// Runs body(begin, end) for every chunk [c grain, min(n, (c + 1) grain)) of [0, n), over the
+/// threads when `flops` (the whole loop's arithmetic, an estimate) pays for them. Each chunk runs
+/// whole on one thread; the chunks depend on n and grain only, never on the thread count.
+template <class F>
+void parallel_for(Index n, Index grain, double flops, F&& body) {
+    if (n <= 0) return;
+    grain = std::max<Index>(1, grain);
+    const Index chunks = (n + grain - 1) / grain;
+    const int threads = detail::threads_for(flops, chunks);
+#ifdef _OPENMP
+    if (threads > 1) {
 #pragma omp parallel for num_threads(threads) schedule(static)
-        for (Index b = 0; b < batch; ++b) f(b);
+        for (Index c = 0; c < chunks; ++c) body(c * grain, std::min(n, (c + 1) * grain));
         return;
     }
 #endif
-    (void)work_per_sample;
-    for (Index b = 0; b < batch; ++b) f(b);
+    (void)threads;
+    for (Index c = 0; c < chunks; ++c) body(c * grain, std::min(n, (c + 1) * grain));
+}
+
+namespace detail {
+/// Samples per chunk of the per-sample loops (gated sums, softmax, top-k, gathers).
+constexpr Index kSampleChunk = 32;
+/// f(b) for every sample b of [0, batch), in chunks of kSampleChunk over the threads when the
+/// arithmetic (flops_per_sample * batch) pays. f may write per-sample state without synchronisation.
+template <class F>
+void for_each_sample(Index batch, double flops_per_sample, F&& f) {
+    parallel_for(batch, kSampleChunk, flops_per_sample * double(batch), [&](Index begin, Index end) {
+        for (Index b = begin; b < end; ++b) f(b);
+    });
 }
 }  // namespace detail
+
+/// parallel_for with one item per chunk: body(i) for i in [0, n).
+template <class F>
+void parallel_for_each(Index n, double flops, F&& body) {
+    parallel_for(n, 1, flops, [&](Index begin, Index end) {
+        for (Index i = begin; i < end; ++i) body(i);
+    });
+}
 
 }  // namespace moe

@@ -24,7 +24,7 @@ public:
     template <class D>
     ConstView(const Eigen::DenseBase<D>& m)  // NOLINT(google-explicit-constructor): a view, like Eigen::Ref
         : Base(m.derived().data(), m.rows(), m.cols(), Eigen::OuterStride<>(col_stride_of(m.derived()))) {
-        static_assert(int(Eigen::internal::traits<D>::Flags) & Eigen::DirectAccessBit,
+        static_assert(int(D::Flags) & Eigen::DirectAccessBit,
                       "moe::ConstView: pass a Matrix, Map or block with direct memory access, "
                       "not an expression; evaluate it into a Matrix first");
         static_assert(std::is_same_v<typename D::Scalar, T>, "moe::ConstView: scalar type mismatch");

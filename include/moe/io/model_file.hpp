@@ -67,9 +67,13 @@ inline double towers_values(double in, const std::vector<Index>& hidden, const s
     return n;
 }
 inline double model_values(const MMoESpec& s) {
-    const double gates = s.shared_gate ? 1.0 : double(s.tasks.size()), experts = size_of(s.experts);
-    return experts * mlp_values(size_of(s.input), s.expert_hidden, size_of(s.expert_dim), s.batchnorm) +
-           gates * mlp_values(size_of(s.input), s.gate_hidden, experts, false) +
+    const double gates = s.shared_gate ? 1.0 : double(s.tasks.size()), experts = size_of(s.experts), in = size_of(s.input);
+    double gate = mlp_values(in, s.gate_hidden, experts, false);
+    if (s.gate == GateKind::dselect_k) {  // z: Linear(in, k m), w: Linear(in, k)
+        const double k = size_of(s.dselect_k), m = std::ceil(std::log2(std::max(2.0, experts)));
+        gate = (in + 1) * k * m + (in + 1) * k;
+    }
+    return experts * mlp_values(in, s.expert_hidden, size_of(s.expert_dim), s.batchnorm) + gates * gate +
            towers_values(size_of(s.expert_dim), s.tower_hidden, s.tasks, s.batchnorm);
 }
 inline double model_values(const SharedBottomSpec& s) {

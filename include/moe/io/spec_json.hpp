@@ -40,20 +40,29 @@ auto visit_fields(S& s, V&& v) -> std::enable_if_t<std::is_same_v<std::remove_co
 }
 
 template <class S, class V>
-auto visit_fields(S& s, V&& v) -> std::enable_if_t<std::is_same_v<std::remove_const_t<S>, MMoESpec>> {
+void visit_multitask_fields(S& s, V&& v) {  // the MultiTaskSpec part of MMoE, PLE and SharedBottom specs
     v("input", s.input);
-    v("experts", s.experts);
-    v("expert_hidden", s.expert_hidden);
-    v("expert_dim", s.expert_dim);
-    v("gate_hidden", s.gate_hidden);
     v("tower_hidden", s.tower_hidden);
     v("tasks", s.tasks);
     v("activation", s.activation);
     v("batchnorm", s.batchnorm);
-    v("expert_dropout", s.expert_dropout);
     v("tower_dropout", s.tower_dropout);
+}
+
+template <class S, class V>
+auto visit_fields(S& s, V&& v) -> std::enable_if_t<std::is_same_v<std::remove_const_t<S>, MMoESpec>> {
+    visit_multitask_fields(s, v);
+    v("experts", s.experts);
+    v("expert_hidden", s.expert_hidden);
+    v("expert_dim", s.expert_dim);
+    v("gate_hidden", s.gate_hidden);
+    v("expert_dropout", s.expert_dropout);
     v("expert_output_activation", s.expert_output_activation);
     v("shared_gate", s.shared_gate);
+    v("gate", s.gate);
+    v("dselect_k", s.dselect_k);
+    v("dselect_gamma", s.dselect_gamma);
+    v("dselect_entropy", s.dselect_entropy);
 }
 
 template <class S, class V>
@@ -65,15 +74,10 @@ auto visit_fields(S& s, V&& v) -> std::enable_if_t<std::is_same_v<std::remove_co
 
 template <class S, class V>
 auto visit_fields(S& s, V&& v) -> std::enable_if_t<std::is_same_v<std::remove_const_t<S>, SharedBottomSpec>> {
-    v("input", s.input);
+    visit_multitask_fields(s, v);
     v("bottom_hidden", s.bottom_hidden);
     v("bottom_dim", s.bottom_dim);
-    v("tower_hidden", s.tower_hidden);
-    v("tasks", s.tasks);
-    v("activation", s.activation);
-    v("batchnorm", s.batchnorm);
     v("bottom_dropout", s.bottom_dropout);
-    v("tower_dropout", s.tower_dropout);
     v("bottom_output_activation", s.bottom_output_activation);
 }
 
@@ -87,14 +91,9 @@ auto visit_fields(S& s, V&& v) -> std::enable_if_t<std::is_same_v<std::remove_co
 
 template <class S, class V>
 auto visit_fields(S& s, V&& v) -> std::enable_if_t<std::is_same_v<std::remove_const_t<S>, PLESpec>> {
-    v("input", s.input);
+    visit_multitask_fields(s, v);
     v("levels", s.levels);
-    v("tower_hidden", s.tower_hidden);
-    v("tasks", s.tasks);
-    v("activation", s.activation);
-    v("batchnorm", s.batchnorm);
     v("expert_dropout", s.expert_dropout);
-    v("tower_dropout", s.tower_dropout);
     v("expert_output_activation", s.expert_output_activation);
 }
 
@@ -129,6 +128,11 @@ inline void from_string(const std::string& s, TaskKind& k) {
         }
     throw config_error("unknown task kind '" + s + "' (expected binary, regression or multiclass)");
 }
+inline void from_string(const std::string& s, GateKind& k) {
+    if (s == "softmax") k = GateKind::softmax;
+    else if (s == "dselect_k") k = GateKind::dselect_k;
+    else throw config_error("unknown gate kind '" + s + "' (expected softmax or dselect_k)");
+}
 inline void from_string(const std::string& s, DroppedTokens& d) {
     if (s == "zero") d = DroppedTokens::zero;
     else if (s == "passthrough") d = DroppedTokens::passthrough;
@@ -137,7 +141,7 @@ inline void from_string(const std::string& s, DroppedTokens& d) {
 
 template <class E>
 constexpr bool is_spec_enum = std::is_same_v<E, ActivationKind> || std::is_same_v<E, TaskKind> ||
-                              std::is_same_v<E, DroppedTokens>;
+                              std::is_same_v<E, DroppedTokens> || std::is_same_v<E, GateKind>;
 
 template <class S, class = void>
 struct has_fields : std::false_type {};

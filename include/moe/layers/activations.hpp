@@ -9,6 +9,7 @@
 
 #include "moe/core/buffer.hpp"
 #include "moe/core/errors.hpp"
+#include "moe/core/module.hpp"
 #include "moe/core/view.hpp"
 
 namespace moe {
@@ -81,7 +82,7 @@ void activation_backward(ActivationKind k, const ConstView<T>& x, const ConstVie
 /// Elementwise activation chosen at run time. Shapes: x, y, dy, dx all features x B.
 /// No parameters. Keeps views of x (GELU needs it) and owns y.
 template <class T>
-class Activation {
+class Activation : public ParameterFree {
 public:
     using Scalar = T;
     explicit Activation(ActivationKind kind = ActivationKind::relu, std::string name = "")
@@ -105,11 +106,12 @@ public:
         detail::activation_backward(kind_, x_, ConstView<T>(y_.view()), dy, dx);
         return dx;
     }
-    template <class F>
-    void for_each_parameter(const std::string&, F&&) {}
-    void reset_parameters(Rng&) {}
-    void set_training(bool) {}
     const MatrixView<T>& output() const { return y_.view(); }
+    /// Sizes the buffers for up to rows x columns, so that varying shapes never allocate.
+    void reserve(Index rows, Index columns) {
+        y_.reserve(rows * columns);
+        dx_.reserve(rows * columns);
+    }
 
 private:
     ActivationKind kind_;

@@ -119,14 +119,6 @@ public:
         f(join_name(p, "weight"), weight_);
         f(join_name(p, "bias"), bias_);
     }
-    /// Buffers, PyTorch's names: f(name, running_mean), f(name, running_var); see num_batches_tracked().
-    /// With parts > 1 the names hold "{}" for the part index, as for the parameters.
-    template <class F>
-    void for_each_buffer(const std::string& prefix, F&& f) {
-        const std::string p = parts() > 1 && prefix.find("{}") == std::string::npos ? join_name(prefix, "{}") : prefix;
-        f(join_name(p, "running_mean"), running_mean_);
-        f(join_name(p, "running_var"), running_var_);
-    }
     Index parts() const { return weight_.parts; }
 
     /// gamma = 1, beta = 0, running statistics reset (PyTorch's init).

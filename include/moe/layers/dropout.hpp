@@ -3,6 +3,7 @@
 
 #include "moe/core/buffer.hpp"
 #include "moe/core/errors.hpp"
+#include "moe/core/module.hpp"
 #include "moe/core/rng.hpp"
 #include "moe/core/view.hpp"
 
@@ -12,7 +13,7 @@ namespace moe {
 /// by 1 / (1 - p); in evaluation it is the identity. Shapes: x, y are F x B. Seeded: the same seed
 /// gives the same masks. `freeze_mask(true)` reuses the last mask (for gradient checks).
 template <class T>
-class Dropout {
+class Dropout : public ParameterFree {
 public:
     using Scalar = T;
     explicit Dropout(double p, std::uint64_t seed = 0, std::string name = "moe::Dropout")
@@ -54,10 +55,15 @@ public:
     }
     /// With frozen masks, training forwards reuse the last mask while the shape matches.
     void freeze_mask(bool on) { frozen_ = on; }
-    template <class F>
-    void for_each_parameter(const std::string&, F&&) {}
+    /// No parameters; draws the seed of its mask stream (so a model's seed fixes its masks).
     void reset_parameters(Rng& rng) { rng_ = Rng(rng.split()); }
     void set_training(bool on) { training_ = on; }
+    /// Sizes the buffers for up to rows x columns, so that varying shapes never allocate.
+    void reserve(Index rows, Index columns) {
+        y_.reserve(rows * columns);
+        mask_.reserve(rows * columns);
+        dx_.reserve(rows * columns);
+    }
     const MatrixView<T>& output() const { return y_.view(); }
 
 private:

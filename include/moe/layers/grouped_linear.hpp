@@ -2,9 +2,13 @@
 // G independent linear maps evaluated together: the layers of a bank of experts, gates or towers.
 //
 // The G weights are stacked row-major as one (G out) x in matrix, so their transposes form one
-// column-major in x (G out) matrix. With a shared input (the first layer of E experts, or the T gates,
-// all reading x) the whole layer is one GEMM; with grouped inputs each group is one GEMM on its
-// row block, the groups spread over threads.
+// column-major in x (G out) matrix. Three ways to feed the groups (GroupedInput):
+//   shared           every group reads the same x (in x B): the first layer of E experts, or the
+//                    T gates, is one GEMM of (G out) x in by in x B; y is (G out) x B.
+//   row_blocks       x is (G in) x B, group g reads rows [g in, (g+1) in): one GEMM per group.
+//   column_segments  the groups of a sparse mixture: x is in x S, group g reads the columns of its
+//                    segment [offsets[g], offsets[g+1]) and writes the same columns of y (out x S);
+//                    offsets are given per call (forward_segments), one GEMM per group.
 #include <cmath>
 #include <string>
 
@@ -18,28 +22,13 @@
 
 namespace moe {
 
-namespace detail {
-/// Run f(g) for g in [0, groups): over OpenMP threads when there is enough work for each thread,
-/// otherwise in order (and each f may then thread its own GEMM).
-template <class F>
-void for_each_group(Index groups, double work_per_group, F&& f) {
-    const int threads = max_threads();
-#ifdef _OPENMP
-    if (threads > 1 && groups >= threads && work_per_group * double(groups) >= kParallelWork) {
-#pragma omp parallel for num_threads(threads) schedule(static)
-        for (Index g = 0; g < groups; ++g) f(g);
-        return;
-    }
-#endif
-    (void)threads;
-    (void)work_per_group;
-    for (Index g = 0; g < groups; ++g) f(g);
-}
-}  // namespace detail
+/// How the groups of a GroupedLinear (or a grouped MLP) get their inputs; see grouped_linear.hpp.
+enum class GroupedInput { shared, row_blocks, column_segments };
+
 
 /// G linear maps y_g = W_g x_g + b_g, each as torch.nn.Linear(in, out).
-/// Shapes: with shared_input x is in x B (every group reads it); otherwise x is (G in) x B and group
-/// g reads rows [g in, (g+1) in). y is (G out) x B, group g in rows [g out, (g+1) out).
+/// Shapes: shared input: x is in x B, y (G out) x B, group g in rows [g out, (g+1) out); row blocks:
+/// x is (G in) x B; column segments: x is in x S and y out x S (forward_segments).
 /// Parameters: `weight` (G out) x in and `bias` (G out) x 1, listed per group as "{}.weight"-style
 /// names when G > 1 or always_indexed (a ModuleList of one: "0.weight"; the store expands "{}" to the
 /// group index). Init: PyTorch's nn.Linear default.
@@ -48,9 +37,9 @@ class GroupedLinear {
 public:
     using Scalar = T;
 
-    GroupedLinear(Index groups, Index in_features, Index out_features, bool shared_input,
+    GroupedLinear(Index groups, Index in_features, Index out_features, GroupedInput input,
                   std::string name = "moe::GroupedLinear", bool always_indexed = false)
-        : name_(std::move(name)), groups_(groups), shared_input_(shared_input || groups == 1),
+        : name_(std::move(name)), groups_(groups), input_(groups == 1 && input == GroupedInput::row_blocks ? GroupedInput::shared : input),
           always_indexed_(always_indexed),
           weight_(groups * out_features, in_features, groups), bias_(groups * out_features, 1, groups) {
         check_scalar<T>();
@@ -58,49 +47,89 @@ public:
         detail::require(in_features > 0 && out_features > 0, name_,
                         ": in_features and out_features must be positive, got ", in_features, " and ", out_features);
     }
+    /// shared_input true: GroupedInput::shared, false: GroupedInput::row_blocks.
+    GroupedLinear(Index groups, Index in_features, Index out_features, bool shared_input,
+                  std::string name = "moe::GroupedLinear", bool always_indexed = false)
+        : GroupedLinear(groups, in_features, out_features, shared_input ? GroupedInput::shared : GroupedInput::row_blocks,
+                        std::move(name), always_indexed) {}
 
     Index groups() const { return groups_; }
-    bool shared_input() const { return shared_input_; }
+    GroupedInput input() const { return input_; }
+    bool shared_input() const { return input_ == GroupedInput::shared; }
     /// Per-group sizes.
     Index in_features() const { return weight_.cols; }
     Index out_features() const { return weight_.rows / groups_; }
     /// Rows of the whole input and output.
-    Index input_rows() const { return shared_input_ ? in_features() : groups_ * in_features(); }
-    Index output_rows() const { return weight_.rows; }
+    Index input_rows() const { return input_ == GroupedInput::row_blocks ? groups_ * in_features() : in_features(); }
+    Index output_rows() const { return input_ == GroupedInput::column_segments ? out_features() : weight_.rows; }
     const std::string& name() const { return name_; }
 
     /// y = W x + b. Keeps a view of x for backward: x must stay alive and unchanged until then.
     const MatrixView<T>& forward(const ConstView<T>& x) {
+        require_mode(false, "forward");
         x_ = x;
         return infer(x, y_);
     }
 
     /// Inference into a caller-owned buffer: caches nothing, safe on a const layer from many threads.
     const MatrixView<T>& infer(const ConstView<T>& x, Buffer<T>& out) const {
+        require_mode(false, "infer");
         detail::check_rows(x, input_rows(), name_, "forward");
         auto& y = out.resize(output_rows(), x.cols());
         // The GEMM kernel accumulates, so start from the bias instead of zeros: one pass fewer.
         y.colwise() = bias_.value_vec();
-        if (shared_input_) {
+        if (shared_input()) {
             detail::matmul<T>(y, weight_.value_t(), true, x, false, /*accumulate=*/true);
-        } else {
+        } else {  // row blocks: group g's rows of x to its rows of y, all groups' tiles in one loop
             const Index in = in_features(), o = out_features(), n = x.cols();
             const T* w = weight_.value_vec().data();
-            detail::for_each_group(groups_, double(in) * double(o) * double(n), [&](Index g) {
-                detail::gemm<T>(true, false, o, n, in, T(1), w + g * o * in, in, x.data() + g * in, x.outerStride(), true,
-                                y.data() + g * o, y.outerStride());
+            detail::gemm_many<T>(groups_, [&](Index g) {
+                return detail::GemmArgs<T>{true, false, o, n, in, T(1), w + g * o * in, in, x.data() + g * in, x.outerStride(),
+                                           true, y.data() + g * o, y.outerStride()};
             });
         }
         return y;
     }
 
+    /// Column segments: group g maps columns [offsets[g], offsets[g+1]) of x to the same columns of
+    /// y (out x S, S = offsets[G]); with shared_columns every group reads columns [0, its length) of
+    /// x instead (every expert on every token: no gather needed). offsets must stay valid until
+    /// backward. Keeps a view of x.
+    const MatrixView<T>& forward_segments(const ConstView<T>& x, const Index* offsets, bool shared_columns) {
+        require_mode(true, "forward_segments");
+        x_ = x;
+        offsets_ = offsets;
+        shared_columns_ = shared_columns;
+        return infer_segments(x, offsets, shared_columns, y_);
+    }
+    const MatrixView<T>& infer_segments(const ConstView<T>& x, const Index* offsets, bool shared_columns,
+                                        Buffer<T>& out) const {
+        require_mode(true, "infer_segments");
+        detail::check_rows(x, in_features(), name_, "forward");
+        const Index in = in_features(), o = out_features(), slots = offsets[groups_];
+        auto& y = out.resize(o, slots);
+        const T* w = weight_.value_vec().data();
+        for (Index g = 0; g < groups_; ++g)
+            y.middleCols(offsets[g], offsets[g + 1] - offsets[g]).colwise() = bias_.value_vec().segment(g * o, o);
+        // Every (expert, column tile) is a task: 16 experts keep 16 threads busy, and so does one.
+        detail::gemm_many<T>(groups_, [&](Index g) {
+            const Index begin = offsets[g];
+            const T* xg = x.data() + (shared_columns ? 0 : begin) * x.outerStride();
+            return detail::GemmArgs<T>{true, false, o, offsets[g + 1] - begin, in, T(1), w + g * o * in, in, xg,
+                                       x.outerStride(), true, y.data() + begin * o, o};
+        });
+        return y;
+    }
+
     /// Adds dW = dy x^T and db = sum of dy over the batch per group; returns dx = W^T dy, or an empty
-    /// matrix when input_grad is false (the first layer of a model needs none).
+    /// matrix when input_grad is false (the first layer of a model needs none). With column segments
+    /// and shared columns, dx sums every group's part (in x the longest segment).
     const MatrixView<T>& backward(const ConstView<T>& dy, bool input_grad = true) {
+        if (input_ == GroupedInput::column_segments) return backward_segments(dy, input_grad);
         detail::check_shape(dy, output_rows(), x_.cols(), name_, "backward", "output gradient");
         detail::add_row_sums(dy, bias_.grad_vec());
         const Index in = in_features(), o = out_features(), n = dy.cols();
-        if (shared_input_) {
+        if (shared_input()) {
             auto dw_t = weight_.grad_t();  // dW^T = x dy^T, in x (G out)
             detail::matmul<T>(dw_t, x_, false, dy, true, /*accumulate=*/true);
             if (!input_grad) return dx_.resize(0, 0);
@@ -110,13 +139,15 @@ public:
         }
         T* dw = weight_.grad_vec().data();
         const T* w = weight_.value_vec().data();
-        auto& dx = input_grad ? dx_.resize(groups_ * in, n) : dx_.resize(0, 0);
-        detail::for_each_group(groups_, 2.0 * double(in) * double(o) * double(n), [&](Index g) {
+        // dW_g = dy_g x_g^T: a reduction over the batch, split by gemm into depth chunks when long.
+        for (Index g = 0; g < groups_; ++g)
             detail::gemm<T>(false, true, in, o, n, T(1), x_.data() + g * in, x_.outerStride(), dy.data() + g * o,
                             dy.outerStride(), true, dw + g * o * in, in);
-            if (input_grad)
-                detail::gemm<T>(false, false, in, n, o, T(1), w + g * o * in, in, dy.data() + g * o, dy.outerStride(), false,
-                                dx.data() + g * in, dx.outerStride());
+        if (!input_grad) return dx_.resize(0, 0);
+        auto& dx = dx_.resize(groups_ * in, n);
+        detail::gemm_many<T>(groups_, [&](Index g) {
+            return detail::GemmArgs<T>{false, false, in, n, o, T(1), w + g * o * in, in, dy.data() + g * o, dy.outerStride(),
+                                       false, dx.data() + g * in, dx.outerStride()};
         });
         return dx;
     }
@@ -132,17 +163,25 @@ public:
 
     /// PyTorch's default init, group after group: U(-1/sqrt(in), 1/sqrt(in)) for weight, then bias.
     void reset_parameters(Rng& rng) {
+        for (Index g = 0; g < groups_; ++g) reset_group(g, rng);
+    }
+    /// The init of one group (its weight, then its bias): for models that initialise expert by expert.
+    void reset_group(Index g, Rng& rng) {
         const double bound = 1.0 / std::sqrt(static_cast<double>(in_features()));
         const Index wsize = out_features() * in_features(), bsize = out_features();
-        for (Index g = 0; g < groups_; ++g) {
-            T* w = weight_.value_vec().data() + g * wsize;
-            T* b = bias_.value_vec().data() + g * bsize;
-            for (Index i = 0; i < wsize; ++i) w[i] = static_cast<T>(rng.uniform(-bound, bound));
-            for (Index i = 0; i < bsize; ++i) b[i] = static_cast<T>(rng.uniform(-bound, bound));
-        }
+        T* w = weight_.value_vec().data() + g * wsize;
+        T* b = bias_.value_vec().data() + g * bsize;
+        for (Index i = 0; i < wsize; ++i) w[i] = static_cast<T>(rng.uniform(-bound, bound));
+        for (Index i = 0; i < bsize; ++i) b[i] = static_cast<T>(rng.uniform(-bound, bound));
     }
 
     void set_training(bool) {}
+    /// Sizes the output and input-gradient buffers for up to `columns` columns (column segments: the
+    /// most slots a batch can have), so that varying routing never allocates.
+    void reserve_columns(Index columns) {
+        y_.reserve(output_rows() * columns);
+        dx_.reserve(input_rows() * columns);
+    }
 
     Param<T>& weight() { return weight_; }
     Param<T>& bias() { return bias_; }
@@ -151,12 +190,51 @@ public:
     const MatrixView<T>& output() const { return y_.view(); }
 
 private:
+    void require_mode(bool segments, const char* fn) const {
+        if (segments != (input_ == GroupedInput::column_segments))
+            throw config_error(detail::concat(name_, "::", fn, ": this layer's groups are ",
+                                              segments ? "not column segments" : "column segments (use forward_segments)"));
+    }
+
+    const MatrixView<T>& backward_segments(const ConstView<T>& dy, bool input_grad) {
+        const Index in = in_features(), o = out_features(), slots = offsets_[groups_];
+        detail::check_shape(dy, o, slots, name_, "backward", "output gradient");
+        T* dw = weight_.grad_vec().data();
+        const T* w = weight_.value_vec().data();
+        for (Index g = 0; g < groups_; ++g) {  // db_g and dW_g = dy_g x_g^T over the group's columns
+            const Index begin = offsets_[g], len = offsets_[g + 1] - begin;
+            if (len == 0) continue;
+            const ConstView<T> dyg(dy.data() + begin * dy.outerStride(), o, len, dy.outerStride());
+            const T* xg = x_.data() + (shared_columns_ ? 0 : begin) * x_.outerStride();
+            detail::add_row_sums(dyg, bias_.grad_vec().segment(g * o, o));
+            detail::gemm<T>(false, true, in, o, len, T(1), xg, x_.outerStride(), dyg.data(), dyg.outerStride(), true,
+                            dw + g * o * in, in);
+        }
+        if (!input_grad) return dx_.resize(0, 0);
+        if (shared_columns_) {  // every group adds into the same dx: one after another
+            auto& dx = dx_.zeros(in, x_.cols());
+            for (Index g = 0; g < groups_; ++g)
+                detail::gemm<T>(false, false, in, offsets_[g + 1] - offsets_[g], o, T(1), w + g * o * in, in,
+                                dy.data() + offsets_[g] * dy.outerStride(), dy.outerStride(), true, dx.data(), in);
+            return dx;
+        }
+        auto& dx = dx_.resize(in, slots);
+        detail::gemm_many<T>(groups_, [&](Index g) {
+            const Index begin = offsets_[g];
+            return detail::GemmArgs<T>{false, false, in, offsets_[g + 1] - begin, o, T(1), w + g * o * in, in,
+                                       dy.data() + begin * dy.outerStride(), dy.outerStride(), false, dx.data() + begin * in, in};
+        });
+        return dx;
+    }
+
     std::string name_;
     Index groups_;
-    bool shared_input_;
+    GroupedInput input_;
     bool always_indexed_;
     Param<T> weight_, bias_;
     ConstView<T> x_;
+    const Index* offsets_ = nullptr;
+    bool shared_columns_ = false;
     Buffer<T> y_, dx_;
 };
 

@@ -4,14 +4,15 @@
 // optional output activation. Indices count every module, so parameter names match a state_dict
 // ("0.weight", "2.running_mean", "3.weight", ...).
 //
-//   Expert of the seed tutorial:    {sizes {in, h, out}, relu, batchnorm, output_activation}
-//                                   = Linear-ReLU-BatchNorm-Linear-ReLU
-//   TaskTower of the seed tutorial: {sizes {in, h, 1}, relu, batchnorm, dropout p}
-//                                   = Linear-ReLU-BatchNorm-Dropout-Linear
+//   the usual expert:  make_mlp_spec(in, {h}, out, relu, batchnorm, 0, /*output_activation=*/true)
+//                      = Linear-ReLU-BatchNorm-Linear-ReLU
+//   the usual tower:   make_mlp_spec(in, {h}, 1, relu, batchnorm, /*dropout=*/p, false)
+//                      = Linear-ReLU-BatchNorm-Dropout-Linear
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "moe/core/module.hpp"
 #include "moe/layers/activations.hpp"
 #include "moe/layers/batchnorm.hpp"
 #include "moe/layers/dropout.hpp"
@@ -29,23 +30,39 @@ struct MLPSpec {
     double bn_eps = 1e-5, bn_momentum = 0.1;
 };
 
+/// The spec of an MLP in -> hidden... -> out: the one place the models build their experts', towers'
+/// and bottoms' specs.
+inline MLPSpec make_mlp_spec(Index in, const std::vector<Index>& hidden, Index out, ActivationKind activation,
+                             bool batchnorm, double dropout, bool output_activation) {
+    MLPSpec s;
+    s.sizes.push_back(in);
+    s.sizes.insert(s.sizes.end(), hidden.begin(), hidden.end());
+    s.sizes.push_back(out);
+    s.activation = activation;
+    s.batchnorm = batchnorm;
+    s.dropout = dropout;
+    s.output_activation = output_activation;
+    return s;
+}
+
 /// Multi-layer perceptron. Shapes: x is sizes.front() x B, y is sizes.back() x B.
 ///
 /// With groups = G > 1 it is G MLPs of the same spec evaluated together (a bank of experts or gates):
-/// every layer is a GroupedLinear and the activations are stacked, y is (G out) x B with member g in
-/// rows [g out, (g+1) out). With shared_input every member reads the same x (in x B) and the first
-/// layer is one GEMM; otherwise x is (G in) x B. Parameter names are "{}.0.weight", ..., with "{}"
-/// the member index (the store expands it), so they match a ModuleList of nn.Sequential.
+/// every layer is a GroupedLinear and the activations are stacked. GroupedInput::shared: every member
+/// reads the same x (in x B), the first layer is one GEMM, y is (G out) x B with member g in rows
+/// [g out, (g+1) out); row_blocks: x is (G in) x B; column_segments: member g runs on the columns of
+/// its segment (forward_segments), x is in x S and y out x S. Parameter names are "{}.0.weight", ...,
+/// with "{}" the member index (the store expands it), so they match a ModuleList of nn.Sequential.
 template <class T>
-class MLP {
+class MLP : public Composite<MLP<T>> {
 public:
     using Scalar = T;
     using Spec = MLPSpec;
 
     /// always_indexed: members are named "{g}.0.weight", ... even when G = 1 (a ModuleList of one).
-    explicit MLP(const MLPSpec& spec, std::string name = "moe::MLP", Index groups = 1, bool shared_input = true,
-                 bool always_indexed = false)
-        : spec_(spec), name_(std::move(name)), groups_(groups), shared_input_(shared_input || groups == 1),
+    MLP(const MLPSpec& spec, std::string name, Index groups, GroupedInput input, bool always_indexed = false)
+        : spec_(spec), name_(std::move(name)), groups_(groups),
+          input_(groups == 1 && input == GroupedInput::row_blocks ? GroupedInput::shared : input),
           always_indexed_(always_indexed) {
         detail::require(groups > 0, name_, ": groups must be positive, got ", groups);
         detail::require(spec.sizes.size() >= 2, name_, ": sizes needs at least an input and an output size, got ",
@@ -54,41 +71,66 @@ public:
             detail::require(spec.sizes[i] > 0, name_, ": sizes[", i, "] must be positive, got ", spec.sizes[i]);
         detail::require(spec.dropout >= 0.0 && spec.dropout < 1.0, name_, ": dropout p must be in [0, 1), got ",
                         spec.dropout);
+        detail::require(!(spec.batchnorm && input_ == GroupedInput::column_segments), name_,
+                        ": batchnorm is not supported with column segments (an expert may run on a single sample)");
         int index = 0;  // nn.Sequential module index
         const std::size_t n_linear = spec.sizes.size() - 1;
         for (std::size_t l = 0; l < n_linear; ++l) {
             const bool last = l + 1 == n_linear;
-            Block b{GroupedLinear<T>(groups, spec.sizes[l], spec.sizes[l + 1], l == 0 && shared_input_, sub(index)),
-                    index, {}, {}, {}, -1};
+            const GroupedInput layer_input = input_ == GroupedInput::column_segments ? input_
+                                             : l == 0                              ? input_
+                                                                                   : GroupedInput::row_blocks;
+            Block b{GroupedLinear<T>(groups, spec.sizes[l], spec.sizes[l + 1], layer_input, sub(index)), index, {}, -1, {}, -1,
+                    {}, -1};
             ++index;
-            if (!last || spec.output_activation) b.act.emplace(spec.activation, sub(index++));
+            if (!last || spec.output_activation) b.act_index = index, b.act.emplace(spec.activation, sub(index++));
             if (!last && spec.batchnorm) {
                 b.bn_index = index;
                 b.bn.emplace(groups * spec.sizes[l + 1], spec.bn_eps, spec.bn_momentum, sub(index++), groups);
             }
-            if (!last && spec.dropout > 0.0) b.dropout.emplace(spec.dropout, 0, sub(index++));
+            if (!last && spec.dropout > 0.0) b.dropout_index = index, b.dropout.emplace(spec.dropout, 0, sub(index++));
             blocks_.push_back(std::move(b));
         }
     }
+    /// shared_input true: GroupedInput::shared, false: row_blocks.
+    explicit MLP(const MLPSpec& spec, std::string name = "moe::MLP", Index groups = 1, bool shared_input = true,
+                 bool always_indexed = false)
+        : MLP(spec, std::move(name), groups, shared_input ? GroupedInput::shared : GroupedInput::row_blocks, always_indexed) {}
 
     /// Rows of the input and of the output (all members together).
-    Index in_features() const { return shared_input_ ? spec_.sizes.front() : groups_ * spec_.sizes.front(); }
-    Index out_features() const { return groups_ * spec_.sizes.back(); }
+    Index in_features() const { return input_ == GroupedInput::row_blocks ? groups_ * spec_.sizes.front() : spec_.sizes.front(); }
+    Index out_features() const { return input_ == GroupedInput::column_segments ? spec_.sizes.back() : groups_ * spec_.sizes.back(); }
     Index groups() const { return groups_; }
-    bool shared_input() const { return shared_input_; }
+    bool shared_input() const { return input_ == GroupedInput::shared; }
     const MLPSpec& spec() const { return spec_; }
     const std::string& name() const { return name_; }
+
+    /// The children in nn.Sequential order (Composite forwards parameters, init and mode to them).
+    template <class F>
+    void for_each_child(F&& f) {
+        const std::string base = groups_ > 1 || always_indexed_ ? "{}" : "";
+        for (auto& b : blocks_) {
+            f(join_name(base, std::to_string(b.linear_index)), b.linear);
+            if (b.act) f(join_name(base, std::to_string(b.act_index)), *b.act);
+            if (b.bn) f(join_name(base, std::to_string(b.bn_index)), *b.bn);
+            if (b.dropout) f(join_name(base, std::to_string(b.dropout_index)), *b.dropout);
+        }
+    }
 
     /// Training/evaluation forward. Keeps views for backward; x must outlive the backward call.
     const MatrixView<T>& forward(const ConstView<T>& x) {
         detail::check_rows(x, in_features(), name_, "forward");
         ConstView<T> h = x;
-        for (auto& b : blocks_) {
-            h = b.linear.forward(h);
-            if (b.act) h = b.act->forward(h);
-            if (b.bn) h = b.bn->forward(h);
-            if (b.dropout) h = b.dropout->forward(h);
-        }
+        for (auto& b : blocks_) h = after_linear(b, b.linear.forward(h));
+        return last_output();
+    }
+    /// forward for GroupedInput::column_segments: member g on columns [offsets[g], offsets[g+1]) (see
+    /// GroupedLinear::forward_segments; shared_columns applies to the first layer).
+    const MatrixView<T>& forward_segments(const ConstView<T>& x, const Index* offsets, bool shared_columns) {
+        detail::check_rows(x, in_features(), name_, "forward");
+        ConstView<T> h = x;
+        for (std::size_t i = 0; i < blocks_.size(); ++i)
+            h = after_linear(blocks_[i], blocks_[i].linear.forward_segments(h, offsets, shared_columns && i == 0));
         return last_output();
     }
 
@@ -96,19 +138,16 @@ public:
     /// `a` and `b` are two ping-pong buffers; the result lives in one of them.
     const MatrixView<T>& infer(const ConstView<T>& x, Buffer<T>& a, Buffer<T>& b) const {
         detail::check_rows(x, in_features(), name_, "forward");
-        ConstView<T> h = x;
-        Buffer<T>* out = &a;
-        Buffer<T>* other = &b;
-        for (const auto& blk : blocks_) {
-            MatrixView<T>& y = out->view();
-            h = blk.linear.infer(h, *out);
-            // Activation and BatchNorm in place: one pass over the block's output, no second buffer.
-            if (blk.act) detail::activation_forward(blk.act->kind(), ConstView<T>(y), y);
-            if (blk.bn) blk.bn->infer_inplace(y);
-            // Dropout is the identity at inference: skipped.
-            std::swap(out, other);
-        }
-        return other->view();
+        return infer_blocks(x, a, b, [&](const GroupedLinear<T>& l, const ConstView<T>& h, Buffer<T>& out, std::size_t) -> const MatrixView<T>& {
+            return l.infer(h, out);
+        });
+    }
+    const MatrixView<T>& infer_segments(const ConstView<T>& x, const Index* offsets, bool shared_columns, Buffer<T>& a,
+                                        Buffer<T>& b) const {
+        detail::check_rows(x, in_features(), name_, "forward");
+        return infer_blocks(x, a, b, [&](const GroupedLinear<T>& l, const ConstView<T>& h, Buffer<T>& out, std::size_t i) -> const MatrixView<T>& {
+            return l.infer_segments(h, offsets, shared_columns && i == 0, out);
+        });
     }
 
     /// Back-propagates dy (out x B); adds parameter gradients and returns dx (in x B), or an empty
@@ -127,44 +166,18 @@ public:
         return blocks_.front().linear.backward(g);  // unreachable: there is always a block
     }
 
-    template <class F>
-    void for_each_parameter(const std::string& prefix, F&& f) {
-        const std::string base = member_prefix(prefix);
-        for (auto& b : blocks_) {
-            b.linear.for_each_parameter(join_name(base, std::to_string(b.linear_index)), f);
-            if (b.bn) b.bn->for_each_parameter(join_name(base, std::to_string(b.bn_index)), f);
-        }
-    }
-    /// f(name, bn) for every BatchNorm1d; with groups > 1 the name holds "{}" for the member.
-    template <class F>
-    void for_each_batchnorm(const std::string& prefix, F&& f) {
-        const std::string base = member_prefix(prefix);
-        for (auto& b : blocks_)
-            if (b.bn) f(join_name(base, std::to_string(b.bn_index)), *b.bn);
-    }
-    template <class F>
-    void for_each_dropout(F&& f) {
-        for (auto& b : blocks_)
-            if (b.dropout) f(*b.dropout);
-    }
-
-    void reset_parameters(Rng& rng) {
-        for (auto& b : blocks_) {
-            b.linear.reset_parameters(rng);
-            if (b.bn) b.bn->reset_parameters(rng);
-            if (b.dropout) b.dropout->reset_parameters(rng);
-        }
-    }
-    void set_training(bool on) {
-        for (auto& b : blocks_) {
-            if (b.bn) b.bn->set_training(on);
-            if (b.dropout) b.dropout->set_training(on);
-        }
-    }
-    void train() { set_training(true); }
-    void eval() { set_training(false); }
-
     const MatrixView<T>& output() const { return last_output(); }
+    /// Column segments: sizes every buffer for up to `columns` columns (the most slots a batch can
+    /// have), so that a step whose routing sends more samples to the experts allocates nothing.
+    void reserve_columns(Index columns) {
+        for (std::size_t l = 0; l < blocks_.size(); ++l) {
+            auto& b = blocks_[l];
+            b.linear.reserve_columns(columns);
+            const Index rows = b.linear.output_rows();
+            if (b.act) b.act->reserve(rows, columns);
+            if (b.dropout) b.dropout->reserve(rows, columns);
+        }
+    }
     GroupedLinear<T>& linear(std::size_t i) { return blocks_.at(i).linear; }
     std::size_t num_linear() const { return blocks_.size(); }
 
@@ -173,13 +186,37 @@ private:
         GroupedLinear<T> linear;
         int linear_index;
         std::optional<Activation<T>> act;
+        int act_index;
         std::optional<BatchNorm1d<T>> bn;
-        std::optional<Dropout<T>> dropout;
         int bn_index;
+        std::optional<Dropout<T>> dropout;
+        int dropout_index;
     };
     std::string sub(int index) const { return name_ + "." + std::to_string(index); }
-    std::string member_prefix(const std::string& prefix) const {
-        return groups_ > 1 || always_indexed_ ? join_name(prefix, "{}") : prefix;
+
+    ConstView<T> after_linear(Block& b, const MatrixView<T>& y) {
+        ConstView<T> h = y;
+        if (b.act) h = b.act->forward(h);
+        if (b.bn) h = b.bn->forward(h);
+        if (b.dropout) h = b.dropout->forward(h);
+        return h;
+    }
+    template <class Linear>
+    const MatrixView<T>& infer_blocks(const ConstView<T>& x, Buffer<T>& a, Buffer<T>& b, Linear&& linear) const {
+        ConstView<T> h = x;
+        Buffer<T>* out = &a;
+        Buffer<T>* other = &b;
+        for (std::size_t i = 0; i < blocks_.size(); ++i) {
+            const Block& blk = blocks_[i];
+            MatrixView<T>& y = out->view();
+            h = linear(blk.linear, h, *out, i);
+            // Activation and BatchNorm in place: one pass over the block's output, no second buffer.
+            if (blk.act) detail::activation_forward(blk.act->kind(), ConstView<T>(y), y);
+            if (blk.bn) blk.bn->infer_inplace(y);
+            // Dropout is the identity at inference: skipped.
+            std::swap(out, other);
+        }
+        return other->view();
     }
     const MatrixView<T>& last_output() const {
         const Block& b = blocks_.back();
@@ -192,7 +229,7 @@ private:
     MLPSpec spec_;
     std::string name_;
     Index groups_;
-    bool shared_input_;
+    GroupedInput input_;
     bool always_indexed_;
     std::vector<Block> blocks_;
 };

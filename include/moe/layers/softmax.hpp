@@ -3,6 +3,7 @@
 
 #include "moe/core/buffer.hpp"
 #include "moe/core/errors.hpp"
+#include "moe/core/module.hpp"
 #include "moe/core/rng.hpp"
 #include "moe/core/view.hpp"
 
@@ -31,7 +32,7 @@ void softmax_columns_backward(const Y& y, const DY& dy, DX& dx) {
 /// Softmax over the features of each sample (each column), numerically stable.
 /// Shapes: x, y, dy, dx all C x B. No parameters.
 template <class T>
-class Softmax {
+class Softmax : public ParameterFree {
 public:
     using Scalar = T;
     explicit Softmax(std::string name = "moe::Softmax") : name_(std::move(name)) {}
@@ -49,10 +50,6 @@ public:
         detail::softmax_columns_backward<T>(y_.view(), dy, dx);
         return dx;
     }
-    template <class F>
-    void for_each_parameter(const std::string&, F&&) {}
-    void reset_parameters(Rng&) {}
-    void set_training(bool) {}
     const MatrixView<T>& output() const { return y_.view(); }
 
 private:

@@ -6,7 +6,7 @@
 
 namespace moe {
 
-/// One expert network: an MLP from a spec (the seed tutorial's Linear-ReLU-BatchNorm-Linear-ReLU is
+/// One expert network: an MLP from a spec (the usual Linear-ReLU-BatchNorm-Linear-ReLU expert is
 /// MLPSpec{{in, h, out}, relu, batchnorm = true, dropout = 0, output_activation = true}).
 /// Shapes: x is in x B, y is out x B.
 template <class T>

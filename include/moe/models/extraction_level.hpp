@@ -15,14 +15,15 @@
 // shared gate. All experts run as one grouped MLP: at the first level on x (one GEMM per layer), at
 // later levels on a copy of the input with each expert's block in place (expert e reads block e), so
 // that the grouped GEMM applies unchanged; the copy is (E in) x B, small next to the experts' work.
-// The gated sums are, per sample and gate, axpys over D of the expert columns the gate sees.
+// The gated sums are the one combine (routing/combine.hpp) with each gate's expert list.
 #include <optional>
 #include <string>
 #include <vector>
 
-#include "moe/core/threads.hpp"
+#include "moe/core/module.hpp"
 #include "moe/layers/mlp.hpp"
 #include "moe/models/gate.hpp"
+#include "moe/routing/combine.hpp"
 
 namespace moe {
 
@@ -34,30 +35,23 @@ struct PLELevelSpec {
     Index expert_dim = 0;              ///< D, the output width of each expert
 };
 
-/// The options every expert of a PLE shares.
-struct PLEExpertOptions {
-    ActivationKind activation = ActivationKind::relu;
-    bool batchnorm = false;
-    double dropout = 0.0;
-    bool output_activation = true;
-};
-
 /// One PLE extraction level (see the diagram above). Shapes: input ((T + 1) in) x B, or in x B at the
 /// first level; output ((T + 1) D) x B, or (T D) x B at the last level. Parameters "experts.{e}.*"
 /// (e in the order above), "task_gates.{t}.weight/bias", "shared_gate.weight/bias".
 template <class T>
-class ExtractionLevel {
+class ExtractionLevel : public Composite<ExtractionLevel<T>> {
 public:
     using Scalar = T;
 
-    ExtractionLevel(Index tasks, Index in, bool first, bool last, const PLELevelSpec& spec,
-                    const PLEExpertOptions& options, const std::string& name)
+    /// expert: the MLP of one expert (its sizes from in to the level's expert_dim).
+    ExtractionLevel(Index tasks, Index in, bool first, bool last, const PLELevelSpec& spec, const MLPSpec& expert,
+                    ActivationKind activation, const std::string& name)
         : name_(checked(tasks, in, spec, name)), tasks_(tasks), in_(in), first_(first), last_(last),
           own_(spec.task_experts), shared_(spec.shared_experts), dim_(spec.expert_dim),
-          experts_(expert_spec(in, spec, options), name + ".experts", experts(), first, /*always_indexed=*/true),
-          task_gates_(tasks, in, own_ + shared_, {}, options.activation, name + ".task_gates", first,
-                      /*always_indexed=*/true) {
-        if (!last) shared_gate_.emplace(1, in, experts(), std::vector<Index>{}, options.activation, name + ".shared_gate");
+          experts_(expert, name + ".experts", experts(), first ? GroupedInput::shared : GroupedInput::row_blocks,
+                   /*always_indexed=*/true),
+          task_gates_(tasks, in, own_ + shared_, {}, activation, name + ".task_gates", first, /*always_indexed=*/true) {
+        if (!last) shared_gate_.emplace(1, in, experts(), std::vector<Index>{}, activation, name + ".shared_gate");
         // Gate g's experts, in the order of its probabilities: its task's, then the shared ones.
         for (Index g = 0; g < gates(); ++g) {
             std::vector<Index> list;
@@ -78,6 +72,13 @@ public:
     Index last_batch() const { return y_.cols(); }
     const std::string& name() const { return name_; }
 
+    template <class F>
+    void for_each_child(F&& f) {
+        f("experts", experts_);
+        f("task_gates", task_gates_);
+        if (shared_gate_) f("shared_gate", *shared_gate_);
+    }
+
     const MatrixView<T>& forward(const ConstView<T>& x) {
         detail::check_rows(x, input_rows(), name_, "forward");
         x_ = x;
@@ -86,19 +87,30 @@ public:
         const MatrixView<T>& p = task_gates_.forward(task_view(x));
         const MatrixView<T>* ps = shared_gate_ ? &shared_gate_->forward(shared_view(x)) : nullptr;
         auto& y = y_.resize(output_rows(), x.cols());
-        mix_forward(o, p, ps, y);
+        mix(o, p, ps, y);
         return y;
     }
 
     /// dy as the output; adds the parameter gradients and returns d input (or an empty matrix).
     const MatrixView<T>& backward(const ConstView<T>& dy, bool input_grad = true) {
         detail::check_shape(dy, output_rows(), x_.cols(), name_, "backward", "output gradient");
-        const Index batch = dy.cols();
-        auto& d_o = dexperts_.resize(experts() * dim_, batch);
-        auto& dp = dtask_gates_.resize(tasks_ * (own_ + shared_), batch);
-        auto& dps = dshared_gate_.resize(last_ ? 0 : experts(), batch);
-        mix_backward(experts_.output(), task_gates_.output(), shared_gate_ ? &shared_gate_->output() : nullptr, dy, d_o,
-                     dp, dps);
+        const Index batch = dy.cols(), e_all = experts(), width = own_ + shared_, d = dim_;
+        auto& d_o = dexperts_.zeros(e_all * d, batch);
+        auto& dp = dtask_gates_.resize(tasks_ * width, batch);
+        auto& dps = dshared_gate_.resize(last_ ? 0 : e_all, batch);
+        const T* o = experts_.output().data();
+        T* dop = d_o.data();
+        const auto& p = task_gates_.output();
+        const MatrixView<T>* ps = shared_gate_ ? &shared_gate_->output() : nullptr;
+        detail::combine_backward<T>(
+            dy.data(), batch, gates(), d, [&](Index g) { return Index(gate_experts_[std::size_t(g)].size()); },
+            [&](Index b, Index g, Index j) { return gate_probs(p, ps, g, b)[j]; },
+            [&](Index b, Index g, Index j) { return o + (b * e_all + expert(g, j)) * d; },
+            [&](Index b, Index g, Index j) { return dop + (b * e_all + expert(g, j)) * d; },
+            [&](Index b, Index g, Index j) -> T& {
+                return g < tasks_ ? dp.data()[b * dp.rows() + g * width + j] : dps.data()[b * dps.rows() + j];
+            },
+            2.0 * double(d * (tasks_ * width + (ps ? e_all : 0))));
         const MatrixView<T>& dxe = experts_.backward(d_o, input_grad);
         const MatrixView<T>& dxt = task_gates_.backward(dp, input_grad);
         const MatrixView<T>* dxs = shared_gate_ ? &shared_gate_->backward(dps, input_grad) : nullptr;
@@ -119,42 +131,21 @@ public:
     }
 
     /// Inference into the caller's scratch (five buffers; the result lives in `out`). Caches nothing.
-    const MatrixView<T>& infer(const ConstView<T>& x, Buffer<T>& a, Buffer<T>& b, Buffer<T>& c, Buffer<T>& d,
-                               Buffer<T>& out) const {
+    const MatrixView<T>& infer(const ConstView<T>& x, Buffer<T>& expert_a, Buffer<T>& expert_b, Buffer<T>& gate_a,
+                               Buffer<T>& gate_b, Buffer<T>& out) const {
         detail::check_rows(x, input_rows(), name_, "forward");
-        // The expert bank ping-pongs a and b, the gates c and d: the copy goes where neither reads it.
+        // The expert bank ping-pongs expert_a/b, the gates gate_a/b: the copy goes where neither reads it.
         const ConstView<T> expert_in = first_ ? x : ConstView<T>(replicate(x, out));
-        const MatrixView<T>& o = experts_.infer(expert_in, a, b);
-        const MatrixView<T>& p = task_gates_.infer(task_view(x), c, d);
-        Buffer<T>& gate_free = p.data() == c.view().data() ? d : c;
-        Buffer<T>& expert_free = o.data() == a.view().data() ? b : a;
+        const MatrixView<T>& o = experts_.infer(expert_in, expert_a, expert_b);
+        const MatrixView<T>& p = task_gates_.infer(task_view(x), gate_a, gate_b);
+        Buffer<T>& gate_free = p.data() == gate_a.view().data() ? gate_b : gate_a;
+        Buffer<T>& expert_free = o.data() == expert_a.view().data() ? expert_b : expert_a;
         // The shared gate is a plain linear layer: it needs one buffer for the logits, one for softmax.
         const MatrixView<T>* ps = shared_gate_ ? &shared_gate_->infer(shared_view(x), gate_free, expert_free) : nullptr;
         auto& y = out.resize(output_rows(), x.cols());
-        mix_forward(o, p, ps, y);
+        mix(o, p, ps, y);
         return y;
     }
-
-    template <class F>
-    void for_each_parameter(const std::string& prefix, F&& f) {
-        experts_.for_each_parameter(join_name(prefix, "experts"), f);
-        task_gates_.for_each_parameter(join_name(prefix, "task_gates"), f);
-        if (shared_gate_) shared_gate_->for_each_parameter(join_name(prefix, "shared_gate"), f);
-    }
-    template <class F>
-    void for_each_batchnorm(const std::string& prefix, F&& f) {
-        experts_.for_each_batchnorm(join_name(prefix, "experts"), f);
-    }
-    template <class F>
-    void for_each_dropout(F&& f) {
-        experts_.for_each_dropout(f);
-    }
-    void reset_parameters(Rng& rng) {
-        experts_.reset_parameters(rng);
-        task_gates_.reset_parameters(rng);
-        if (shared_gate_) shared_gate_->reset_parameters(rng);
-    }
-    void set_training(bool on) { experts_.set_training(on); }
 
     /// Probabilities of the last forward: task gates ((T (P + S)) x B) and the shared gate (E x B).
     const MatrixView<T>& last_task_gate_probabilities() const { return task_gates_.output(); }
@@ -168,20 +159,11 @@ private:
         detail::require(s.expert_dim > 0, name, ": expert_dim must be positive, got ", s.expert_dim);
         return name;
     }
-    static MLPSpec expert_spec(Index in, const PLELevelSpec& s, const PLEExpertOptions& o) {
-        MLPSpec e;
-        e.sizes.push_back(in);
-        e.sizes.insert(e.sizes.end(), s.expert_hidden.begin(), s.expert_hidden.end());
-        e.sizes.push_back(s.expert_dim);
-        e.activation = o.activation;
-        e.batchnorm = o.batchnorm;
-        e.dropout = o.dropout;
-        e.output_activation = o.output_activation;
-        return e;
-    }
 
     /// The input block expert e reads: its task's, or the shared one (T).
     Index owner(Index e) const { return e < tasks_ * own_ ? e / own_ : tasks_; }
+    /// The j-th expert gate g sees.
+    Index expert(Index g, Index j) const { return gate_experts_[std::size_t(g)][std::size_t(j)]; }
 
     /// The first T blocks (what the task gates read) and the shared block of the input.
     ConstView<T> task_view(const ConstView<T>& x) const {
@@ -199,43 +181,18 @@ private:
     }
 
     /// The probabilities of gate g for sample b.
-    static const T* gate_probs(const MatrixView<T>& p, const MatrixView<T>* ps, Index g, Index tasks, Index width, Index b) {
-        return g < tasks ? p.data() + b * p.rows() + g * width : ps->data() + b * ps->rows();
+    const T* gate_probs(const MatrixView<T>& p, const MatrixView<T>* ps, Index g, Index b) const {
+        return g < tasks_ ? p.data() + b * p.rows() + g * (own_ + shared_) : ps->data() + b * ps->rows();
     }
 
-    void mix_forward(const MatrixView<T>& o, const MatrixView<T>& p, const MatrixView<T>* ps, MatrixView<T>& y) const {
-        const Index width = own_ + shared_, e_all = experts(), dim = dim_;
-        detail::for_each_sample(y.cols(), double(dim * (tasks_ * width + (ps ? e_all : 0))), [&](Index b) {
-            Eigen::Map<const Matrix<T>> ob(o.data() + b * e_all * dim, dim, e_all);
-            for (Index g = 0; g < gates(); ++g) {
-                const T* pg = gate_probs(p, ps, g, tasks_, width, b);
-                const auto& list = gate_experts_[static_cast<std::size_t>(g)];
-                auto yg = y.col(b).segment(g * dim, dim);
-                yg = pg[0] * ob.col(list[0]);
-                for (std::size_t j = 1; j < list.size(); ++j) yg += pg[j] * ob.col(list[j]);
-            }
-        });
-    }
-
-    // dO_e = sum over the gates g that see e of p_{g,e} dy_g; dp_{g,e} = O_e . dy_g.
-    void mix_backward(const MatrixView<T>& o, const MatrixView<T>& p, const MatrixView<T>* ps, const ConstView<T>& dy,
-                      MatrixView<T>& d_o, MatrixView<T>& dp, MatrixView<T>& dps) const {
-        const Index width = own_ + shared_, e_all = experts(), dim = dim_;
-        detail::for_each_sample(dy.cols(), 2.0 * double(dim * (tasks_ * width + (ps ? e_all : 0))), [&](Index b) {
-            Eigen::Map<const Matrix<T>> ob(o.data() + b * e_all * dim, dim, e_all);
-            Eigen::Map<Matrix<T>> dob(d_o.data() + b * e_all * dim, dim, e_all);
-            dob.setZero();
-            for (Index g = 0; g < gates(); ++g) {
-                const T* pg = gate_probs(p, ps, g, tasks_, width, b);
-                T* dpg = g < tasks_ ? dp.data() + b * dp.rows() + g * width : dps.data() + b * dps.rows();
-                const auto& list = gate_experts_[static_cast<std::size_t>(g)];
-                const auto dyg = dy.col(b).segment(g * dim, dim);
-                for (std::size_t j = 0; j < list.size(); ++j) {
-                    dob.col(list[j]) += pg[j] * dyg;
-                    dpg[j] = ob.col(list[j]).dot(dyg);
-                }
-            }
-        });
+    /// The gated sums: gate g's output is sum over its expert list of p_{g,j} O_{list_g[j]}.
+    void mix(const MatrixView<T>& o, const MatrixView<T>& p, const MatrixView<T>* ps, MatrixView<T>& y) const {
+        const Index e_all = experts(), d = dim_;
+        const T* op = o.data();
+        detail::combine<T>(y.data(), y.cols(), gates(), d, [&](Index g) { return Index(gate_experts_[std::size_t(g)].size()); },
+                           [&](Index b, Index g, Index j) { return gate_probs(p, ps, g, b)[j]; },
+                           [&](Index b, Index g, Index j) { return op + (b * e_all + expert(g, j)) * d; },
+                           double(d * (tasks_ * (own_ + shared_) + (ps ? e_all : 0))));
     }
 
     std::string name_;

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "moe/core/module.hpp"
 #include "moe/layers/grouped_linear.hpp"
 #include "moe/layers/mlp.hpp"
 #include "moe/layers/softmax.hpp"
@@ -19,7 +20,7 @@ namespace moe {
 /// "{g}.0.weight", ... (nn.Sequential per gate); "{g}" is dropped when G = 1 unless always_indexed
 /// (a ModuleList of one gate, as an MMoE of one task has).
 template <class T>
-class GateBank {
+class GateBank : public Composite<GateBank<T>> {
 public:
     using Scalar = T;
 
@@ -29,16 +30,11 @@ public:
         : name_(std::move(name)), gates_(gates), experts_(experts) {
         detail::require(gates > 0, name_, ": needs at least one gate, got ", gates);
         detail::require(experts > 0, name_, ": needs at least one expert, got ", experts);
-        if (hidden.empty()) {
+        if (hidden.empty())
             linear_.emplace(gates, in_features, experts, shared_input, name_, always_indexed);
-        } else {
-            MLPSpec spec;
-            spec.sizes.push_back(in_features);
-            spec.sizes.insert(spec.sizes.end(), hidden.begin(), hidden.end());
-            spec.sizes.push_back(experts);
-            spec.activation = activation;
-            mlp_.emplace(spec, name_, gates, shared_input, always_indexed);
-        }
+        else
+            mlp_.emplace(make_mlp_spec(in_features, hidden, experts, activation, false, 0.0, false), name_, gates, shared_input,
+                         always_indexed);
     }
 
     Index gates() const { return gates_; }
@@ -82,16 +78,9 @@ public:
     }
 
     template <class F>
-    void for_each_parameter(const std::string& prefix, F&& f) {
-        if (linear_) linear_->for_each_parameter(prefix, f);
-        else mlp_->for_each_parameter(prefix, f);
-    }
-    void reset_parameters(Rng& rng) {
-        if (linear_) linear_->reset_parameters(rng);
-        else mlp_->reset_parameters(rng);
-    }
-    void set_training(bool on) {
-        if (mlp_) mlp_->set_training(on);
+    void for_each_child(F&& f) {
+        if (linear_) f("", *linear_);
+        else f("", *mlp_);
     }
     /// Probabilities of the last forward.
     const MatrixView<T>& output() const { return probs_.view(); }

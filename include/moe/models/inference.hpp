@@ -8,16 +8,21 @@
 #include "moe/core/threads.hpp"
 #include "moe/core/view.hpp"
 #include "moe/models/task.hpp"
+#include "moe/routing/dispatch.hpp"
 
 namespace moe {
 
-/// Scratch of one block of samples on one thread.
+/// Scratch of one block of samples on one thread, named by role.
 template <class T>
 struct InferenceScratch {
-    Buffer<T> a, b, c, d, mix;
-    Buffer<T> gather, used, weight;  // top-k routing (SparseMMoE)
-    Buffer<Index> choice;
-    std::vector<Buffer<T>> preds;
+    Buffer<T> experts_a, experts_b;         ///< the expert bank's (or the bottom's) layers alternate between these
+    Buffer<T> gates_a, gates_b, gates_out;  ///< the gates' layers, while the experts' output is still needed
+    Buffer<T> mix, next_mix;                ///< the gated mixture; PLE's levels alternate between the two
+    Buffer<T> towers_a, towers_b;           ///< each tower's layers
+    Buffer<T> gathered, route_weight;       ///< top-k routing: the experts' gathered inputs, the gate weights
+    Buffer<Index> route_choice;             ///< top-k routing: the chosen experts
+    DispatchPlan plan;                      ///< top-k routing: where each sample's experts run
+    std::vector<Buffer<T>> preds;           ///< each task's predictions of the block
     std::vector<ConstView<T>> out;
 };
 
@@ -43,11 +48,11 @@ template <class T, class F>
 const std::vector<ConstView<T>>& predict_in_blocks(const ConstView<T>& x, const std::vector<TaskSpec>& tasks,
                                                    double macs_per_sample, InferenceWorkspace<T>& ws, F&& block) {
     const Index n = x.cols();
-    const int threads = max_threads();
-    const bool parallel = threads > 1 && n >= 2 * threads && macs_per_sample * double(n) >= kParallelWork;
-    const Index parts = parallel ? threads : 1;
+    // Parts run on separate threads (as many as the arithmetic pays for: detail::threads_for), each
+    // with its own scratch; a part is equal blocks of at most kInferenceBlock samples, run in order:
+    // 300 samples on 2 threads are 2 parts of 2 blocks of 75.
+    const Index parts = detail::threads_for(2.0 * macs_per_sample * double(n), n / 2);
     const Index per_part = (n + parts - 1) / parts;
-    // Equal blocks, the same number per thread: 300 samples on 2 threads are 4 blocks of 75.
     const Index blocks_per_part = std::max<Index>(1, (per_part + kInferenceBlock - 1) / kInferenceBlock);
     const Index block_size = std::max<Index>(1, (per_part + blocks_per_part - 1) / blocks_per_part);
     const Index blocks = (n + block_size - 1) / block_size;
@@ -60,14 +65,11 @@ const std::vector<ConstView<T>>& predict_in_blocks(const ConstView<T>& x, const 
         const auto& p = block(ConstView<T>(x.data() + begin * x.outerStride(), x.rows(), len, x.outerStride()), s);
         for (std::size_t t = 0; t < tasks.size(); ++t) ws.preds[t].view().middleCols(begin, len) = p[t];
     };
-#ifdef _OPENMP
-    if (parallel) {
-#pragma omp parallel for num_threads(static_cast<int>(parts)) schedule(static)
-        for (Index b = 0; b < blocks; ++b) run(b, ws.scratch[static_cast<std::size_t>(omp_get_thread_num())]);
-        return ws.out;
-    }
-#endif
-    for (Index b = 0; b < blocks; ++b) run(b, ws.scratch.front());
+    const Index per_thread = (blocks + parts - 1) / parts;
+    parallel_for_each(parts, parts > 1 ? 1e300 : 0.0, [&](Index part) {
+        for (Index b = part * per_thread; b < std::min(blocks, (part + 1) * per_thread); ++b)
+            run(b, ws.scratch[static_cast<std::size_t>(part)]);
+    });
     return ws.out;
 }
 }  // namespace detail

@@ -9,22 +9,25 @@
 #include <string>
 #include <vector>
 
+#include "moe/core/module.hpp"
 #include "moe/models/extraction_level.hpp"
+#include "moe/models/multitask_spec.hpp"
 #include "moe/models/towers.hpp"
 
 namespace moe {
 
-/// Configuration of a PLE (or, with one level, a CGC), checked when the model is built.
-struct PLESpec {
-    Index input = 0;                    ///< features of x
-    std::vector<PLELevelSpec> levels;   ///< extraction levels, input side first
-    std::vector<Index> tower_hidden;    ///< hidden widths of each tower
-    std::vector<TaskSpec> tasks;
-    ActivationKind activation = ActivationKind::relu;
-    bool batchnorm = false;                ///< BatchNorm1d after the hidden activations of experts and towers
+/// Configuration of a PLE (or, with one level, a CGC), checked when the model is built. With the
+/// fields of MultiTaskSpec: input, tower_hidden, tasks, activation, batchnorm, tower_dropout.
+struct PLESpec : MultiTaskSpec {
+    std::vector<PLELevelSpec> levels;      ///< extraction levels, input side first
     double expert_dropout = 0.0;           ///< dropout after the hidden layers of the experts
-    double tower_dropout = 0.0;            ///< dropout after the hidden layers of the towers
     bool expert_output_activation = true;  ///< the activation on each expert's output too
+
+    /// The MLP of one expert of a level reading `in` features.
+    MLPSpec expert_mlp(const PLELevelSpec& level, Index in) const {
+        return make_mlp_spec(in, level.expert_hidden, level.expert_dim, activation, batchnorm, expert_dropout,
+                             expert_output_activation);
+    }
 };
 
 /// Progressive Layered Extraction. Shapes: x is input x B; forward() gives, per task, the tower
@@ -32,7 +35,7 @@ struct PLESpec {
 /// "levels.{l}.experts.{e}.{i}.*", "levels.{l}.task_gates.{t}.*", "levels.{l}.shared_gate.*" (all
 /// levels but the last), "towers.{t}.{i}.*", as the PyTorch module in tools/ names them.
 template <class T>
-class PLE {
+class PLE : public Composite<PLE<T>> {
 public:
     using Scalar = T;
     using Spec = PLESpec;
@@ -45,6 +48,12 @@ public:
     std::size_t levels() const { return levels_.size(); }
     ExtractionLevel<T>& level(std::size_t l) { return levels_.at(l); }
     const std::string& name() const { return name_; }
+
+    template <class F>
+    void for_each_child(F&& f) {
+        for (std::size_t l = 0; l < levels_.size(); ++l) f("levels." + std::to_string(l), levels_[l]);
+        f("towers", towers_);
+    }
 
     /// Training/evaluation forward: per task, the tower output. Keeps views of x for backward.
     const std::vector<ConstView<T>>& forward(const ConstView<T>& x) {
@@ -71,69 +80,37 @@ public:
                                          [&](const ConstView<T>& xb, InferenceScratch<T>& s) -> const auto& {
                                              ConstView<T> h = xb;
                                              Buffer<T>* out = &s.mix;
-                                             Buffer<T>* other = &s.gather;  // levels ping-pong these two
+                                             Buffer<T>* other = &s.next_mix;  // levels alternate between these two
                                              for (const auto& level : levels_) {
-                                                 h = level.infer(h, s.a, s.b, s.c, s.d, *out);
+                                                 h = level.infer(h, s.experts_a, s.experts_b, s.gates_a, s.gates_b, *out);
                                                  std::swap(out, other);
                                              }
                                              return towers_.predict(h, s);
                                          });
     }
 
-    template <class F>
-    void for_each_parameter(const std::string& prefix, F&& f) {
-        for (std::size_t l = 0; l < levels_.size(); ++l) levels_[l].for_each_parameter(level_prefix(prefix, l), f);
-        towers_.for_each_parameter(join_name(prefix, "towers"), f);
-    }
-    template <class F>
-    void for_each_batchnorm(const std::string& prefix, F&& f) {
-        for (std::size_t l = 0; l < levels_.size(); ++l) levels_[l].for_each_batchnorm(level_prefix(prefix, l), f);
-        towers_.for_each_batchnorm(join_name(prefix, "towers"), f);
-    }
-    template <class F>
-    void for_each_dropout(F&& f) {
-        for (auto& level : levels_) level.for_each_dropout(f);
-        towers_.for_each_dropout(f);
-    }
-    void reset_parameters(Rng& rng) {
-        for (auto& level : levels_) level.reset_parameters(rng);
-        towers_.reset_parameters(rng);
-    }
-    void set_training(bool on) {
-        for (auto& level : levels_) level.set_training(on);
-        towers_.set_training(on);
-    }
-    void train() { set_training(true); }
-    void eval() { set_training(false); }
-
 protected:
     PLE(const PLESpec& spec, const std::string& name)
         : spec_(checked(spec, name)), name_(name), levels_(make_levels(spec, name)),
-          towers_(spec.tasks, spec.levels.back().expert_dim, static_cast<Index>(spec.tasks.size()),
-                  TowerOptions{spec.tower_hidden, spec.activation, spec.batchnorm, spec.tower_dropout}, name),
+          towers_(spec, spec.levels.back().expert_dim, static_cast<Index>(spec.tasks.size()), name),
           macs_per_sample_(macs_per_sample(spec)) {}
 
 private:
     static const PLESpec& checked(const PLESpec& s, const std::string& name) {
-        detail::require(s.input > 0, name, ": input must be positive, got ", s.input);
+        detail::check_multitask_spec(s, name);
         detail::require(!s.levels.empty(), name, ": needs at least one level, got 0");
-        detail::check_tasks(s.tasks, name);
         return s;
     }
     static std::vector<ExtractionLevel<T>> make_levels(const PLESpec& s, const std::string& name) {
         std::vector<ExtractionLevel<T>> levels;
         levels.reserve(s.levels.size());
-        const PLEExpertOptions options{s.activation, s.batchnorm, s.expert_dropout, s.expert_output_activation};
         Index in = s.input;
         for (std::size_t l = 0; l < s.levels.size(); ++l) {
             levels.emplace_back(static_cast<Index>(s.tasks.size()), in, l == 0, l + 1 == s.levels.size(), s.levels[l],
-                                options, name + ".levels." + std::to_string(l));
+                                s.expert_mlp(s.levels[l], in), s.activation, name + ".levels." + std::to_string(l));
             in = s.levels[l].expert_dim;
         }
         return levels;
-    }
-    static std::string level_prefix(const std::string& prefix, std::size_t l) {
-        return join_name(prefix, "levels." + std::to_string(l));
     }
     /// Multiply-adds of one sample's prediction (for the threading decision).
     static double macs_per_sample(const PLESpec& s) {

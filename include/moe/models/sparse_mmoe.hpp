@@ -3,23 +3,28 @@
 // on the samples that at least one task routed to them.
 //
 //   x ──► GateBank (one softmax gate per task) ──► P: (G E) x B ──► top k per task and sample, weights w
-//   x ──► expert e on the samples some task chose it for (gathered, one MLP call)  ──► O_e: D x n_e
-//   M: (G D) x B, M_{g,b} = sum over g's k choices of w * O_e(:, slot of b) ──► tower g ──► outputs
+//   x ──► DispatchPlan (routing/dispatch.hpp): the (sample, expert) pairs some task chose, sorted
+//         into per-expert blocks (a sample two tasks send to one expert runs once); x gathered
+//   experts: one grouped MLP, expert e on its block (GroupedLinear's column segments)
+//   M: (G D) x B, M_{g,b} = sum over g's k choices of w * out(slot) (routing/combine.hpp) ──► tower g
 //
 // Backward mirrors it; the gate gradient goes through the top-k renormalisation and the softmax.
 #include <string>
 #include <vector>
 
-#include "moe/models/expert.hpp"
+#include "moe/core/module.hpp"
+#include "moe/layers/mlp.hpp"
 #include "moe/models/gate.hpp"
 #include "moe/models/mmoe.hpp"
 #include "moe/models/towers.hpp"
+#include "moe/routing/combine.hpp"
+#include "moe/routing/dispatch.hpp"
 #include "moe/routing/top_k.hpp"
 
 namespace moe {
 
-/// An MMoESpec plus the routing of the task gates. shared_gate and batchnorm are not supported (an
-/// expert may see a single sample, which batchnorm cannot train on).
+/// An MMoESpec plus the routing of the task gates. shared_gate, batchnorm and DSelect-k gates are
+/// not supported (an expert may see a single sample, which batchnorm cannot train on).
 struct SparseMMoESpec : MMoESpec {
     Index k = 2;              ///< experts per task and sample, 1 <= k <= experts
     bool renormalize = true;  ///< the k chosen probabilities renormalised to sum to 1 (else raw)
@@ -29,22 +34,17 @@ struct SparseMMoESpec : MMoESpec {
 /// its tower output (outputs x B), predict() the predictions after the heads. Parameters named as
 /// MMoE's ("experts.{e}.{i}.*", "gates.{t}.*", "towers.{t}.{i}.*"), so an MMoE's state fits.
 template <class T>
-class SparseMMoE {
+class SparseMMoE : public Composite<SparseMMoE<T>> {
 public:
     using Scalar = T;
     using Spec = SparseMMoESpec;
 
     explicit SparseMMoE(const SparseMMoESpec& spec, std::string name = "moe::SparseMMoE")
         : spec_(checked(spec, name)), name_(std::move(name)),
+          experts_(spec.expert_mlp(), name_ + ".experts", spec.experts, GroupedInput::column_segments, /*always_indexed=*/true),
           gates_(static_cast<Index>(spec.tasks.size()), spec.input, spec.experts, spec.gate_hidden, spec.activation,
                  name_ + ".gates", /*shared_input=*/true, /*always_indexed=*/true),
-          towers_(spec.tasks, spec.expert_dim, static_cast<Index>(spec.tasks.size()),
-                  TowerOptions{spec.tower_hidden, spec.activation, false, spec.tower_dropout}, name_) {
-        const MLPSpec e = detail::expert_mlp_spec(spec);  // batchnorm is refused in checked()
-        experts_.reserve(static_cast<std::size_t>(spec.experts));
-        for (Index i = 0; i < spec.experts; ++i) experts_.emplace_back(e, name_ + ".experts." + std::to_string(i));
-        blocks_.resize(static_cast<std::size_t>(spec.experts));
-    }
+          towers_(spec, spec.expert_dim, static_cast<Index>(spec.tasks.size()), name_) {}
 
     const SparseMMoESpec& spec() const { return spec_; }
     const std::vector<TaskSpec>& tasks() const { return towers_.tasks(); }
@@ -53,70 +53,76 @@ public:
     Index gates() const { return gates_.gates(); }
     const std::string& name() const { return name_; }
     /// Samples expert e ran on in the last forward (the union of the tasks' choices).
-    Index expert_samples(Index e) const { return static_cast<Index>(blocks_[static_cast<std::size_t>(e)].samples.size()); }
+    Index expert_samples(Index e) const { return plan_.kept.at(std::size_t(e)); }
     /// The task mixtures M ((G D) x B) and gate probabilities ((G E) x B) of the last forward.
     const MatrixView<T>& last_mixture() const { return mix_.view(); }
     const MatrixView<T>& last_gate_probabilities() const { return gates_.output(); }
 
+    template <class F>
+    void for_each_child(F&& f) {
+        f("experts", experts_);
+        f("gates", gates_);
+        f("towers", towers_);
+    }
+    /// PyTorch's defaults, expert after expert (as a ModuleList of experts initialises), then the
+    /// gates and towers.
+    void reset_parameters(Rng& rng) {
+        for (Index e = 0; e < spec_.experts; ++e)
+            for (std::size_t l = 0; l < experts_.num_linear(); ++l) experts_.linear(l).reset_group(e, rng);
+        experts_.for_each_dropout([&](Dropout<T>& d) { d.reset_parameters(rng); });
+        gates_.reset_parameters(rng);
+        towers_.reset_parameters(rng);
+    }
+
     const std::vector<ConstView<T>>& forward(const ConstView<T>& x) {
         detail::check_rows(x, spec_.input, name_, "forward");
-        x_ = x;
+        const Index b = x.cols(), d = spec_.expert_dim, g = gates(), k = spec_.k;
         const MatrixView<T>& p = gates_.forward(x);
-        choice_.resize(spec_.k, gates() * x.cols());
-        weight_.resize(spec_.k, gates() * x.cols());
-        route(gates_.logits(), p, choice_, weight_);
-        const Index b = x.cols(), d = spec_.expert_dim;
-        assign_samples(b);
-        for (Index e = 0; e < experts(); ++e) {
-            Block& blk = blocks_[static_cast<std::size_t>(e)];
-            if (blk.samples.empty()) continue;
-            auto& xin = blk.input.resize(spec_.input, static_cast<Index>(blk.samples.size()));
-            for (std::size_t s = 0; s < blk.samples.size(); ++s) xin.col(Index(s)) = x.col(blk.samples[s]);
-            blk.out = experts_[static_cast<std::size_t>(e)].forward(xin);
-        }
-        auto& m = mix_.resize(gates() * d, b);
-        m.setZero();
-        for (Index j = 0; j < b; ++j)
-            for (Index g = 0; g < gates(); ++g)
-                for (Index r = 0; r < spec_.k; ++r) {
-                    const Index e = choice_(r, g + gates() * j);
-                    m.block(g * d, j, d, 1) += weight_(r, g + gates() * j) * blocks_[std::size_t(e)].out.col(slot_(e, j));
-                }
+        auto& choice = choice_.resize(k, g * b);
+        auto& weight = weight_.resize(k, g * b);
+        route(gates_.logits(), p, choice, weight);
+        plan_.build(choice.data(), k * g, b, experts(), 0);
+        // Every buffer sized for the most slots a batch can have (a sample runs each expert once):
+        // a step whose routing sends more samples to the experts allocates nothing.
+        const Index max_slots = b * std::min(experts(), k * g);
+        xp_.reserve(spec_.input * max_slots);
+        experts_.reserve_columns(max_slots);
+        auto& xp = xp_.resize(spec_.input, plan_.slots);
+        detail::gather(x, plan_, xp);
+        const MatrixView<T>& out = experts_.forward_segments(ConstView<T>(xp), plan_.offset.data(), false);
+        auto& m = mix_.resize(g * d, b);
+        mix(out, plan_, weight, m);
         return towers_.forward(m);
     }
 
     /// Back-propagates every task's output gradient; adds parameter gradients and returns dx
     /// (input x B), or an empty matrix unless input_grad.
     const MatrixView<T>& backward(const std::vector<ConstView<T>>& doutputs, bool input_grad = false) {
-        const Index b = mix_.cols(), d = spec_.expert_dim, g_count = gates();
+        const Index b = mix_.cols(), d = spec_.expert_dim, g = gates(), k = spec_.k;
         const MatrixView<T>& dm = towers_.backward(doutputs, b, name_);
-        for (auto& blk : blocks_) blk.dout.zeros(d, static_cast<Index>(blk.samples.size()));
-        auto& dw = dweight_.resize(spec_.k, g_count * b);
-        for (Index j = 0; j < b; ++j)
-            for (Index g = 0; g < g_count; ++g)
-                for (Index r = 0; r < spec_.k; ++r) {
-                    const Index c = g + g_count * j, e = choice_(r, c);
-                    Block& blk = blocks_[std::size_t(e)];
-                    const auto dmg = dm.block(g * d, j, d, 1);
-                    dw(r, c) = blk.out.col(slot_(e, j)).dot(dmg.col(0));
-                    blk.dout.view().col(slot_(e, j)) += weight_(r, c) * dmg.col(0);
-                }
-        auto& dx = input_grad ? dx_.zeros(spec_.input, b) : dx_.resize(0, 0);
-        for (Index e = 0; e < experts(); ++e) {
-            Block& blk = blocks_[static_cast<std::size_t>(e)];
-            if (blk.samples.empty()) continue;
-            const MatrixView<T>& dxe = experts_[static_cast<std::size_t>(e)].backward(blk.dout.view(), input_grad);
-            if (input_grad)
-                for (std::size_t s = 0; s < blk.samples.size(); ++s) dx.col(blk.samples[s]) += dxe.col(Index(s));
-        }
+        dout_.reserve(d * b * std::min(experts(), k * g));
+        auto& dout = dout_.zeros(d, plan_.slots);  // two tasks' choices of one expert share a slot
+        auto& dw = dweight_.resize(k, g * b);
+        const T* o = experts_.output().data();
+        T* dop = dout.data();
+        const auto& w = weight_.view();
+        detail::combine_backward<T>(
+            dm.data(), b, g, d, [&](Index) { return k; }, [&](Index j, Index gi, Index r) { return w(r, gi + g * j); },
+            [&](Index j, Index gi, Index r) { return o + plan_.slot(r + k * gi, j) * d; },
+            [&](Index j, Index gi, Index r) { return dop + plan_.slot(r + k * gi, j) * d; },
+            [&](Index j, Index gi, Index r) -> T& { return dw(r, gi + g * j); }, 2.0 * double(k * d * g));
+        const MatrixView<T>& dxp = experts_.backward(ConstView<T>(dout), input_grad);
+        auto& dx = input_grad ? dx_.resize(spec_.input, b) : dx_.resize(0, 0);
+        if (input_grad) detail::gather_backward(ConstView<T>(dxp), plan_, dx, /*accumulate=*/false);
         // Gate weights -> the probabilities of the chosen experts -> GateBank (softmax, linear).
-        auto& dp = dprobs_.zeros(g_count * experts(), b);
+        auto& dp = dprobs_.zeros(g * experts(), b);
         const auto& p = gates_.output();
+        const auto& choice = choice_.view();
         for (Index j = 0; j < b; ++j)
-            for (Index g = 0; g < g_count; ++g) {
-                const Index c = g + g_count * j, base = g * experts();
+            for (Index gi = 0; gi < g; ++gi) {
+                const Index c = gi + g * j, base = gi * experts();
                 detail::top_k_weights_backward<T>(
-                    spec_.k, &choice_(0, c), [&](Index i) { return p(base + i, j); }, [&](Index r) { return weight_(r, c); },
+                    k, &choice(0, c), [&](Index i) { return p(base + i, j); }, [&](Index r) { return w(r, c); },
                     [&](Index r) { return dw(r, c); }, spec_.renormalize, [&](Index i) -> T& { return dp(base + i, j); });
             }
         const MatrixView<T>& dxg = gates_.backward(dp, input_grad);
@@ -130,34 +136,18 @@ public:
     const std::vector<ConstView<T>>& predict(const ConstView<T>& x, InferenceWorkspace<T>& ws) const {
         detail::check_rows(x, spec_.input, name_, "predict");
         return detail::predict_in_blocks(x, tasks(), 0.0, ws, [&](const ConstView<T>& xb, InferenceScratch<T>& s) -> const auto& {
-            const Index b = xb.cols(), d = spec_.expert_dim;
+            const Index b = xb.cols(), g = gates(), k = spec_.k;
             const MatrixView<T>* logits = nullptr;
-            const MatrixView<T>& p = gates_.infer(xb, s.c, s.d, &logits);
-            auto& choice = s.choice.resize(spec_.k, gates() * b);
-            auto& weight = s.weight.resize(spec_.k, gates() * b);
+            const MatrixView<T>& p = gates_.infer(xb, s.gates_a, s.gates_b, &logits);
+            auto& choice = s.route_choice.resize(k, g * b);
+            auto& weight = s.route_weight.resize(k, g * b);
             route(*logits, p, choice, weight);
-            auto& m = s.mix.resize(gates() * d, b);
-            m.setZero();
-            auto& used = s.used.resize(1, b);
-            for (Index e = 0; e < experts(); ++e) {
-                used.setZero();
-                Index n = 0;
-                for (Index c = 0; c < choice.size(); ++c)
-                    if (choice.data()[c] == e) used(0, c / (spec_.k * gates())) = 1;
-                for (Index j = 0; j < b; ++j) n += used(0, j) != 0;
-                if (n == 0) continue;
-                auto& xin = s.gather.resize(spec_.input, n);
-                for (Index j = 0, col = 0; j < b; ++j)
-                    if (used(0, j) != 0) xin.col(col++) = xb.col(j);
-                const MatrixView<T>& o = experts_[std::size_t(e)].infer(xin, s.a, s.b);
-                for (Index j = 0, col = 0; j < b; ++j) {
-                    if (used(0, j) == 0) continue;
-                    for (Index g = 0; g < gates(); ++g)
-                        for (Index r = 0; r < spec_.k; ++r)
-                            if (choice(r, g + gates() * j) == e) m.block(g * d, j, d, 1) += weight(r, g + gates() * j) * o.col(col);
-                    ++col;
-                }
-            }
+            s.plan.build(choice.data(), k * g, b, experts(), 0);
+            auto& xp = s.gathered.resize(spec_.input, s.plan.slots);
+            detail::gather(xb, s.plan, xp);
+            const MatrixView<T>& out = experts_.infer_segments(ConstView<T>(xp), s.plan.offset.data(), false, s.experts_a, s.experts_b);
+            auto& m = s.mix.resize(g * spec_.expert_dim, b);
+            mix(out, s.plan, weight, m);
             return towers_.predict(m, s);
         });
     }
@@ -165,46 +155,16 @@ public:
     /// Gate probabilities ((G E) x B) before the top k, inference path (gate inspection uses it).
     const MatrixView<T>& gate_probabilities(const ConstView<T>& x, InferenceScratch<T>& s) const {
         detail::check_rows(x, spec_.input, name_, "gate_probabilities");
-        return gates_.infer(x, s.c, s.d);
+        return gates_.infer(x, s.gates_a, s.gates_b);
     }
-
-    template <class F>
-    void for_each_parameter(const std::string& prefix, F&& f) {
-        for (Index e = 0; e < experts(); ++e)
-            experts_[std::size_t(e)].for_each_parameter(join_name(prefix, "experts." + std::to_string(e)), f);
-        gates_.for_each_parameter(join_name(prefix, "gates"), f);
-        towers_.for_each_parameter(join_name(prefix, "towers"), f);
-    }
-    template <class F>
-    void for_each_dropout(F&& f) {
-        for (auto& e : experts_) e.for_each_dropout(f);
-        towers_.for_each_dropout(f);
-    }
-    void reset_parameters(Rng& rng) {
-        for (auto& e : experts_) e.reset_parameters(rng);
-        gates_.reset_parameters(rng);
-        towers_.reset_parameters(rng);
-    }
-    void set_training(bool on) {
-        for (auto& e : experts_) e.set_training(on);
-        gates_.set_training(on);
-        towers_.set_training(on);
-    }
-    void train() { set_training(true); }
-    void eval() { set_training(false); }
 
 private:
-    struct Block {
-        std::vector<Index> samples;  // columns of x this expert runs on, in order
-        Buffer<T> input, dout;
-        ConstView<T> out;
-    };
-
     static const SparseMMoESpec& checked(const SparseMMoESpec& s, const std::string& name) {
         detail::checked_mmoe_spec(s, name);
         detail::require(s.k >= 1 && s.k <= s.experts, name, ": k must be in [1, experts = ", s.experts, "], got ", s.k);
         detail::require(!s.shared_gate, name, ": shared_gate is not supported (use one task's gate per task)");
         detail::require(!s.batchnorm, name, ": batchnorm is not supported: an expert may run on a single sample");
+        detail::require(s.gate == GateKind::softmax, name, ": its gates are top-k softmax gates; DSelect-k is an MMoE gate");
         return s;
     }
 
@@ -223,32 +183,23 @@ private:
             }
     }
 
-    /// Which samples each expert runs on, and each (expert, sample)'s column in its block.
-    void assign_samples(Index b) {
-        slot_.resize(experts(), b);
-        slot_.setConstant(-1);
-        for (auto& blk : blocks_) blk.samples.clear();
-        for (Index j = 0; j < b; ++j)
-            for (Index c = gates() * j; c < gates() * (j + 1); ++c)
-                for (Index r = 0; r < spec_.k; ++r) {
-                    const Index e = choice_(r, c);
-                    if (slot_(e, j) >= 0) continue;
-                    auto& samples = blocks_[std::size_t(e)].samples;
-                    slot_(e, j) = static_cast<Index>(samples.size());
-                    samples.push_back(j);
-                }
+    /// The task mixtures: gate g of sample j sums its k choices' slots.
+    void mix(const MatrixView<T>& out, const DispatchPlan& plan, const MatrixView<T>& weight, MatrixView<T>& m) const {
+        const Index g = gates(), k = spec_.k, d = spec_.expert_dim;
+        const T* o = out.data();
+        detail::combine<T>(m.data(), m.cols(), g, d, [&](Index) { return k; },
+                           [&](Index j, Index gi, Index r) { return weight(r, gi + g * j); },
+                           [&](Index j, Index gi, Index r) { return o + plan.slot(r + k * gi, j) * d; }, double(k * d * g));
     }
 
     SparseMMoESpec spec_;
     std::string name_;
-    std::vector<Expert<T>> experts_;
+    MLP<T> experts_;
     GateBank<T> gates_;
     TowerSet<T> towers_;
-    std::vector<Block> blocks_;
-    ConstView<T> x_;
-    Matrix<Index> choice_, slot_;
-    Matrix<T> weight_;
-    Buffer<T> mix_, dweight_, dprobs_, dx_;
+    DispatchPlan plan_;
+    Buffer<Index> choice_;
+    Buffer<T> weight_, xp_, mix_, dout_, dweight_, dprobs_, dx_;
 };
 
 }  // namespace moe

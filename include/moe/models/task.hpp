@@ -11,7 +11,7 @@
 namespace moe {
 
 /// The head of a task. binary: one logit, prediction sigmoid(logit). regression: one output,
-/// prediction = output (after a ReLU when relu_output, as the seed tutorial's watch-time head).
+/// prediction = output (after a ReLU when relu_output: a non-negative target such as watch time).
 /// multiclass: C logits, prediction softmax over them.
 enum class TaskKind { binary, regression, multiclass };
 

@@ -3,6 +3,7 @@
 #include <optional>
 #include <string>
 
+#include "moe/core/module.hpp"
 #include "moe/layers/activations.hpp"
 #include "moe/layers/mlp.hpp"
 #include "moe/layers/softmax.hpp"
@@ -10,13 +11,13 @@
 
 namespace moe {
 
-/// Task tower. spec.sizes = {in, hidden..., task.outputs()}; the seed tutorial's TaskTower is
-/// MLPSpec{{in, h, 1}, relu, batchnorm = true, dropout = p} (Linear-ReLU-BatchNorm-Dropout-Linear).
+/// Task tower. spec.sizes = {in, hidden..., task.outputs()}; the usual tower is Linear-ReLU-
+/// BatchNorm-Dropout-Linear (make_mlp_spec(in, {h}, 1, relu, true, p, false)).
 /// Shapes: x is in x B; forward gives the values the loss sees (task.outputs() x B): logits for
 /// binary and multiclass, the output (after ReLU when relu_output) for regression.
-/// predict() applies the head: sigmoid, identity, or softmax over the classes.
+/// predict() applies the head: sigmoid, identity or ReLU, or softmax over the classes.
 template <class T>
-class Tower {
+class Tower : public Composite<Tower<T>> {
 public:
     using Scalar = T;
 
@@ -32,6 +33,12 @@ public:
     const TaskSpec& task() const { return task_; }
     Index in_features() const { return mlp_.in_features(); }
     Index outputs() const { return task_.outputs(); }
+
+    template <class F>
+    void for_each_child(F&& f) {
+        f("", mlp_);
+        if (relu_) f("", *relu_);
+    }
 
     const MatrixView<T>& forward(const ConstView<T>& x) {
         const MatrixView<T>& y = mlp_.forward(x);
@@ -61,20 +68,6 @@ public:
         }
     }
 
-    template <class F>
-    void for_each_parameter(const std::string& prefix, F&& f) {
-        mlp_.for_each_parameter(prefix, f);
-    }
-    template <class F>
-    void for_each_batchnorm(const std::string& prefix, F&& f) {
-        mlp_.for_each_batchnorm(prefix, f);
-    }
-    template <class F>
-    void for_each_dropout(F&& f) {
-        mlp_.for_each_dropout(f);
-    }
-    void reset_parameters(Rng& rng) { mlp_.reset_parameters(rng); }
-    void set_training(bool on) { mlp_.set_training(on); }
     const MatrixView<T>& output() const { return relu_ ? relu_->output() : mlp_.output(); }
 
 private:

@@ -3,47 +3,36 @@
 #include <string>
 #include <vector>
 
+#include "moe/core/module.hpp"
 #include "moe/models/inference.hpp"
+#include "moe/models/multitask_spec.hpp"
 #include "moe/models/tower.hpp"
 
 namespace moe {
-
-/// How the towers of a model are built: hidden widths and the options of their hidden layers.
-struct TowerOptions {
-    std::vector<Index> hidden;
-    ActivationKind activation = ActivationKind::relu;
-    bool batchnorm = false;
-    double dropout = 0.0;
-};
 
 /// One tower per task on a stacked representation M of (G D) x B: tower t reads block g(t) = t when
 /// G equals the number of tasks (a mixture per task), else block 0 (one representation for all).
 /// Parameters "{t}.0.weight", ... per tower (t the task index).
 template <class T>
-class TowerSet {
+class TowerSet : public Composite<TowerSet<T>> {
 public:
-    TowerSet(const std::vector<TaskSpec>& tasks, Index in, Index blocks, const TowerOptions& options,
-             const std::string& name)
-        : in_(in), blocks_(blocks) {
-        detail::check_tasks(tasks, name);
-        towers_.reserve(tasks.size());
-        for (std::size_t t = 0; t < tasks.size(); ++t) {
-            MLPSpec spec;
-            spec.sizes.push_back(in);
-            spec.sizes.insert(spec.sizes.end(), options.hidden.begin(), options.hidden.end());
-            spec.sizes.push_back(tasks[t].outputs());
-            spec.activation = options.activation;
-            spec.batchnorm = options.batchnorm;
-            spec.dropout = options.dropout;
-            towers_.emplace_back(spec, tasks[t], name + ".towers." + std::to_string(t));
-            tasks_.push_back(tasks[t]);
-        }
-        logits_.resize(tasks.size());
+    TowerSet(const MultiTaskSpec& spec, Index in, Index blocks, const std::string& name) : in_(in), blocks_(blocks) {
+        detail::check_tasks(spec.tasks, name);
+        towers_.reserve(spec.tasks.size());
+        for (std::size_t t = 0; t < spec.tasks.size(); ++t)
+            towers_.emplace_back(spec.tower_mlp(in, spec.tasks[t]), spec.tasks[t], name + ".towers." + std::to_string(t));
+        tasks_ = spec.tasks;
+        logits_.resize(spec.tasks.size());
     }
 
     std::size_t size() const { return towers_.size(); }
     const std::vector<TaskSpec>& tasks() const { return tasks_; }
     Tower<T>& tower(std::size_t t) { return towers_.at(t); }
+
+    template <class F>
+    void for_each_child(F&& f) {
+        for (std::size_t t = 0; t < towers_.size(); ++t) f(std::to_string(t), towers_[t]);
+    }
 
     /// Tower outputs (what the losses see) of every task, from M ((G D) x B, contiguous).
     const std::vector<ConstView<T>>& forward(const ConstView<T>& m) {
@@ -70,31 +59,14 @@ public:
         return dm;
     }
 
-    /// Predictions (after the heads) of every task into the scratch; a and b are used for the towers.
-    const std::vector<ConstView<T>>& predict(const ConstView<T>& m, InferenceScratch<T>& ws) const {
-        if (ws.preds.size() != towers_.size()) ws.preds.resize(towers_.size());
-        if (ws.out.size() != towers_.size()) ws.out.resize(towers_.size());
-        for (std::size_t t = 0; t < towers_.size(); ++t) ws.out[t] = towers_[t].predict(block(m, t), ws.a, ws.b, ws.preds[t]);
-        return ws.out;
-    }
-
-    template <class F>
-    void for_each_parameter(const std::string& prefix, F&& f) {
-        for (std::size_t t = 0; t < towers_.size(); ++t) towers_[t].for_each_parameter(join_name(prefix, std::to_string(t)), f);
-    }
-    template <class F>
-    void for_each_batchnorm(const std::string& prefix, F&& f) {
-        for (std::size_t t = 0; t < towers_.size(); ++t) towers_[t].for_each_batchnorm(join_name(prefix, std::to_string(t)), f);
-    }
-    template <class F>
-    void for_each_dropout(F&& f) {
-        for (auto& tw : towers_) tw.for_each_dropout(f);
-    }
-    void reset_parameters(Rng& rng) {
-        for (auto& tw : towers_) tw.reset_parameters(rng);
-    }
-    void set_training(bool on) {
-        for (auto& tw : towers_) tw.set_training(on);
+    /// Predictions (after the heads) of every task into the scratch (the towers alternate between its towers_a and towers_b
+    /// buffers). Caches nothing.
+    const std::vector<ConstView<T>>& predict(const ConstView<T>& m, InferenceScratch<T>& s) const {
+        if (s.preds.size() != towers_.size()) s.preds.resize(towers_.size());
+        if (s.out.size() != towers_.size()) s.out.resize(towers_.size());
+        for (std::size_t t = 0; t < towers_.size(); ++t)
+            s.out[t] = towers_[t].predict(block(m, t), s.towers_a, s.towers_b, s.preds[t]);
+        return s.out;
     }
 
 private:

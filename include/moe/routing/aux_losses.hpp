@@ -12,6 +12,8 @@
 //                        the importance (sum over tokens of the gate weights after top-k) and to the
 //                        load (sum over tokens of the probability that the expert is chosen).
 //   router_z_loss        mean over tokens of (logsumexp of the logits)^2 (ST-MoE, Zoph et al. 2022).
+//   smooth_load          Shazeer's differentiable estimate of each expert's load under router noise,
+//                        to which cv_squared is applied (the "load" loss).
 #include <cmath>
 #include <vector>
 
@@ -76,6 +78,45 @@ double router_z_loss(const ConstView<T>& logits, double coef, MatrixView<T>* dlo
                 (*dlogits)(i, t) += T(coef * 2 * lse * std::exp(double(logits(i, t)) - lse) / double(n));
     }
     return loss / double(n);
+}
+
+/// Shazeer's smooth load estimate (2017, appendix A): load_i = sum_t P(t, i), the probability that
+/// expert i stays in token t's top k under a new draw of its noise alone,
+///     P(t, i) = Phi((clean_i - threshold) / std_i),
+/// threshold the k-th largest noisy logit of the *other* experts: the (k+1)-th largest noisy logit
+/// when i is in the top k, else the k-th. clean, noisy, std are E x N (the logits before noise, after
+/// noise, and the noise's standard deviation); choice is k x N (column t: token t's top k). Writes
+/// the estimate to load (E). With dload (dL/dload_i), adds dL/dclean to dclean, dL/dnoisy to dnoisy
+/// and dL/dstd to dstd instead.
+template <class T>
+void smooth_load(const ConstView<T>& clean, const ConstView<T>& noisy, const ConstView<T>& std_dev,
+                 const Eigen::Map<const Matrix<Index>>& choice, std::vector<double>& load, const std::vector<double>* dload,
+                 MatrixView<T>* dclean, MatrixView<T>* dnoisy, MatrixView<T>* dstd) {
+    const Index e = clean.rows(), n = clean.cols(), k = choice.rows();
+    if (!dload) load.assign(std::size_t(e), 0.0);
+    auto chosen = [&](Index i, Index t) {
+        for (Index r = 0; r < k; ++r)
+            if (choice(r, t) == i) return true;
+        return false;
+    };
+    for (Index t = 0; t < n; ++t) {
+        const Index kth = choice(k - 1, t);
+        Index next = -1;  // the best expert outside the top k
+        for (Index i = 0; i < e; ++i)
+            if (!chosen(i, t) && (next < 0 || noisy(i, t) > noisy(next, t))) next = i;
+        for (Index i = 0; i < e; ++i) {
+            const Index thr = chosen(i, t) ? next : kth;
+            const double s = double(std_dev(i, t)), z = (double(clean(i, t)) - double(noisy(thr, t))) / s;
+            if (!dload) {
+                load[std::size_t(i)] += 0.5 * std::erfc(-z / std::sqrt(2.0));
+                continue;
+            }
+            const double g = (*dload)[std::size_t(i)] * std::exp(-0.5 * z * z) / 2.5066282746310002;
+            (*dclean)(i, t) += T(g / s);
+            (*dnoisy)(thr, t) -= T(g / s);
+            (*dstd)(i, t) -= T(g * z / s);
+        }
+    }
 }
 
 }  // namespace moe

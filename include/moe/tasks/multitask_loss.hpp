@@ -6,7 +6,7 @@
 //   loss_t = mean of the task's loss over its counted samples
 //
 // A sample counts for task t where mask(t, b) != 0 (all samples without a mask): PLE's sample
-// spaces, and the seed tutorial's clicked_mask for post-click tasks (like, finish), which learn only
+// spaces, and a recommender's clicked mask for post-click tasks (like, finish), which learn only
 // where their label exists. A batch with no counted sample gives loss_t = 0 and no gradient (and,
 // under uncertainty weighting, no s_t / 2 term either: a task absent from a batch is not pulled).
 //

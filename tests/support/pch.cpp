@@ -1,1 +1,0 @@
-// Compiles tests/support/pch.hpp into the precompiled header the tests reuse.
