@@ -158,13 +158,18 @@ inline std::string describe_file_names(const std::map<std::string, const Tensor*
 }
 
 /// The file's tensors under their names after the rename rules. Two names that become one are an
-/// io_error (the rules would silently drop a tensor).
-inline std::map<std::string, const Tensor*> renamed_tensors(const SafetensorsFile& file, const std::string& path,
-                                                            const std::vector<RenameRule>& rules) {
-    std::vector<std::regex> regexes;
+/// io_error (the rules would silently drop a tensor). A template, and the regex type depends on it,
+/// so that std::regex is instantiated only by programs that load files (about 45 s of compile time
+/// per translation unit otherwise).
+template <class Rules>
+std::map<std::string, const Tensor*> renamed_tensors(const SafetensorsFile& file, const std::string& path,
+                                                     const Rules& rules) {
+    using Rule = typename Rules::value_type;
+    using Regex = std::basic_regex<typename decltype(Rule::pattern)::value_type>;
+    std::vector<Regex> regexes;
     for (const auto& r : rules) {
         try {
-            regexes.emplace_back(r.pattern, std::regex::ECMAScript);
+            regexes.emplace_back(r.pattern, Regex::ECMAScript);
         } catch (const std::regex_error& e) {
             throw config_error(concat("moe::LoadOptions: rename pattern '", r.pattern, "' is not a valid regex (", e.what(), ")"));
         }
