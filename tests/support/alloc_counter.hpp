@@ -2,6 +2,9 @@
 // Counts every heap allocation of the process by interposing malloc and friends (glibc's
 // __libc_* functions do the real work). Eigen allocates through malloc, operator new ends in malloc,
 // so nothing escapes the count. Include in exactly one translation unit of a test binary.
+// Eigen first: clang's mm_malloc.h (pulled in by Eigen's SIMD headers) redeclares posix_memalign
+// without noexcept, which clang accepts only before the definition below, not after it.
+#include <Eigen/Core>
 #include <malloc.h>
 
 #include <atomic>
