@@ -5,6 +5,9 @@
 #include "support/catch.hpp"
 #include "support/gradcheck.hpp"
 
+// In the file's own namespace: the file is also part of the unity-built test program.
+namespace test_routing_ties {
+
 using namespace moe;
 
 namespace {
@@ -69,3 +72,5 @@ TEMPLATE_TEST_CASE("Top-k ties go to the lower index: SparseMoE", "[sparse][rout
         }
     }
 }
+
+}  // namespace test_routing_ties
