@@ -78,4 +78,15 @@ inline void print_backend() {
         }
 }
 
+/// The main of every suite: checks and prints the backend, registers the suite's rows, runs them.
+inline int run_benchmarks(int argc, char** argv, void (*register_rows)()) {
+    print_backend();
+    register_rows();
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}
+
 }  // namespace moe::bench

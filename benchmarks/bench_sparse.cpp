@@ -74,12 +74,4 @@ void register_all() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-    moe::bench::print_backend();
-    register_all();
-    benchmark::Initialize(&argc, argv);
-    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-    benchmark::RunSpecifiedBenchmarks();
-    benchmark::Shutdown();
-    return 0;
-}
+int main(int argc, char** argv) { return moe::bench::run_benchmarks(argc, argv, register_all); }

@@ -1,8 +1,13 @@
 // Metrics, the fit loop, ranking and gate inspection.
+#include <cstring>
 #include <sstream>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "support/catch.hpp"
 #include "support/gradcheck.hpp"
+#include "support/specs.hpp"
 
 // Everything below in the file's own namespace: the tests are compiled as one program (unity build).
 namespace test_training {
@@ -249,5 +254,82 @@ TEST_CASE("inspect_gates: mean weights, entropy, collapse warning", "[models]") 
     CHECK_THAT(r.warnings[0], Contains("gate 'click' has collapsed onto expert 1"));
     CHECK_THAT(r.table(), Contains("expert2"));
 }
+
+#ifdef _OPENMP
+namespace {
+/// What a training run leaves: its parameters (and BatchNorm buffers through the loss) and loss.
+struct RunResult {
+    Vector<float> params;
+    double train_loss = 0;
+};
+
+/// 20 steps of fit (batch 1100: uneven shares on 3 threads, long enough to split the depth of the
+/// weight-gradient products) on `threads` threads, every loop of more than one chunk threaded.
+template <class M, class Spec>
+RunResult train_on_threads(const Spec& spec, int threads) {
+    Model<M> model(spec, 7);
+    MultiTaskLoss<float> loss(model.tasks());
+    const MultiTaskData<double> d = toy(22000, 5);
+    MultiTaskData<float> data{d.x.cast<float>(), d.labels.cast<float>(), d.mask.cast<float>()};
+    FitOptions o;
+    o.epochs = 1;
+    o.batch_size = 1100;
+    o.lr = 1e-2;
+    o.seed = 3;
+    o.progress = Progress::silent;
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    detail::always_parallel() = true;
+    FitHistory h;
+    try {
+        h = fit(model, loss, data, nullptr, o);
+    } catch (...) {
+        detail::always_parallel() = false;
+        omp_set_num_threads(saved);
+        throw;
+    }
+    detail::always_parallel() = false;
+    omp_set_num_threads(saved);
+    return {model.params().values(), h.epochs.back().train_loss};
+}
+
+template <class M, class Spec>
+void check_same_bits_on_1_2_3_threads(const Spec& spec) {
+    const RunResult one = train_on_threads<M>(spec, 1);
+    for (int threads : {2, 3}) {
+        INFO(threads << " threads");
+        const RunResult many = train_on_threads<M>(spec, threads);
+        REQUIRE(many.params.size() == one.params.size());
+        CHECK(std::memcmp(many.params.data(), one.params.data(), sizeof(float) * std::size_t(one.params.size())) == 0);
+        CHECK(std::memcmp(&many.train_loss, &one.train_loss, sizeof(double)) == 0);
+    }
+}
+
+template <class Spec>
+Spec with_batchnorm_and_dropout(Spec s) {
+    s.input = 4;
+    s.tasks = {binary_task("click"), regression_task("watch")};
+    s.batchnorm = true;
+    s.tower_dropout = 0.1;
+    return s;
+}
+}  // namespace
+
+TEST_CASE("Training gives the same bits on 1, 2 and 3 threads", "[train][threads]") {
+    SECTION("MMoE") { check_same_bits_on_1_2_3_threads<MMoE<float>>(with_batchnorm_and_dropout(spec2())); }
+    SECTION("PLE") {
+        check_same_bits_on_1_2_3_threads<PLE<float>>(with_batchnorm_and_dropout(moe::testing::small_ple()));
+    }
+    SECTION("SparseMMoE (dropout only: its experts refuse BatchNorm, an expert may get one sample)") {
+        auto s = with_batchnorm_and_dropout(moe::testing::small_sparse_mmoe(2));
+        s.batchnorm = false;
+        check_same_bits_on_1_2_3_threads<SparseMMoE<float>>(s);
+    }
+}
+#else
+TEST_CASE("Training gives the same bits on 1, 2 and 3 threads", "[train][threads]") {
+    WARN("skipped: built without OpenMP, nothing runs on threads");
+}
+#endif
 
 }  // namespace test_training

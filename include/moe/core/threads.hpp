@@ -86,10 +86,18 @@ inline const ThreadCosts& thread_costs() {
 /// A loop is worth threads when its estimated time is at least this many fork-join costs.
 constexpr double kOverheads = 4.0;
 
+/// For tests: when true, every loop of more than one chunk runs on the threads whatever its size,
+/// so that the small models of a test take the threaded paths (the determinism test).
+inline bool& always_parallel() {
+    static bool on = false;
+    return on;
+}
+
 /// Threads worth using for `flops` floating-point operations spread over `chunks` chunks.
 inline int threads_for(double flops, Index chunks) {
     const int threads = max_threads();
     if (threads <= 1 || chunks <= 1) return 1;
+    if (always_parallel()) return static_cast<int>(std::min<Index>(threads, chunks));
     const ThreadCosts& c = thread_costs();
     if (flops * c.ns_per_flop < kOverheads * c.fork_join_ns) return 1;
     return static_cast<int>(std::min<Index>(threads, chunks));

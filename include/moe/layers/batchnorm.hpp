@@ -1,4 +1,5 @@
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -71,23 +72,14 @@ public:
     const MatrixView<T>& infer(const ConstView<T>& x, Buffer<T>& out) const {
         detail::check_rows(x, features(), name_, "forward");
         auto& y = out.resize(features(), x.cols());
-        // Row by row: one square root per feature, no temporary (infer must not allocate).
-        for (Index i = 0; i < features(); ++i) {
-            const T scale = weight_.value(i, 0) / std::sqrt(running_var_(i) + T(eps_));
-            const T shift = bias_.value(i, 0) - running_mean_(i) * scale;
-            y.row(i) = (x.row(i).array() * scale + shift).matrix();
-        }
+        apply_running_statistics(x, y);
         return y;
     }
 
     /// infer() in place on y (features x B).
     void infer_inplace(MatrixView<T>& y) const {
         detail::check_rows(y, features(), name_, "forward");
-        for (Index i = 0; i < features(); ++i) {
-            const T scale = weight_.value(i, 0) / std::sqrt(running_var_(i) + T(eps_));
-            const T shift = bias_.value(i, 0) - running_mean_(i) * scale;
-            y.row(i) = (y.row(i).array() * scale + shift).matrix();
-        }
+        apply_running_statistics(y, y);
     }
     const MatrixView<T>& backward(const ConstView<T>& dy) {
         detail::check_shape(dy, features(), xhat_.cols(), name_, "backward", "output gradient");
@@ -145,6 +137,28 @@ public:
     const MatrixView<T>& output() const { return y_.view(); }
 
 private:
+    /// y = x * scale + shift per feature, scale and shift from the running statistics. Column by
+    /// column over chunks of features: the batch is column-major, and a row-by-row walk strides
+    /// through memory (it was two thirds of a BatchNorm model's predict time). A chunk's scale and
+    /// shift live on the stack, because infer is const, runs on several threads at once and must
+    /// not allocate. x may be y (in place).
+    template <class Src>
+    void apply_running_statistics(const Src& x, MatrixView<T>& y) const {
+        constexpr Index kChunk = 128;
+        alignas(64) T scale[kChunk];
+        alignas(64) T shift[kChunk];
+        for (Index i0 = 0; i0 < features(); i0 += kChunk) {
+            const Index m = std::min(kChunk, features() - i0);
+            for (Index i = 0; i < m; ++i) {
+                scale[i] = weight_.value(i0 + i, 0) / std::sqrt(running_var_(i0 + i) + T(eps_));
+                shift[i] = bias_.value(i0 + i, 0) - running_mean_(i0 + i) * scale[i];
+            }
+            const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> s(scale, m), b(shift, m);
+            for (Index j = 0; j < x.cols(); ++j)
+                y.col(j).segment(i0, m).array() = x.col(j).segment(i0, m).array() * s + b;
+        }
+    }
+
     std::string name_;
     double eps_, momentum_;
     bool training_ = true;

@@ -67,18 +67,10 @@ public:
             }
             p -= step_size * (m / (v.sqrt() / bc2_sqrt + eps));
         };
-        const int threads = n >= (Index(1) << 17) ? max_threads() : 1;
-        if (threads <= 1) {
-            update(0, n);
-            return;
-        }
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static)
-        for (int part = 0; part < threads; ++part) {
-            const Index begin = n * part / threads, end = n * (part + 1) / threads;
-            update(begin, end - begin);
-        }
-#endif
+        // Chunks of a fixed size (a multiple of any SIMD width): which elements fall in a vector
+        // body or a scalar tail depends on the store's size only, so the bits never depend on the
+        // thread count (a tail contracted into an FMA would otherwise round differently).
+        parallel_for(n, kAdamChunk, 12.0 * double(n), [&](Index begin, Index end) { update(begin, end - begin); });
     }
     template <class Store>
     void step(Store& store) {
@@ -103,6 +95,8 @@ public:
     }
 
 private:
+    /// Elements per chunk of the threaded update.
+    static constexpr Index kAdamChunk = Index(1) << 14;
     static void validate(const AdamOptions& o) {
         detail::require(o.lr >= 0 && std::isfinite(o.lr), "moe::Adam: lr must be >= 0, got ", o.lr);
         detail::require(o.beta1 >= 0 && o.beta1 < 1, "moe::Adam: beta1 must be in [0, 1), got ", o.beta1);
