@@ -257,7 +257,8 @@ TEST_CASE("inspect_gates: mean weights, entropy, collapse warning", "[models]") 
 
 #ifdef _OPENMP
 namespace {
-/// What a training run leaves: its parameters (and BatchNorm buffers through the loss) and loss.
+/// What a training run leaves: its parameters and its loss (BatchNorm running statistics are buffers,
+/// not parameters: they are not compared here).
 struct RunResult {
     Vector<float> params;
     double train_loss = 0;
