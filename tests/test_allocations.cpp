@@ -5,6 +5,9 @@
 
 #include "moe/moe.hpp"
 
+// Everything below in the file's own namespace: the file is part of the unity-built test program.
+namespace test_allocations {
+
 using namespace moe;
 
 namespace {
@@ -187,3 +190,5 @@ TEST_CASE("rank_candidates with the caller's workspace allocates nothing in stea
     for (int i = 0; i < 3; ++i) rank_candidates(model, candidates, weights, ws, ranking);
     CHECK(moe::testing::allocations() - before == 0);
 }
+
+}  // namespace test_allocations
