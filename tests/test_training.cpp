@@ -257,12 +257,42 @@ TEST_CASE("inspect_gates: mean weights, entropy, collapse warning", "[models]") 
 
 #ifdef _OPENMP
 namespace {
-/// What a training run leaves: its parameters and its loss (BatchNorm running statistics are buffers,
-/// not parameters: they are not compared here).
+/// What a training run leaves: its parameters, its loss and BatchNorm's running statistics.
 struct RunResult {
     Vector<float> params;
+    std::vector<float> running_stats;  // every BatchNorm's running mean and variance, in model order
     double train_loss = 0;
 };
+
+/// For its lifetime: `threads` OpenMP threads and every loop of more than one chunk threaded
+/// (restored on the way out, also when fit throws).
+class ForcedThreads {
+public:
+    explicit ForcedThreads(int threads) : saved_(omp_get_max_threads()) {
+        omp_set_num_threads(threads);
+        detail::always_parallel() = true;
+    }
+    ~ForcedThreads() {
+        detail::always_parallel() = false;
+        omp_set_num_threads(saved_);
+    }
+    ForcedThreads(const ForcedThreads&) = delete;
+    ForcedThreads& operator=(const ForcedThreads&) = delete;
+
+private:
+    int saved_;
+};
+
+/// Threads a parallel region really gets (OMP_THREAD_LIMIT or OMP_DYNAMIC may give fewer).
+int threads_granted(int threads) {
+    int granted = 1;
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp single
+        granted = omp_get_num_threads();
+    }
+    return granted;
+}
 
 /// 20 steps of fit (batch 1100: uneven shares on 3 threads, long enough to split the depth of the
 /// weight-gradient products) on `threads` threads, every loop of more than one chunk threaded.
@@ -278,30 +308,38 @@ RunResult train_on_threads(const Spec& spec, int threads) {
     o.lr = 1e-2;
     o.seed = 3;
     o.progress = Progress::silent;
-    const int saved = omp_get_max_threads();
-    omp_set_num_threads(threads);
-    detail::always_parallel() = true;
     FitHistory h;
-    try {
+    {
+        const ForcedThreads forced(threads);
         h = fit(model, loss, data, nullptr, o);
-    } catch (...) {
-        detail::always_parallel() = false;
-        omp_set_num_threads(saved);
-        throw;
     }
-    detail::always_parallel() = false;
-    omp_set_num_threads(saved);
-    return {model.params().values(), h.epochs.back().train_loss};
+    RunResult r{model.params().values(), {}, h.epochs.back().train_loss};
+    if constexpr (detail::has_batchnorm<M>::value)
+        model.for_each_batchnorm("", [&](const std::string&, BatchNorm1d<float>& bn) {
+            r.running_stats.insert(r.running_stats.end(), bn.running_mean().data(),
+                                   bn.running_mean().data() + bn.running_mean().size());
+            r.running_stats.insert(r.running_stats.end(), bn.running_var().data(),
+                                   bn.running_var().data() + bn.running_var().size());
+        });
+    return r;
 }
 
 template <class M, class Spec>
 void check_same_bits_on_1_2_3_threads(const Spec& spec) {
     const RunResult one = train_on_threads<M>(spec, 1);
+    CHECK(one.running_stats.empty() == !spec.batchnorm);
     for (int threads : {2, 3}) {
         INFO(threads << " threads");
+        if (threads_granted(threads) != threads) {
+            WARN("skipped: OpenMP grants fewer than " << threads << " threads here (OMP_THREAD_LIMIT?)");
+            continue;
+        }
         const RunResult many = train_on_threads<M>(spec, threads);
         REQUIRE(many.params.size() == one.params.size());
         CHECK(std::memcmp(many.params.data(), one.params.data(), sizeof(float) * std::size_t(one.params.size())) == 0);
+        REQUIRE(many.running_stats.size() == one.running_stats.size());
+        CHECK(std::memcmp(many.running_stats.data(), one.running_stats.data(),
+                          sizeof(float) * one.running_stats.size()) == 0);
         CHECK(std::memcmp(&many.train_loss, &one.train_loss, sizeof(double)) == 0);
     }
 }

@@ -2,11 +2,19 @@
 // Matrix products through one interface: C (+)= alpha op(A) op(B) on column-major memory with
 // leading dimensions, with two backends chosen at compile time, tiled over threads the same way.
 //
-//   Eigen (the default): Eigen's public product on tiles of at most 32 x 128 (output) by 256 (depth).
-//        Types whose maximum sizes are fixed at compile time make Eigen keep its packing buffers in
-//        fixed arrays (nothing allocated, ever) and never start threads of its own (it threads only
-//        products with more than 32 rows): the library builds against any Eigen 3.4.x and allocates
-//        nothing in steady state. Measured on Zen 5, these tiles run at Eigen's own GEMM rate.
+//   Eigen (the default): Eigen's public product on tiles of at most 256 x 128 (output) by 256 (depth;
+//        128 in double). Types whose maximum sizes are fixed at compile time make Eigen keep its
+//        packing buffers in fixed arrays on the stack (nothing allocated, ever; 384 KB in either
+//        dtype: a thread that runs moe needs a stack of more than that, as glibc's and OpenMP's
+//        default threads have), and each tile's product packs each operand once. Eigen would thread
+//        a product of more than 32 rows with omp_get_max_threads() threads outside a parallel
+//        region: for the span of a tile the calling thread's OpenMP thread count is set to 1 (the
+//        threads are moe's; a program that calls Eigen::setNbThreads(n > 1) makes Eigen thread, and
+//        allocate in, these tiles too). The kernel is instantiated for column-major operands only
+//        (each instantiation costs about 20 s of compile time per translation unit): a transposed
+//        operand read by several tiles is copied once per product, and when the transposed product
+//        C^T = op(B)^T op(A)^T copies much less it is computed instead and transposed into C. The
+//        library builds against any Eigen 3.4.x and allocates nothing in steady state.
 //   BLAS: with MOE_BLAS defined (CMake: link moe::blas, built with -DMOE_BLAS=openblas or blis) the
 //        tiles go to cblas_sgemm / cblas_dgemm. Link the serial build of the library (Debian's
 //        libopenblas-serial-dev or libblis-serial-dev; moe::blas does): the tiles are single-threaded
@@ -45,6 +53,24 @@ inline const char* gemm_backend() {
 #endif
 }
 
+/// Keeps Eigen's products on the calling thread for its lifetime: Eigen threads a product of more
+/// than 32 output rows with omp_get_max_threads() threads unless it already runs inside a parallel
+/// region, and the tiles of gemm are serial by design. Sets the calling thread's OpenMP thread count
+/// (an ICV of its own task, not a global) to 1 and restores it.
+struct SerialEigenProducts {
+#ifdef _OPENMP
+    const int saved = omp_get_max_threads();
+    SerialEigenProducts() {
+        if (saved > 1) omp_set_num_threads(1);
+    }
+    ~SerialEigenProducts() {
+        if (saved > 1) omp_set_num_threads(saved);
+    }
+    SerialEigenProducts(const SerialEigenProducts&) = delete;
+    SerialEigenProducts& operator=(const SerialEigenProducts&) = delete;
+#endif
+};
+
 /// C = alpha op(A) op(B) + (accumulate ? C : 0), single-threaded, by the backend.
 template <class T>
 void gemm_serial(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const T* a, Index lda, const T* b,
@@ -66,13 +92,16 @@ void gemm_serial(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha,
     // One Eigen product per scalar type: a transposed operand (or alpha != 1) is first copied into a
     // column-major tile, so Eigen instantiates its GEMM kernel once, not once per (op(A), op(B),
     // alpha). Each instantiation cost about 20 s of compile time per translation unit; the copies
-    // cost a pass over a tile that the product then reads 128 (A) or m (B) times.
-    constexpr int MR = 32, NC = 128, KC = 256;  // see the header comment: at most 32 rows keeps Eigen serial
+    // cost a pass over a tile that the product then reads NC (A) or MR (B) times.
+    // gemm's output tile in one product, so that B is packed once per depth chunk (tiles of 32 rows
+    // repacked it 8 times). The depth keeps the packed operands at 384 KB of stack in either dtype.
+    constexpr int MR = 256, NC = 128, KC = sizeof(T) == 4 ? 256 : 128;
     using Stride = Eigen::OuterStride<>;
     using Dense = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
     using CTile = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor, MR, NC>;
     using ATile = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor, MR, KC>;
     using BTile = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor, KC, NC>;
+    [[maybe_unused]] SerialEigenProducts serial;
     thread_local std::vector<T> copies;  // per thread, grown once: nothing allocated in steady state
     if (copies.size() < std::size_t(MR * KC + KC * NC)) copies.resize(std::size_t(MR * KC + KC * NC));
     T* const a_copy = copies.data();
@@ -115,13 +144,66 @@ std::vector<T>& gemm_partials() {
     return partials;
 }
 
-/// C = alpha op(A) op(B) + (accumulate ? C : 0), all column-major with leading dimensions; op(A) is
-/// m x k, op(B) k x n, C m x n. Tiled over threads (see the header comment); same bits on any number
-/// of threads.
+/// Per calling thread: transposed operands copied once per product (grow-only).
 template <class T>
-void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const T* a, Index lda, const T* b, Index ldb,
-          bool accumulate, T* c, Index ldc) {
-    if (m == 0 || n == 0) return;
+std::vector<T>& gemm_untransposed() {
+    thread_local std::vector<T> copies;
+    return copies;
+}
+
+/// Products whose transposed operands need more than this many elements in copies leave the copying
+/// to each tile (the copies would double a large model's weights in memory).
+constexpr Index kMaxUntransposed = Index(1) << 22;
+
+/// Writes op(X) = X^T (rows x cols; X is stored cols x rows with leading dimension ld) column-major
+/// to `out`, and points x, ld at it.
+template <class T>
+void untranspose(const T*& x, Index& ld, Index rows, Index cols, T* out) {
+    using Dense = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
+    Eigen::Map<Dense>(out, rows, cols) = Eigen::Map<const Dense, 0, Eigen::OuterStride<>>(x, cols, rows, Eigen::OuterStride<>(ld)).transpose();
+    x = out;
+    ld = rows;
+}
+
+/// Elements of the copies a product needs when its transposed operands are copied once (the Eigen
+/// backend): A when several column tiles read it, B when several row tiles do. Each tile would
+/// otherwise copy its part of them (a layer's weights 16 times per forward at batch 2048: 3% of
+/// the training step's instructions). The BLAS backend reads transposed operands as they are.
+inline Index untransposed_size(bool trans_a, bool trans_b, Index m, Index n, Index k) {
+#ifdef MOE_BLAS
+    (void)trans_a, (void)trans_b, (void)m, (void)n, (void)k;
+    return 0;
+#else
+    const Index mt = (m + kTileRows - 1) / kTileRows, nt = (n + kTileCols - 1) / kTileCols;
+    return (trans_a && nt > 1 ? m * k : 0) + (trans_b && mt > 1 ? k * n : 0);
+#endif
+}
+
+/// Copies the transposed operands that untransposed_size counts into `out` and makes them plain.
+template <class T>
+void untranspose_operands(bool& trans_a, bool& trans_b, Index m, Index n, Index k, const T*& a, Index& lda,
+                          const T*& b, Index& ldb, T* out) {
+    const Index mt = (m + kTileRows - 1) / kTileRows, nt = (n + kTileCols - 1) / kTileCols;
+    if (trans_a && nt > 1) {
+        untranspose(a, lda, m, k, out);
+        trans_a = false;
+        out += m * k;
+    }
+    if (trans_b && mt > 1) {
+        untranspose(b, ldb, k, n, out);
+        trans_b = false;
+    }
+}
+
+/// gemm's tiles over threads (gemm decides first whether to compute C or C^T).
+template <class T>
+void gemm_tiles(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const T* a, Index lda, const T* b,
+                Index ldb, bool accumulate, T* c, Index ldc) {
+    if (const Index copies = untransposed_size(trans_a, trans_b, m, n, k); copies > 0 && copies <= kMaxUntransposed) {
+        auto& buffer = gemm_untransposed<T>();
+        if (buffer.size() < std::size_t(copies)) buffer.resize(std::size_t(copies));
+        untranspose_operands(trans_a, trans_b, m, n, k, a, lda, b, ldb, buffer.data());
+    }
     const Index mt = (m + kTileRows - 1) / kTileRows, nt = (n + kTileCols - 1) / kTileCols, tiles = mt * nt;
     const double flops = 2.0 * double(m) * double(n) * double(k);
     const T* a_at = a;
@@ -163,6 +245,48 @@ void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const 
     });
 }
 
+/// Per calling thread: C^T when gemm computes the transposed product (grow-only).
+template <class T>
+std::vector<T>& gemm_transposed_result() {
+    thread_local std::vector<T> result;
+    return result;
+}
+
+/// C = alpha op(A) op(B) + (accumulate ? C : 0), all column-major with leading dimensions; op(A) is
+/// m x k, op(B) k x n, C m x n. Tiled over threads (see the header comment); same bits on any number
+/// of threads.
+template <class T>
+void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const T* a, Index lda, const T* b, Index ldb,
+          bool accumulate, T* c, Index ldc) {
+    if (m == 0 || n == 0) return;
+#ifndef MOE_BLAS
+    // The Eigen backend copies each transposed operand once. When the transposed product C^T =
+    // op(B)^T op(A)^T copies much less, counting the transposition of its result, it is computed
+    // instead: the weight gradient dW^T = x dy^T of a layer with many outputs and few inputs would
+    // copy dy (batch x outputs); C^T copies x and writes C^T (inputs x outputs) twice.
+    const Index direct = (trans_a ? m * k : 0) + (trans_b ? k * n : 0);
+    const Index transposed = (trans_a ? 0 : m * k) + (trans_b ? 0 : k * n) + 2 * m * n;
+    if (2 * transposed < direct && m * n <= kMaxUntransposed) {
+        auto& ct = gemm_transposed_result<T>();
+        if (ct.size() < std::size_t(m * n)) ct.resize(std::size_t(m * n));
+        T* const t = ct.data();
+        gemm_tiles<T>(!trans_b, !trans_a, n, m, k, alpha, b, ldb, a, lda, false, t, n);
+        parallel_for_each((n + kTileCols - 1) / kTileCols, double(m * n), [&](Index chunk) {
+            const Index j0 = chunk * kTileCols, j1 = std::min(n, j0 + kTileCols);
+            for (Index j = j0; j < j1; ++j) {
+                T* cj = c + j * ldc;
+                if (accumulate)
+                    for (Index i = 0; i < m; ++i) cj[i] += t[j + i * n];
+                else
+                    for (Index i = 0; i < m; ++i) cj[i] = t[j + i * n];
+            }
+        });
+        return;
+    }
+#endif
+    gemm_tiles<T>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, accumulate, c, ldc);
+}
+
 /// The arguments of one product C (+)= alpha op(A) op(B) (see gemm).
 template <class T>
 struct GemmArgs {
@@ -194,15 +318,33 @@ void gemm_many(Index count, Product&& product) {
     Index first_tile[kMaxProducts + 1];  // product i owns tasks [first_tile[i], first_tile[i + 1])
     first_tile[0] = 0;
     double flops = 0;
+    Index copies = 0;
     for (Index i = 0; i < count; ++i) {
         const GemmArgs<T> g = product(i);
         const Index tiles = g.m > 0 && g.n > 0 ? ((g.m + kTileRows - 1) / kTileRows) * ((g.n + kTileCols - 1) / kTileCols) : 0;
         first_tile[i + 1] = first_tile[i] + tiles;
         flops += 2.0 * double(g.m) * double(g.n) * double(g.k);
+        if (tiles > 0) copies += untransposed_size(g.trans_a, g.trans_b, g.m, g.n, g.k);
+    }
+    // Transposed operands read by several tiles: copied once each (see untransposed_size).
+    thread_local std::vector<GemmArgs<T>> plain;  // the products with those copies (grow-only)
+    const bool untransposed = copies > 0 && copies <= kMaxUntransposed;
+    if (untransposed) {
+        if (plain.size() < std::size_t(count)) plain.resize(std::size_t(count));
+        auto& buffer = gemm_untransposed<T>();
+        if (buffer.size() < std::size_t(copies)) buffer.resize(std::size_t(copies));
+        T* out = buffer.data();
+        for (Index i = 0; i < count; ++i) {
+            GemmArgs<T>& g = plain[std::size_t(i)] = product(i);
+            if (first_tile[i + 1] == first_tile[i]) continue;
+            const Index size = untransposed_size(g.trans_a, g.trans_b, g.m, g.n, g.k);
+            untranspose_operands(g.trans_a, g.trans_b, g.m, g.n, g.k, g.a, g.lda, g.b, g.ldb, out);
+            out += size;
+        }
     }
     parallel_for_each(first_tile[count], flops, [&](Index task) {
         const Index i = Index(std::upper_bound(first_tile, first_tile + count + 1, task) - first_tile) - 1;
-        const GemmArgs<T> g = product(i);
+        const GemmArgs<T> g = untransposed ? plain[std::size_t(i)] : product(i);
         const Index mt = (g.m + kTileRows - 1) / kTileRows, t = task - first_tile[i];
         const Index i0 = (t % mt) * kTileRows, j0 = (t / mt) * kTileCols;
         const Index mm = std::min(kTileRows, g.m - i0), nn = std::min(kTileCols, g.n - j0);
