@@ -1,0 +1,76 @@
+#pragma once
+// SparseAdam for embedding tables: torch.optim.SparseAdam's update on the rows a batch touched.
+#include <cmath>
+#include <string>
+
+#include "moe/core/errors.hpp"
+#include "moe/core/types.hpp"
+#include "moe/layers/embedding_bag.hpp"
+
+namespace moe {
+
+/// torch.optim.SparseAdam's settings (its defaults).
+struct SparseAdamOptions {
+    double lr = 1e-3;
+    double beta1 = 0.9, beta2 = 0.999;
+    double eps = 1e-8;
+};
+
+/// Adam on the touched rows of one table, as torch.optim.SparseAdam: the moments of a row change
+/// only in the steps that touch it (m += (1 - beta1)(g - m), v += (1 - beta2)(g^2 - v)), the bias
+/// corrections count every step. Moments are dim x rows like the table. A step costs O(touched
+/// rows x dim), whatever the table's size.
+template <class T>
+class SparseAdam {
+public:
+    SparseAdam(Index rows, Index dim, SparseAdamOptions o = {}) : o_(o) {
+        detail::require(o.lr >= 0 && std::isfinite(o.lr), "moe::SparseAdam: lr must be finite and >= 0, got ", o.lr);
+        detail::require(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1,
+                        "moe::SparseAdam: betas must be in [0, 1), got ", o.beta1, ", ", o.beta2);
+        detail::require(o.eps > 0, "moe::SparseAdam: eps must be > 0, got ", o.eps);
+        m_ = Matrix<T>::Zero(dim, rows);
+        v_ = Matrix<T>::Zero(dim, rows);
+    }
+    explicit SparseAdam(const EmbeddingBag<T>& table, SparseAdamOptions o = {}) : SparseAdam(table.rows(), table.dim(), o) {}
+
+    /// One step of `table` (dim x rows) with the row-sparse gradient g (rows sorted and unique, as
+    /// EmbeddingBag::backward gives). Checks g against the table first: an error changes nothing.
+    void step(Matrix<T>& table, const RowSparseGrad<T>& g) {
+        detail::require(table.rows() == m_.rows() && table.cols() == m_.cols(), "moe::SparseAdam::step: the table is ",
+                        table.rows(), " x ", table.cols(), ", the optimizer's state ", m_.rows(), " x ", m_.cols());
+        const auto& gv = g.values.view();
+        detail::require(gv.rows() == m_.rows() && gv.cols() == Index(g.rows.size()), "moe::SparseAdam::step: ",
+                        g.rows.size(), " rows with gradients of ", gv.rows(), " x ", gv.cols());
+        for (std::size_t j = 0; j < g.rows.size(); ++j)
+            detail::require(g.rows[j] >= 0 && g.rows[j] < m_.cols() && (j == 0 || g.rows[j] > g.rows[j - 1]),
+                            "moe::SparseAdam::step: gradient row ", g.rows[j], " (entry ", j,
+                            ") is outside the table or not in increasing order");
+        ++steps_;
+        const double bc1 = 1 - std::pow(o_.beta1, double(steps_)), bc2 = 1 - std::pow(o_.beta2, double(steps_));
+        const T step_size = T(o_.lr * std::sqrt(bc2) / bc1);
+        const T a1 = T(1 - o_.beta1), a2 = T(1 - o_.beta2), eps = T(o_.eps);
+        for (std::size_t j = 0; j < g.rows.size(); ++j) {
+            const Index r = Index(g.rows[j]);
+            for (Index i = 0; i < m_.rows(); ++i) {
+                const T gi = gv(i, Index(j));
+                T& m = m_(i, r);
+                T& v = v_(i, r);
+                m += (gi - m) * a1;
+                v += (gi * gi - v) * a2;
+                table(i, r) -= step_size * (m / (std::sqrt(v) + eps));
+            }
+        }
+    }
+    void step(EmbeddingBag<T>& table, const RowSparseGrad<T>& g) { step(table.table(), g); }
+
+    long long steps() const { return steps_; }
+    const Matrix<T>& exp_avg() const { return m_; }
+    const Matrix<T>& exp_avg_sq() const { return v_; }
+
+private:
+    SparseAdamOptions o_;
+    Matrix<T> m_, v_;
+    long long steps_ = 0;
+};
+
+}  // namespace moe
