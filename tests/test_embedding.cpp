@@ -1,6 +1,6 @@
-// EmbeddingBag and SparseAdam: pooling against a naive loop in every mode, gradient checks of the
-// table (weights, padding, empty and repeated ids), bad bags, SparseAdam against its formula, and
-// parity with PyTorch 1.13 (tools/make_embedding_reference.py).
+// EmbeddingBag, Embedding, SparseAdam and SparseAdagrad: pooling against a naive loop in every mode,
+// gradient checks of the tables (weights, padding, empty and repeated ids), bad input, SparseAdam
+// against its formula, and parity with PyTorch 1.13 (tools/make_embedding_reference.py).
 #include <cmath>
 
 #include "support/catch.hpp"
@@ -204,6 +204,83 @@ TEMPLATE_TEST_CASE("PyTorch parity: EmbeddingBag and SparseAdam", "[embedding][p
         e.forward(bags);
         adam.step(e, e.backward(dy2));
         MOE_CHECK_CLOSE(e.table(), f.at(c + ".adam2").batch<T>(), T);
+    }
+}
+
+TEST_CASE("Embedding: one row per id, the padding row included, gradient check, bad ids", "[embedding]") {
+    Embedding<double> e(7, 3, 2, "history");
+    Rng rng(4);
+    e.reset_parameters(rng);
+    CHECK(e.table().col(2).isZero());
+    e.table().col(2).setConstant(0.5);  // PyTorch returns the padding row as it is
+    const std::vector<std::int64_t> ids{3, 2, 6, 3, 0};
+    const MatrixView<double>& y = e.forward(ids);
+    REQUIRE(y.cols() == 5);
+    for (Index j = 0; j < 5; ++j) CHECK(y.col(j) == e.table().col(Index(ids[std::size_t(j)])));
+    const Matrix<double> r = moe::testing::random_matrix(3, 5, 9);
+    const RowSparseGrad<double>& g = e.backward(r);
+    CHECK(g.rows == std::vector<std::int64_t>{0, 3, 6});  // the padding row gets no gradient
+    CHECK((g.values.view().col(1) - (r.col(0) + r.col(3))).cwiseAbs().maxCoeff() < 1e-15);
+    std::vector<double> dense(std::size_t(e.table().size()), 0.0);
+    for (std::size_t j = 0; j < g.rows.size(); ++j)
+        for (Index i = 0; i < 3; ++i) dense[std::size_t(g.rows[j] * 3 + i)] = g.values.view()(i, Index(j));
+    for (Index i = 0; i < 3; ++i) dense[std::size_t(2 * 3 + i)] = 0.0;
+    std::vector<moe::testing::Probe> probes{{"table", e.table().data(), dense}};
+    // The padding row's entries do change the loss but get no gradient, as in PyTorch: probe the others.
+    auto loss = [&] {
+        Matrix<double> masked = r;
+        for (Index j = 0; j < 5; ++j)
+            if (ids[std::size_t(j)] == 2) masked.col(j).setZero();
+        return e.forward(ids).cwiseProduct(masked).sum();
+    };
+    CHECK(moe::testing::check_gradients(loss, probes).max_error < 1e-6);
+    const std::vector<std::int64_t> bad{1, 7};
+    CHECK_THROWS_WITH(e.forward(bad), Contains("history") && Contains("id 7 at position 1"));
+    CHECK_THROWS_AS(Embedding<double>(7, 3, -8), config_error);
+}
+
+TEST_CASE("SparseAdagrad: element-wise and row-wise, bad settings", "[embedding][optim]") {
+    SparseAdagradOptions o;
+    o.lr = -1;
+    CHECK_THROWS_WITH(SparseAdagrad<double>(7, 4, o), Contains("lr must be finite and >= 0"));
+    o = {};
+    o.rowwise = true;
+    SparseAdagrad<double> rowwise(7, 4, o);
+    CHECK(rowwise.state_sum().rows() == 1);
+    CHECK(rowwise.state_sum().cols() == 7);
+}
+
+TEMPLATE_TEST_CASE("PyTorch parity: Embedding and Adagrad", "[embedding][parity]", float, double) {
+    using T = TestType;
+    const SafetensorsFile f = read_safetensors(
+        moe::testing::fixture_path(std::is_same_v<T, double> ? "embedding_f64.safetensors" : "embedding_f32.safetensors"));
+    const std::vector<std::int64_t> ids = f.at("ids").values<std::int64_t>();
+    Embedding<T> seq(9, 5, 2);
+    seq.table() = f.at("table").batch<T>();
+    MOE_CHECK_CLOSE(Matrix<T>(seq.forward(ids)), f.at("embedding.y").batch<T>(), T);
+    const RowSparseGrad<T>& g = seq.backward(f.at("embedding.dy").batch<T>());
+    Matrix<T> dense = Matrix<T>::Zero(5, 9);
+    for (std::size_t j = 0; j < g.rows.size(); ++j) dense.col(Index(g.rows[j])) = g.values.view().col(Index(j));
+    MOE_CHECK_CLOSE(dense, f.at("embedding.grad").batch<T>(), T);
+
+    Bags<T> bags;
+    bags.ids = ids;
+    bags.offsets = f.at("offsets").values<std::int64_t>();
+    bags.weights = f.at("weights").values<T>();
+    for (bool rowwise : {false, true}) {
+        INFO((rowwise ? "row-wise" : "element-wise"));
+        EmbeddingBag<T> e(9, 5, PoolingMode::sum);
+        e.table() = f.at("table").batch<T>();
+        SparseAdagradOptions o;
+        o.lr = 0.1;
+        o.lr_decay = 0.01;
+        o.rowwise = rowwise;
+        SparseAdagrad<T> adagrad(e, o);
+        for (const char* dy : {"dy1", "dy2"}) {
+            e.forward(bags);
+            adagrad.step(e, e.backward(f.at(dy).batch<T>()));
+        }
+        MOE_CHECK_CLOSE(e.table(), f.at(rowwise ? "rowwise_adagrad.table2" : "adagrad.table2").batch<T>(), T);
     }
 }
 

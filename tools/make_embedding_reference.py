@@ -15,6 +15,12 @@ Names in the file:
   <case>.adam2    the table after two SparseAdam steps (lr 0.01): backward dy1, step, forward,
                   backward dy2, step (not for max: PyTorch has no sparse gradient in max mode)
   cases: sum, sum_weighted, sum_pad, mean, mean_pad, max, max_pad (padding_idx 2)
+  embedding.dy (n, 5), embedding.y, embedding.grad   torch.nn.Embedding (padding_idx 2) on the ids
+                  as one sequence: the looked-up rows and the dense form of the sparse gradient
+  adagrad.table2  the table after two torch.optim.Adagrad steps (lr 0.1, lr_decay 0.01, sparse
+                  gradients) of the sum_weighted case (dy1, then dy2)
+  rowwise_adagrad.table2   the same two steps with row-wise Adagrad (one accumulator per row, +=
+                  the mean of the row's squared gradient), written out here: PyTorch has none
 """
 import os
 import sys
@@ -58,6 +64,41 @@ def case(dtype):
         emb(ids, offsets, per_sample_weights=w).backward(dy2)
         opt.step()
         t[name + ".adam2"] = emb.weight.detach().clone()
+
+    # Embedding: the ids as one sequence.
+    emb = torch.nn.Embedding(9, 5, padding_idx=2, sparse=True).to(dtype)
+    with torch.no_grad():
+        emb.weight.copy_(table)
+    dys = torch.randn(len(ids), 5, dtype=dtype)
+    y = emb(ids)
+    y.backward(dys)
+    t.update({"embedding.dy": dys, "embedding.y": y, "embedding.grad": emb.weight.grad.coalesce().to_dense()})
+
+    # Adagrad, element-wise (PyTorch's) and row-wise (written out), on the sum_weighted case.
+    def bag_with(w):
+        bag = torch.nn.EmbeddingBag(9, 5, mode="sum", sparse=True, include_last_offset=True).to(dtype)
+        with torch.no_grad():
+            bag.weight.copy_(w)
+        return bag
+
+    bag = bag_with(table)
+    opt = torch.optim.Adagrad(bag.parameters(), lr=0.1, lr_decay=0.01)
+    for dy in (dy1, dy2):
+        opt.zero_grad()
+        bag(ids, offsets, per_sample_weights=weights).backward(dy)
+        opt.step()
+    t["adagrad.table2"] = bag.weight.detach().clone()
+    w = table.clone()
+    acc = torch.zeros(9, dtype=dtype)
+    for step, dy in enumerate((dy1, dy2), start=1):
+        bag = bag_with(w)
+        bag(ids, offsets, per_sample_weights=weights).backward(dy)
+        g = bag.weight.grad.coalesce()
+        rows, values = g._indices()[0], g._values()
+        acc[rows] += (values * values).mean(dim=1)
+        clr = 0.1 / (1 + (step - 1) * 0.01)
+        w[rows] -= clr * values / (acc[rows].sqrt() + 1e-10)[:, None]
+    t["rowwise_adagrad.table2"] = w
     return t
 
 

@@ -16,6 +16,7 @@
 #include "moe/core/errors.hpp"
 #include "moe/core/rng.hpp"
 #include "moe/core/types.hpp"
+#include "moe/layers/row_sparse.hpp"
 
 namespace moe {
 
@@ -63,14 +64,6 @@ struct Bags {
     }
 };
 
-/// The gradient of a table as the rows a batch touched: `rows` sorted and unique, and column j of
-/// `values` (dim x rows.size()) the gradient of row rows[j] (duplicates in the batch summed).
-template <class T>
-struct RowSparseGrad {
-    std::vector<std::int64_t> rows;
-    Buffer<T> values;
-};
-
 /// A table of `rows` embeddings of size `dim`, pooled per bag: sum (optionally weighted per id),
 /// mean or max per dimension, as torch.nn.EmbeddingBag. Ids equal to padding_idx are left out of
 /// every bag (not counted by mean, never the max, no gradient) and that row starts at zero; an empty
@@ -86,12 +79,7 @@ public:
                  std::optional<std::int64_t> padding_idx = std::nullopt, std::string name = "moe::EmbeddingBag")
         : name_(std::move(name)), mode_(mode) {
         detail::require(rows > 0 && dim > 0, name_, ": rows and dim must be positive, got ", rows, " x ", dim);
-        if (padding_idx) {
-            const std::int64_t p = *padding_idx < 0 ? *padding_idx + rows : *padding_idx;
-            detail::require(p >= 0 && p < rows, name_, ": padding_idx ", *padding_idx, " is outside the table of ", rows,
-                            " rows");
-            padding_ = p;
-        }
+        padding_ = detail::padding_row(padding_idx, rows, name_);
         table_ = Matrix<T>::Zero(dim, rows);
     }
 
@@ -139,18 +127,8 @@ public:
                 order_.push_back(p);
                 ++count_[std::size_t(b)];
             }
-        std::sort(order_.begin(), order_.end(), [&](std::int64_t x, std::int64_t y) {
-            const std::int64_t ix = bags.ids[std::size_t(x)], iy = bags.ids[std::size_t(y)];
-            return ix != iy ? ix < iy : x < y;
-        });
-        grad_.rows.clear();
-        slot_of_.resize(bags.ids.size());
-        for (const std::int64_t p : order_) {
-            const std::int64_t id = bags.ids[std::size_t(p)];
-            if (grad_.rows.empty() || grad_.rows.back() != id) grad_.rows.push_back(id);
-            slot_of_[std::size_t(p)] = Index(grad_.rows.size()) - 1;
-        }
-        auto& g = grad_.values.zeros(d, Index(grad_.rows.size()));
+        detail::plan_row_gradients(bags.ids, order_, slot_of_, d, grad_);
+        auto& g = grad_.values.view();
         if (mode_ == PoolingMode::max) {
             for (Index b = 0; b < n; ++b)
                 for (Index i = 0; i < d; ++i)

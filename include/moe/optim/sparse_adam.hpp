@@ -5,7 +5,7 @@
 
 #include "moe/core/errors.hpp"
 #include "moe/core/types.hpp"
-#include "moe/layers/embedding_bag.hpp"
+#include "moe/layers/row_sparse.hpp"
 
 namespace moe {
 
@@ -31,20 +31,15 @@ public:
         m_ = Matrix<T>::Zero(dim, rows);
         v_ = Matrix<T>::Zero(dim, rows);
     }
-    explicit SparseAdam(const EmbeddingBag<T>& table, SparseAdamOptions o = {}) : SparseAdam(table.rows(), table.dim(), o) {}
+    /// For an EmbeddingBag or Embedding.
+    template <class Table>
+    explicit SparseAdam(const Table& table, SparseAdamOptions o = {}) : SparseAdam(table.rows(), table.dim(), o) {}
 
     /// One step of `table` (dim x rows) with the row-sparse gradient g (rows sorted and unique, as
     /// EmbeddingBag::backward gives). Checks g against the table first: an error changes nothing.
     void step(Matrix<T>& table, const RowSparseGrad<T>& g) {
-        detail::require(table.rows() == m_.rows() && table.cols() == m_.cols(), "moe::SparseAdam::step: the table is ",
-                        table.rows(), " x ", table.cols(), ", the optimizer's state ", m_.rows(), " x ", m_.cols());
+        detail::check_row_sparse_grad(table, g, m_.cols(), m_.rows(), "moe::SparseAdam::step");
         const auto& gv = g.values.view();
-        detail::require(gv.rows() == m_.rows() && gv.cols() == Index(g.rows.size()), "moe::SparseAdam::step: ",
-                        g.rows.size(), " rows with gradients of ", gv.rows(), " x ", gv.cols());
-        for (std::size_t j = 0; j < g.rows.size(); ++j)
-            detail::require(g.rows[j] >= 0 && g.rows[j] < m_.cols() && (j == 0 || g.rows[j] > g.rows[j - 1]),
-                            "moe::SparseAdam::step: gradient row ", g.rows[j], " (entry ", j,
-                            ") is outside the table or not in increasing order");
         ++steps_;
         const double bc1 = 1 - std::pow(o_.beta1, double(steps_)), bc2 = 1 - std::pow(o_.beta2, double(steps_));
         const T step_size = T(o_.lr * std::sqrt(bc2) / bc1);
@@ -61,7 +56,10 @@ public:
             }
         }
     }
-    void step(EmbeddingBag<T>& table, const RowSparseGrad<T>& g) { step(table.table(), g); }
+    template <class Table>
+    void step(Table& table, const RowSparseGrad<T>& g) {
+        step(table.table(), g);
+    }
 
     long long steps() const { return steps_; }
     const Matrix<T>& exp_avg() const { return m_; }
