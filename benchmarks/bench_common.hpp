@@ -31,6 +31,7 @@ inline std::vector<std::int64_t> thread_counts() {
 /// Sets this row's OpenMP thread count; false (and the row skipped) without OpenMP for > 1 thread.
 inline bool set_threads(benchmark::State& state, std::int64_t threads) {
 #ifdef _OPENMP
+    (void)state;
     omp_set_num_threads(static_cast<int>(threads));
     return true;
 #else

@@ -1,0 +1,79 @@
+// ID embeddings: one training step of the embedding tables of a recommender's sparse features, as
+// the issue "Categorical and ID features" sets it: 26 features of dim 16, bags of 1 id (one-hot) or
+// 20 ids (multi-hot), batch 2048, per feature EmbeddingBag forward (sum), backward (row-sparse) and a
+// SparseAdam step. embedding_bag_scaling: one feature, 20-hot, at 1e4, 1e6 and 1e7 rows: the step
+// must not grow with the table. tools/compare_embedding_pytorch.py runs PyTorch's
+// EmbeddingBag(sparse=True) + SparseAdam on the same shapes. The layer runs on one thread today.
+#include <random>
+
+#include "bench_common.hpp"
+
+namespace {
+
+constexpr moe::Index kDim = 16, kBatch = 2048;
+constexpr int kBatchesCycled = 4;  // distinct batches of ids, so that the touched rows change per step
+
+/// The tables, their optimizers and a few batches of random ids per feature.
+struct Features {
+    std::vector<moe::EmbeddingBag<float>> tables;
+    std::vector<moe::SparseAdam<float>> adams;
+    std::vector<std::vector<moe::Bags<float>>> batches;  // [feature][batch]
+    moe::Matrix<float> dy = moe::Matrix<float>::Constant(kDim, kBatch, 1e-3f);
+
+    Features(moe::Index features, moe::Index rows, moe::Index hot) {
+        std::mt19937_64 gen(7);
+        std::uniform_int_distribution<std::int64_t> id(0, rows - 1);
+        tables.reserve(std::size_t(features));
+        adams.reserve(std::size_t(features));
+        for (moe::Index f = 0; f < features; ++f) {
+            tables.emplace_back(rows, kDim, moe::PoolingMode::sum);
+            tables.back().table().setConstant(0.01f);  // values do not matter for the time; N(0, 1) of 1e8 values would
+            adams.emplace_back(tables.back());
+            batches.emplace_back();
+            for (int b = 0; b < kBatchesCycled; ++b) {
+                std::vector<std::int64_t> ids(std::size_t(kBatch * hot));
+                for (auto& v : ids) v = id(gen);
+                batches.back().push_back(moe::Bags<float>::from_lengths(std::move(ids), std::vector<std::int64_t>(kBatch, hot)));
+            }
+        }
+    }
+    void step(int batch) {
+        for (std::size_t f = 0; f < tables.size(); ++f) {
+            benchmark::DoNotOptimize(tables[f].forward(batches[f][std::size_t(batch)]).data());
+            adams[f].step(tables[f], tables[f].backward(dy));
+        }
+    }
+};
+
+void run(benchmark::State& state, moe::Index features, moe::Index rows, moe::Index hot) {
+    Features f(features, rows, hot);
+    for (int b = 0; b < kBatchesCycled; ++b) f.step(b);  // every buffer at its size
+    int batch = 0;
+    for (auto _ : state) {
+        f.step(batch);
+        batch = (batch + 1) % kBatchesCycled;
+    }
+    state.SetItemsProcessed(state.iterations() * kBatch);
+}
+
+void embedding_bag_step(benchmark::State& s) { run(s, 26, s.range(0), s.range(1)); }
+void embedding_bag_scaling(benchmark::State& s) { run(s, 1, s.range(0), 20); }
+
+void register_all() {
+    benchmark::RegisterBenchmark("embedding_bag_step", embedding_bag_step)
+        ->ArgNames({"rows", "hot"})
+        ->ArgsProduct({{100000, 1000000}, {1, 20}})
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("embedding_bag_scaling", embedding_bag_scaling)
+        ->ArgNames({"rows"})
+        ->Args({10000})
+        ->Args({1000000})
+        ->Args({10000000})
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return moe::bench::run_benchmarks(argc, argv, register_all); }
