@@ -327,7 +327,11 @@ void gemm_many(Index count, Product&& product) {
         if (tiles > 0) copies += untransposed_size(g.trans_a, g.trans_b, g.m, g.n, g.k);
     }
     // Transposed operands read by several tiles: copied once each (see untransposed_size).
-    thread_local std::vector<GemmArgs<T>> plain;  // the products with those copies (grow-only)
+    // The products with those copies (grow-only). The tasks below run on other threads too: they
+    // must reach this thread's vector through a reference, not name the thread_local (each thread
+    // would see its own, empty one).
+    thread_local std::vector<GemmArgs<T>> plain_of_this_thread;
+    std::vector<GemmArgs<T>>& plain = plain_of_this_thread;
     const bool untransposed = copies > 0 && copies <= kMaxUntransposed;
     if (untransposed) {
         if (plain.size() < std::size_t(count)) plain.resize(std::size_t(count));
