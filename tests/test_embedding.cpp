@@ -243,6 +243,8 @@ TEST_CASE("SparseAdagrad: element-wise and row-wise, bad settings", "[embedding]
     SparseAdagradOptions o;
     o.lr = -1;
     CHECK_THROWS_WITH(SparseAdagrad<double>(7, 4, o), Contains("lr must be finite and >= 0"));
+    CHECK_THROWS_WITH(SparseAdagrad<double>(7, -1), Contains("rows and dim must be positive"));
+    CHECK_THROWS_WITH(SparseAdam<double>(0, 4), Contains("rows and dim must be positive"));
     o = {};
     o.rowwise = true;
     SparseAdagrad<double> rowwise(7, 4, o);

@@ -29,6 +29,7 @@ template <class T>
 class SparseAdagrad {
 public:
     SparseAdagrad(Index rows, Index dim, SparseAdagradOptions o = {}) : o_(o), dim_(dim) {
+        detail::require(rows > 0 && dim > 0, "moe::SparseAdagrad: rows and dim must be positive, got ", rows, " x ", dim);
         detail::require(o.lr >= 0 && std::isfinite(o.lr), "moe::SparseAdagrad: lr must be finite and >= 0, got ", o.lr);
         detail::require(o.lr_decay >= 0, "moe::SparseAdagrad: lr_decay must be >= 0, got ", o.lr_decay);
         detail::require(o.eps > 0, "moe::SparseAdagrad: eps must be > 0, got ", o.eps);

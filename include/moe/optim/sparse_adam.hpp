@@ -24,6 +24,7 @@ template <class T>
 class SparseAdam {
 public:
     SparseAdam(Index rows, Index dim, SparseAdamOptions o = {}) : o_(o) {
+        detail::require(rows > 0 && dim > 0, "moe::SparseAdam: rows and dim must be positive, got ", rows, " x ", dim);
         detail::require(o.lr >= 0 && std::isfinite(o.lr), "moe::SparseAdam: lr must be finite and >= 0, got ", o.lr);
         detail::require(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1,
                         "moe::SparseAdam: betas must be in [0, 1), got ", o.beta1, ", ", o.beta2);
