@@ -63,6 +63,11 @@
 #include "moe/optim/sparse_adagrad.hpp"
 #include "moe/optim/sparse_adam.hpp"
 #include "moe/optim/sgd.hpp"
+
+// ID features: the input block, its spec and batch, vocabularies and hashing, table optimizers.
+#include "moe/features/feature_model.hpp"
+#include "moe/features/table_optimizer.hpp"
+#include "moe/features/vocabulary.hpp"
 #include "moe/io/model_file.hpp"
 #include "moe/io/safetensors.hpp"
 #include "moe/io/spec_json.hpp"

@@ -42,7 +42,11 @@ void plan_row_gradients(const std::vector<std::int64_t>& ids, std::vector<std::i
         const std::int64_t ix = ids[std::size_t(x)], iy = ids[std::size_t(y)];
         return ix != iy ? ix < iy : x < y;
     });
+    // Room for as many rows as positions: batches of the same size with other ids (more distinct
+    // rows) then allocate nothing.
     grad.rows.clear();
+    grad.rows.reserve(order.size());
+    grad.values.reserve(dim * Index(order.size()));
     slot_of.resize(ids.size());
     for (const std::int64_t p : order) {
         const std::int64_t id = ids[std::size_t(p)];

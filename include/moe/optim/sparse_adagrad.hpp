@@ -28,6 +28,8 @@ struct SparseAdagradOptions {
 template <class T>
 class SparseAdagrad {
 public:
+    using Options = SparseAdagradOptions;
+
     SparseAdagrad(Index rows, Index dim, SparseAdagradOptions o = {}) : o_(o), dim_(dim) {
         detail::require(rows > 0 && dim > 0, "moe::SparseAdagrad: rows and dim must be positive, got ", rows, " x ", dim);
         detail::require(o.lr >= 0 && std::isfinite(o.lr), "moe::SparseAdagrad: lr must be finite and >= 0, got ", o.lr);

@@ -23,6 +23,8 @@ struct SparseAdamOptions {
 template <class T>
 class SparseAdam {
 public:
+    using Options = SparseAdamOptions;
+
     SparseAdam(Index rows, Index dim, SparseAdamOptions o = {}) : o_(o) {
         detail::require(rows > 0 && dim > 0, "moe::SparseAdam: rows and dim must be positive, got ", rows, " x ", dim);
         detail::require(o.lr >= 0 && std::isfinite(o.lr), "moe::SparseAdam: lr must be finite and >= 0, got ", o.lr);

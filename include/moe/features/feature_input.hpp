@@ -1,0 +1,229 @@
+#pragma once
+// FeatureInput: the input block of a model with ID features. It owns the embedding tables of a
+// FeatureSpec and turns a FeatureBatch into the features x B matrix the models take: the dense
+// part (normalised when the spec says so) on top, then one pooled vector per ID feature in the
+// spec's order. Its backward gives each table's row-sparse gradient; the dense part has no
+// parameters and gets no gradient.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "moe/core/buffer.hpp"
+#include "moe/core/errors.hpp"
+#include "moe/core/rng.hpp"
+#include "moe/features/feature_spec.hpp"
+#include "moe/layers/embedding_bag.hpp"
+#include "moe/layers/row_sparse.hpp"
+
+namespace moe {
+
+/// The input block: tables from the spec (each dim x rows, PyTorch's weight byte for byte, N(0, 1)
+/// with the padding row zero), pooled per feature. Shapes: forward(batch) is spec.width() x B;
+/// backward(dx) takes spec.width() x B. A table shared by several features gets one gradient, the
+/// features' parts added in the spec's order (the same bits every run).
+template <class T>
+class FeatureInput {
+public:
+    using Scalar = T;
+
+    explicit FeatureInput(FeatureSpec spec, std::string name = "moe::FeatureInput")
+        : spec_(detail::checked_feature_spec(spec, name)), name_(std::move(name)) {
+        for (const TableSpec& t : spec_.tables) {
+            tables_.push_back(Matrix<T>::Zero(t.dim, t.rows));
+            padding_.push_back(detail::padding_row(t.padding_idx, t.rows, name_));
+        }
+        Index row = spec_.dense;
+        for (const SparseFeatureSpec& f : spec_.sparse) {
+            const Index t = spec_.table_index(f.table);
+            table_of_.push_back(t);
+            first_row_.push_back(row);
+            row += spec_.tables[std::size_t(t)].dim;
+            pooling_.emplace_back(f.pooling, padding_[std::size_t(t)], name_ + " feature '" + f.name + "'");
+        }
+        if (!spec_.dense_mean.empty()) {
+            mean_ = Eigen::Map<const Vector<double>>(spec_.dense_mean.data(), spec_.dense).template cast<T>();
+            inv_std_ = Eigen::Map<const Vector<double>>(spec_.dense_std.data(), spec_.dense).cwiseInverse().template cast<T>();
+        }
+        width_ = row;
+        grads_.resize(spec_.tables.size());
+        merged_.resize(spec_.tables.size());
+    }
+
+    const FeatureSpec& spec() const { return spec_; }
+    const std::string& name() const { return name_; }
+    /// Features per sample of the output: spec().width().
+    Index width() const { return width_; }
+    Index tables() const { return Index(tables_.size()); }
+    /// Table i of the spec, dim x rows.
+    Matrix<T>& table(Index i) { return tables_.at(std::size_t(i)); }
+    const Matrix<T>& table(Index i) const { return tables_.at(std::size_t(i)); }
+    /// The table called `name`; throws config_error naming it when there is none.
+    Matrix<T>& table(const std::string& name) { return tables_[std::size_t(checked_table(name))]; }
+    const Matrix<T>& table(const std::string& name) const { return tables_[std::size_t(checked_table(name))]; }
+
+    /// N(0, 1) as torch.nn.EmbeddingBag, padding rows zero; tables in the spec's order.
+    void reset_parameters(Rng& rng) {
+        for (std::size_t t = 0; t < tables_.size(); ++t) {
+            Matrix<T>& w = tables_[t];
+            for (Index i = 0; i < w.size(); ++i) w.data()[i] = T(rng.normal());
+            if (padding_[t]) w.col(Index(*padding_[t])).setZero();
+        }
+    }
+
+    /// The batch size of `batch`, after checking all of it against the spec: the dense matrix's
+    /// shape, every feature present and no unknown one, B bags per feature, offsets, ids inside the
+    /// tables, lengths within max_length, finite per-id weights (sum pooling only). Errors name the
+    /// feature and the value.
+    Index check(const FeatureBatch<T>& batch) const {
+        for (const auto& [key, bags] : batch.sparse) {
+            bool known = false;
+            for (const auto& f : spec_.sparse) known = known || f.name == key;
+            if (!known) throw config_error(detail::concat(name_, ": the batch has feature '", key, "', which the spec does not have",
+                                                          known_features()));
+        }
+        Index b = -1;
+        if (spec_.dense > 0) {
+            if (batch.dense.rows() != spec_.dense)
+                throw shape_error(detail::concat(name_, ": the dense features are ", batch.dense.rows(), " x ", batch.dense.cols(),
+                                                 ", the spec has ", spec_.dense, " dense features"));
+            b = batch.dense.cols();
+        } else if (batch.dense.rows() != 0) {
+            throw shape_error(detail::concat(name_, ": the batch has ", batch.dense.rows(), " dense features, the spec none"));
+        }
+        for (std::size_t i = 0; i < spec_.sparse.size(); ++i) {
+            const SparseFeatureSpec& f = spec_.sparse[i];
+            const auto it = batch.sparse.find(f.name);
+            if (it == batch.sparse.end()) throw config_error(detail::concat(name_, ": the batch has no feature '", f.name, "'"));
+            const Bags<T>& bags = it->second;
+            if (b < 0) b = bags.size();
+            if (bags.size() != b)
+                throw shape_error(detail::concat(name_, ": feature '", f.name, "' has ", bags.size(), " bags, the batch has ", b,
+                                                 " samples"));
+            pooling_[i].check(bags, tables_[std::size_t(table_of_[i])].cols());
+            if (f.max_length > 0)
+                for (Index s = 0; s < b; ++s) {
+                    const std::int64_t len = bags.offsets[std::size_t(s) + 1] - bags.offsets[std::size_t(s)];
+                    detail::require(len <= f.max_length, name_, ": feature '", f.name, "': sample ", s, " has ", len,
+                                    " ids, more than its max_length ", f.max_length);
+                }
+        }
+        return b;
+    }
+
+    /// Training forward: width x B. Checks the whole batch first (check()). Keeps pointers to the
+    /// batch's bags: the batch must stay alive and unchanged until backward.
+    const MatrixView<T>& forward(const FeatureBatch<T>& batch) {
+        const Index b = check(batch);
+        auto& y = out_.resize(width(), b);
+        put_dense(batch, y);
+        for (std::size_t i = 0; i < spec_.sparse.size(); ++i) {
+            const Matrix<T>& w = tables_[std::size_t(table_of_[i])];
+            pooling_[i].forward(w, batch.sparse.find(spec_.sparse[i].name)->second, y.middleRows(first_row_[i], w.rows()));
+        }
+        batch_ = b;
+        return y;
+    }
+
+    /// Evaluation into a caller-owned buffer; caches nothing, safe on a const input from many threads.
+    const MatrixView<T>& infer(const FeatureBatch<T>& batch, Buffer<T>& out) const {
+        const Index b = check(batch);
+        auto& y = out.resize(width(), b);
+        put_dense(batch, y);
+        for (std::size_t i = 0; i < spec_.sparse.size(); ++i) {
+            const Matrix<T>& w = tables_[std::size_t(table_of_[i])];
+            pooling_[i].pool(w, batch.sparse.find(spec_.sparse[i].name)->second, y.middleRows(first_row_[i], w.rows()), nullptr);
+        }
+        return y;
+    }
+
+    /// Back-propagates dx (width x B, the gradient of forward's output) into the tables' row-sparse
+    /// gradients (grad()). They hold the last backward's gradient: they are replaced, not added to.
+    void backward(const ConstView<T>& dx) {
+        detail::require(batch_ >= 0, name_, "::backward: no forward before it");
+        detail::check_shape(dx, width(), batch_, name_, "backward", "gradient");
+        for (std::size_t t = 0; t < tables_.size(); ++t) grads_[t] = nullptr;
+        for (std::size_t i = 0; i < spec_.sparse.size(); ++i) {
+            const std::size_t t = std::size_t(table_of_[i]);
+            const Index dim = tables_[t].rows();
+            const RowSparseGrad<T>& g =
+                pooling_[i].backward(dim, ConstView<T>(dx.data() + first_row_[i], dim, dx.cols(), dx.outerStride()));
+            if (!grads_[t]) {
+                grads_[t] = &g;
+            } else if (grads_[t] != &merged_[t]) {  // a shared table: the first two features' rows added
+                add_rows(*grads_[t], g, merged_[t]);
+                grads_[t] = &merged_[t];
+            } else {  // a third feature or more: through scratch (grow-only buffers, no allocation)
+                add_rows(merged_[t], g, scratch_);
+                merged_[t].rows.assign(scratch_.rows.begin(), scratch_.rows.end());
+                merged_[t].values.resize(scratch_.values.view().rows(), scratch_.values.view().cols()) = scratch_.values.view();
+            }
+        }
+    }
+
+    /// The row-sparse gradient of table i from the last backward (no rows when no feature uses it).
+    const RowSparseGrad<T>& grad(Index i) const {
+        const RowSparseGrad<T>* g = grads_.at(std::size_t(i));
+        return g ? *g : empty_;
+    }
+
+private:
+    Index checked_table(const std::string& name) const {
+        const Index t = spec_.table_index(name);
+        detail::require(t >= 0, name_, ": no table called '", name, "'");
+        return t;
+    }
+
+    std::string known_features() const {
+        std::string s = " (its ID features:";
+        for (const auto& f : spec_.sparse) s += " '" + f.name + "'";
+        return s + ")";
+    }
+
+    void put_dense(const FeatureBatch<T>& batch, MatrixView<T>& y) const {
+        if (spec_.dense == 0) return;
+        if (mean_.size() == 0)
+            y.topRows(spec_.dense) = batch.dense;
+        else
+            y.topRows(spec_.dense) = ((batch.dense.colwise() - mean_).array().colwise() * inv_std_.array()).matrix();
+    }
+
+    /// out = a + b, both sorted by row: the union of their rows, values added where both have one.
+    static void add_rows(const RowSparseGrad<T>& a, const RowSparseGrad<T>& b, RowSparseGrad<T>& out) {
+        const auto& av = a.values.view();
+        const auto& bv = b.values.view();
+        out.rows.clear();
+        out.rows.reserve(a.rows.size() + b.rows.size());  // the most a union can hold: no allocation next time
+        out.values.reserve(av.rows() * Index(a.rows.size() + b.rows.size()));
+        std::size_t i = 0, j = 0;
+        while (i < a.rows.size() || j < b.rows.size()) {
+            if (j == b.rows.size() || (i < a.rows.size() && a.rows[i] <= b.rows[j])) {
+                if (j < b.rows.size() && a.rows[i] == b.rows[j]) ++j;
+                out.rows.push_back(a.rows[i++]);
+            } else {
+                out.rows.push_back(b.rows[j++]);
+            }
+        }
+        auto& ov = out.values.zeros(av.rows(), Index(out.rows.size()));
+        i = j = 0;
+        for (std::size_t k = 0; k < out.rows.size(); ++k) {
+            if (i < a.rows.size() && a.rows[i] == out.rows[k]) ov.col(Index(k)) += av.col(Index(i++));
+            if (j < b.rows.size() && b.rows[j] == out.rows[k]) ov.col(Index(k)) += bv.col(Index(j++));
+        }
+    }
+
+    FeatureSpec spec_;
+    std::string name_;
+    std::vector<Matrix<T>> tables_;
+    std::vector<std::optional<std::int64_t>> padding_;
+    std::vector<Index> table_of_, first_row_;  // per ID feature: its table, its first output row
+    std::vector<detail::BagPooling<T>> pooling_;
+    Vector<T> mean_, inv_std_;
+    Index width_ = 0;
+    Buffer<T> out_;
+    Index batch_ = -1;
+    std::vector<const RowSparseGrad<T>*> grads_;  // per table: its gradient of the last backward
+    std::vector<RowSparseGrad<T>> merged_;        // per shared table: the features' gradients added
+    RowSparseGrad<T> scratch_, empty_;
+};
+
+}  // namespace moe

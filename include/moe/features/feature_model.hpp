@@ -1,0 +1,95 @@
+#pragma once
+// FeatureModel: a multi-task model (MMoE, OMoE, SharedBottom, PLE, CGC, SparseMMoE) behind a
+// FeatureInput, so that it learns from ID features as well as dense ones.
+//
+//   FeatureModel<MMoE<float>> model(features, mmoe_spec, /*seed=*/1);  // mmoe_spec.input = 0: taken from features
+//   Adam<float> adam(model.params());                                   // the dense parameters
+//   TableOptimizer<float> tables(model.input());                         // SparseAdam on every table
+//   auto& out = model.forward(batch); loss.forward(out, labels); model.zero_grad();
+//   model.backward(loss.backward()); adam.step(); tables.step(model.input());
+#include <cstdint>
+#include <vector>
+
+#include "moe/core/model.hpp"
+#include "moe/core/module.hpp"
+#include "moe/features/feature_input.hpp"
+#include "moe/models/inference.hpp"
+
+namespace moe {
+
+/// What predict() of a FeatureModel reuses between calls: the input block's output and the
+/// model's workspace. One per calling thread.
+template <class T>
+struct FeatureWorkspace {
+    Buffer<T> input;
+    InferenceWorkspace<T> model;
+};
+
+/// A FeatureInput in front of a Model<Net>. Shapes: a FeatureBatch of B samples in; per task the
+/// tower output (outputs x B) out, as Net's. The net's spec takes the input's width as its `input`
+/// (0 in the spec means exactly that; any other value must equal it). The dense parameters are
+/// params() (train them with Adam/AdamW/SGD); the tables are input().table(i), with row-sparse
+/// gradients input().grad(i) (train them with a TableOptimizer).
+template <class Net>
+class FeatureModel {
+public:
+    using Scalar = typename Net::Scalar;
+    using T = Scalar;
+
+    /// The net is initialised from `seed` as Model<Net>(spec, seed) would be; the tables from a
+    /// second stream of the same seed.
+    FeatureModel(const FeatureSpec& features, typename Net::Spec spec, std::uint64_t seed = 0)
+        : input_(features), net_(with_input(std::move(spec), input_.width()), seed) {
+        reset_tables(seed);
+    }
+
+    FeatureInput<T>& input() { return input_; }
+    const FeatureInput<T>& input() const { return input_; }
+    Model<Net>& net() { return net_; }
+    const Model<Net>& net() const { return net_; }
+    ParameterStore<T>& params() { return net_.params(); }
+    const auto& tasks() const { return net_.tasks(); }
+    void zero_grad() { net_.zero_grad(); }
+    void train() { net_.train(); }
+    void eval() { net_.eval(); }
+    /// The net's auxiliary loss (e.g. a DSelect-k gate's regulariser), 0 when it has none.
+    double aux_loss() const {
+        if constexpr (detail::has_aux_loss<Net>::value) return net_.aux_loss();
+        return 0.0;
+    }
+
+    /// Re-initialises the net and the tables from a seed, as the constructor does.
+    void reset_parameters(std::uint64_t seed) {
+        net_.reset_parameters(seed);
+        reset_tables(seed);
+    }
+
+    /// Training forward. The batch must stay alive and unchanged until backward.
+    const std::vector<ConstView<T>>& forward(const FeatureBatch<T>& batch) { return net_.forward(input_.forward(batch)); }
+
+    /// Adds the dense parameters' gradients and replaces the tables' row-sparse gradients.
+    void backward(const std::vector<ConstView<T>>& doutputs) { input_.backward(net_.backward(doutputs, true)); }
+
+    /// Predictions after the heads, per task, evaluation semantics; safe from several threads, one
+    /// workspace each.
+    const std::vector<ConstView<T>>& predict(const FeatureBatch<T>& batch, FeatureWorkspace<T>& ws) const {
+        return net_.predict(input_.infer(batch, ws.input), ws.model);
+    }
+
+private:
+    static typename Net::Spec with_input(typename Net::Spec spec, Index width) {
+        detail::require(spec.input == 0 || spec.input == width, "moe::FeatureModel: the model's spec has input ", spec.input,
+                        " but the features give ", width, " per sample (set input to 0 to take it from the features)");
+        spec.input = width;
+        return spec;
+    }
+    void reset_tables(std::uint64_t seed) {
+        Rng rng(seed ^ 0x7AB1E5ULL);
+        input_.reset_parameters(rng);
+    }
+
+    FeatureInput<T> input_;
+    Model<Net> net_;
+};
+
+}  // namespace moe

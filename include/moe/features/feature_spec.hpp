@@ -1,0 +1,123 @@
+#pragma once
+// The description of a model's input: dense features and ID features looked up in embedding
+// tables, and the batch that carries them (torchrec's KeyedJaggedTensor, in moe's terms).
+//
+//   FeatureSpec spec;
+//   spec.dense = 13;                                        // 13 dense numbers per sample
+//   spec.add_table("items", 100000, 16);                    // a table of 100k rows of 16
+//   spec.add_table("users", 50000, 16);
+//   spec.add_feature("item_id", "items", PoolingMode::sum); // one id per sample
+//   spec.add_feature("recent_items", "items", PoolingMode::mean, 50); // the same table, up to 50 ids
+//   spec.add_feature("user_id", "users", PoolingMode::sum);
+//   spec.width();                                           // 13 + 16 + 16 + 16 = 61
+//
+// The input layer (FeatureInput) concatenates, per sample, the dense features (normalised when a
+// mean and std are given) and one pooled vector per ID feature, in the order of the spec.
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "moe/core/errors.hpp"
+#include "moe/core/types.hpp"
+#include "moe/layers/embedding_bag.hpp"
+
+namespace moe {
+
+/// An embedding table: `rows` ids, vectors of `dim`; optional padding row (as torch's padding_idx).
+struct TableSpec {
+    std::string name;
+    Index rows = 0;
+    Index dim = 0;
+    std::optional<std::int64_t> padding_idx;
+};
+
+/// An ID feature: a bag of ids per sample, looked up in `table` and pooled. max_length > 0 refuses
+/// bags longer than that (a history of at most that many items); 0 means no limit.
+struct SparseFeatureSpec {
+    std::string name;
+    std::string table;
+    PoolingMode pooling = PoolingMode::sum;
+    Index max_length = 0;
+};
+
+/// A model's input: `dense` numbers per sample, then one pooled vector per ID feature.
+/// dense_mean and dense_std (empty, or one per dense feature) normalise the dense part:
+/// (x - mean) / std. Tables may be shared by several features.
+struct FeatureSpec {
+    Index dense = 0;
+    std::vector<double> dense_mean, dense_std;
+    std::vector<TableSpec> tables;
+    std::vector<SparseFeatureSpec> sparse;
+
+    FeatureSpec& add_table(std::string name, Index rows, Index dim, std::optional<std::int64_t> padding_idx = std::nullopt) {
+        tables.push_back({std::move(name), rows, dim, padding_idx});
+        return *this;
+    }
+    FeatureSpec& add_feature(std::string name, std::string table, PoolingMode pooling = PoolingMode::sum,
+                             Index max_length = 0) {
+        sparse.push_back({std::move(name), std::move(table), pooling, max_length});
+        return *this;
+    }
+
+    /// The index of the table called `name`, or -1.
+    Index table_index(const std::string& name) const {
+        for (std::size_t i = 0; i < tables.size(); ++i)
+            if (tables[i].name == name) return Index(i);
+        return -1;
+    }
+
+    /// Features per sample after the input layer: dense + the dims of the ID features' tables.
+    Index width() const {
+        Index w = dense;
+        for (const auto& f : sparse)
+            if (const Index t = table_index(f.table); t >= 0) w += tables[std::size_t(t)].dim;
+        return w;
+    }
+};
+
+/// One batch of B samples for a FeatureSpec: `dense` is dense x B (it may be 0 x B, or empty when
+/// the spec has no dense features), `sparse` maps every ID feature's name to B bags of ids.
+template <class T>
+struct FeatureBatch {
+    Matrix<T> dense;
+    std::map<std::string, Bags<T>> sparse;
+};
+
+namespace detail {
+
+/// Checks a spec; returns it. Errors name `layer` and the table or feature.
+inline const FeatureSpec& checked_feature_spec(const FeatureSpec& s, const std::string& layer) {
+    require(s.dense >= 0, layer, ": dense must be >= 0, got ", s.dense);
+    require(s.dense > 0 || !s.sparse.empty(), layer, ": no features (dense is 0 and there are no ID features)");
+    for (const auto* v : {&s.dense_mean, &s.dense_std})
+        require(v->empty() || Index(v->size()) == s.dense, layer, ": dense_mean and dense_std need one entry per dense feature (",
+                s.dense, "), got ", v->size());
+    require(s.dense_mean.empty() == s.dense_std.empty(), layer, ": give both dense_mean and dense_std, or neither");
+    for (std::size_t i = 0; i < s.dense_mean.size(); ++i) {
+        require(std::isfinite(s.dense_mean[i]), layer, ": dense_mean[", i, "] is ", s.dense_mean[i]);
+        require(std::isfinite(s.dense_std[i]) && s.dense_std[i] > 0, layer, ": dense_std[", i, "] must be finite and > 0, got ",
+                s.dense_std[i]);
+    }
+    for (std::size_t i = 0; i < s.tables.size(); ++i) {
+        const TableSpec& t = s.tables[i];
+        require(!t.name.empty(), layer, ": table ", i, " has no name");
+        require(s.table_index(t.name) == Index(i), layer, ": two tables are called '", t.name, "'");
+        require(t.rows > 0 && t.dim > 0, layer, ": table '", t.name, "' must have positive rows and dim, got ", t.rows, " x ",
+                t.dim);
+        padding_row(t.padding_idx, t.rows, layer + ": table '" + t.name + "'");
+    }
+    for (std::size_t i = 0; i < s.sparse.size(); ++i) {
+        const SparseFeatureSpec& f = s.sparse[i];
+        require(!f.name.empty(), layer, ": ID feature ", i, " has no name");
+        for (std::size_t j = 0; j < i; ++j) require(s.sparse[j].name != f.name, layer, ": two ID features are called '", f.name, "'");
+        require(s.table_index(f.table) >= 0, layer, ": feature '", f.name, "' uses table '", f.table, "', which the spec does not have");
+        require(f.max_length >= 0, layer, ": feature '", f.name, "': max_length must be >= 0 (0: no limit), got ", f.max_length);
+    }
+    return s;
+}
+
+}  // namespace detail
+}  // namespace moe

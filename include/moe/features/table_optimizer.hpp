@@ -1,0 +1,42 @@
+#pragma once
+// TableOptimizer: one sparse optimizer per table of a FeatureInput, stepped together.
+#include <vector>
+
+#include "moe/features/feature_input.hpp"
+#include "moe/optim/sparse_adagrad.hpp"
+#include "moe/optim/sparse_adam.hpp"
+
+namespace moe {
+
+/// Steps every table of a FeatureInput with its row-sparse gradient of the last backward: Opt is
+/// SparseAdam<T> (the default) or SparseAdagrad<T> (element-wise or row-wise), each table with its
+/// own state, all with the same options. The dense parameters keep their own optimizer (Adam,
+/// AdamW, SGD on the model's params()): the two together are one training step.
+template <class T, class Opt = SparseAdam<T>>
+class TableOptimizer {
+public:
+    explicit TableOptimizer(const FeatureInput<T>& input, typename Opt::Options options = {}) {
+        for (Index t = 0; t < input.tables(); ++t) opt_.emplace_back(input.table(t).cols(), input.table(t).rows(), options);
+    }
+
+    /// One step of every table a gradient touched. All gradients are checked against their tables
+    /// first: an error changes no table and no state.
+    void step(FeatureInput<T>& input) {
+        detail::require(input.tables() == Index(opt_.size()), "moe::TableOptimizer::step: built for ", opt_.size(),
+                        " tables, the input has ", input.tables());
+        for (Index t = 0; t < input.tables(); ++t)
+            if (!input.grad(t).rows.empty())
+                detail::check_row_sparse_grad(input.table(t), input.grad(t), input.table(t).cols(), input.table(t).rows(),
+                                              "moe::TableOptimizer::step");
+        for (Index t = 0; t < input.tables(); ++t)
+            if (!input.grad(t).rows.empty()) opt_[std::size_t(t)].step(input.table(t), input.grad(t));
+    }
+
+    /// The optimizer of table t (its state, e.g. for saving).
+    Opt& table_optimizer(Index t) { return opt_.at(std::size_t(t)); }
+
+private:
+    std::vector<Opt> opt_;
+};
+
+}  // namespace moe

@@ -1,0 +1,378 @@
+// ID features in the models: FeatureSpec checks, FeatureInput's layout against EmbeddingBag,
+// shared tables, gradient checks of an MMoE, PLE and SparseMMoE behind a FeatureInput, bad batches
+// (errors name the feature and change nothing), TableOptimizer, hashing and vocabularies, and an
+// MMoE that learns from an ID what the dense features cannot tell it.
+#include <cmath>
+
+#include "support/catch.hpp"
+#include "support/gradcheck.hpp"
+#include "support/specs.hpp"
+
+// Everything below in the file's own namespace: the tests are compiled as one program (unity build).
+namespace test_features {
+
+using namespace moe;
+using Catch::Matchers::Contains;
+
+namespace {
+/// 2 dense features (normalised), an item table shared by item_id (sum) and recent_items (mean,
+/// padding row 0, at most 4 ids), a user table pooled by max, and a category with per-id weights.
+FeatureSpec small_features() {
+    FeatureSpec s;
+    s.dense = 2;
+    s.dense_mean = {0.5, -1.0};
+    s.dense_std = {2.0, 0.5};
+    s.add_table("items", 9, 3, 0).add_table("users", 5, 2).add_table("categories", 4, 2);
+    s.add_feature("item_id", "items")
+        .add_feature("recent_items", "items", PoolingMode::mean, 4)
+        .add_feature("user_id", "users", PoolingMode::max)
+        .add_feature("category", "categories", PoolingMode::sum);
+    return s;
+}
+
+/// Five samples: repeated ids, an empty history, a history of padding only, weighted categories.
+FeatureBatch<double> small_batch() {
+    FeatureBatch<double> b;
+    b.dense = moe::testing::random_matrix(2, 5, 21);
+    b.sparse["item_id"] = Bags<double>::from_lengths({3, 5, 5, 8, 1}, {1, 1, 1, 1, 1});
+    b.sparse["recent_items"] = Bags<double>::from_lengths({5, 2, 2, 0, 0, 7, 3, 8, 1, 6}, {3, 0, 2, 4, 1});
+    b.sparse["user_id"] = Bags<double>::from_lengths({1, 4, 0, 2, 2, 3}, {2, 1, 1, 0, 2});
+    b.sparse["category"] = Bags<double>::from_lengths({1, 3, 2, 0, 1, 2}, {2, 1, 1, 1, 1}, {0.5, 2.0, 1.0, -1.5, 3.0, 0.25});
+    return b;
+}
+
+/// The row-sparse gradient of a table as a dense dim x rows matrix.
+Matrix<double> dense_grad(const RowSparseGrad<double>& g, const Matrix<double>& table) {
+    Matrix<double> d = Matrix<double>::Zero(table.rows(), table.cols());
+    for (std::size_t j = 0; j < g.rows.size(); ++j) d.col(Index(g.rows[j])) = g.values.view().col(Index(j));
+    return d;
+}
+
+/// Gradient check of a FeatureModel through a MultiTaskLoss: every table entry, every parameter.
+template <class Net>
+double gradcheck_feature_model(FeatureModel<Net>& model, const FeatureBatch<double>& batch) {
+    MultiTaskLoss<double> loss(model.tasks());
+    const Matrix<double> y = moe::testing::labels_for(model.tasks(), 5, 12);
+    model.train();
+    moe::testing::freeze_dropout(model.net());
+    auto f = [&] { return loss.forward(model.forward(batch), y) + model.aux_loss(); };
+    model.zero_grad();
+    f();
+    model.backward(loss.backward());
+    std::vector<moe::testing::Probe> probes;
+    for (Index t = 0; t < model.input().tables(); ++t) {
+        const Matrix<double> g = dense_grad(model.input().grad(t), model.input().table(t));
+        probes.push_back({model.input().spec().tables[std::size_t(t)].name, model.input().table(t).data(),
+                          std::vector<double>(g.data(), g.data() + g.size())});
+    }
+    moe::testing::add_parameter_probes(model.net(), probes);
+    const auto r = moe::testing::check_gradients(f, probes);
+    INFO(r.report << "worst: " << r.worst);
+    return r.max_error;
+}
+}  // namespace
+
+TEST_CASE("FeatureInput: dense part normalised on top, then each feature pooled from its table", "[features]") {
+    FeatureInput<double> in(small_features());
+    REQUIRE(in.width() == 2 + 3 + 3 + 2 + 2);
+    Rng rng(5);
+    in.reset_parameters(rng);
+    CHECK(in.table("items").col(0).isZero());  // the padding row
+    const FeatureBatch<double> batch = small_batch();
+    const Matrix<double> x = in.forward(batch);
+    REQUIRE(x.rows() == 12);
+    REQUIRE(x.cols() == 5);
+    CHECK((x.row(0).array() - (batch.dense.row(0).array() - 0.5) / 2.0).abs().maxCoeff() < 1e-15);
+    CHECK((x.row(1).array() - (batch.dense.row(1).array() + 1.0) / 0.5).abs().maxCoeff() < 1e-15);
+    // Each block equals an EmbeddingBag with the same table and pooling.
+    const std::vector<std::pair<Index, Index>> blocks{{2, 3}, {5, 3}, {8, 2}, {10, 2}};
+    for (std::size_t i = 0; i < 4; ++i) {
+        const SparseFeatureSpec& f = in.spec().sparse[i];
+        const TableSpec& t = in.spec().tables[std::size_t(in.spec().table_index(f.table))];
+        EmbeddingBag<double> bag(t.rows, t.dim, f.pooling, t.padding_idx);
+        bag.table() = in.table(f.table);
+        const Matrix<double> expected = bag.forward(batch.sparse.at(f.name));
+        CHECK((x.middleRows(blocks[i].first, blocks[i].second) - expected).cwiseAbs().maxCoeff() == 0.0);
+    }
+    // Inference gives the same matrix without touching the layer's state.
+    Buffer<double> out;
+    CHECK((in.infer(batch, out) - x).cwiseAbs().maxCoeff() == 0.0);
+}
+
+TEST_CASE("FeatureInput: a shared table's gradient is the sum of its features' gradients", "[features]") {
+    FeatureSpec s = small_features();
+    s.add_feature("similar_items", "items", PoolingMode::sum);  // a third feature on the items table
+    FeatureInput<double> in(s);
+    Rng rng(6);
+    in.reset_parameters(rng);
+    FeatureBatch<double> batch = small_batch();
+    batch.sparse["similar_items"] = Bags<double>::from_lengths({8, 8, 4, 6}, {0, 2, 1, 0, 1});
+    in.forward(batch);
+    const Matrix<double> dx = moe::testing::random_matrix(in.width(), 5, 9);
+    in.backward(dx);
+    const Matrix<double> shared = dense_grad(in.grad(0), in.table(0));
+    Matrix<double> expected = Matrix<double>::Zero(3, 9);
+    const std::vector<Index> first_rows{2, 5, 12};
+    const std::vector<std::string> names{"item_id", "recent_items", "similar_items"};
+    for (std::size_t i = 0; i < 3; ++i) {
+        EmbeddingBag<double> bag(9, 3, s.sparse[i == 2 ? 4 : i].pooling, 0);
+        bag.table() = in.table(0);
+        bag.forward(batch.sparse.at(names[i]));
+        expected += dense_grad(bag.backward(dx.middleRows(first_rows[i], 3)), bag.table());
+    }
+    CHECK((shared - expected).cwiseAbs().maxCoeff() < 1e-14);
+    CHECK(std::is_sorted(in.grad(0).rows.begin(), in.grad(0).rows.end()));
+}
+
+TEST_CASE("FeatureModel: gradient checks of MMoE, PLE and SparseMMoE behind a feature input", "[features][gradcheck]") {
+    const FeatureBatch<double> batch = small_batch();
+    MMoESpec m = moe::testing::small_mmoe();
+    m.input = 0;  // taken from the features
+    m.batchnorm = true;
+    m.tower_dropout = 0.25;
+    FeatureModel<MMoE<double>> mmoe(small_features(), m, 1);
+    CHECK(mmoe.net().in_features() == 12);
+    CHECK(gradcheck_feature_model(mmoe, batch) < 1e-6);
+    PLESpec p = moe::testing::small_ple();
+    p.input = 12;
+    FeatureModel<PLE<double>> ple(small_features(), p, 2);
+    CHECK(gradcheck_feature_model(ple, batch) < 1e-6);
+    SparseMMoESpec sp = moe::testing::small_sparse_mmoe();
+    sp.input = 0;
+    FeatureModel<SparseMMoE<double>> sparse(small_features(), sp, 3);
+    CHECK(gradcheck_feature_model(sparse, batch) < 1e-6);
+    SharedBottomSpec b = moe::testing::small_shared_bottom();
+    b.input = 0;
+    FeatureModel<SharedBottom<double>> bottom(small_features(), b, 4);
+    CHECK(gradcheck_feature_model(bottom, batch) < 1e-6);
+}
+
+TEST_CASE("FeatureModel: predict equals the evaluation forward", "[features]") {
+    MMoESpec m = moe::testing::small_mmoe({binary_task("click"), regression_task("watch")});
+    m.input = 0;
+    m.batchnorm = true;
+    FeatureModel<MMoE<float>> model(small_features(), m, 7);
+    FeatureBatch<float> batch;
+    const FeatureBatch<double> b = small_batch();
+    batch.dense = b.dense.cast<float>();
+    for (const auto& [name, bags] : b.sparse) {
+        Bags<float> fb;
+        fb.ids = bags.ids;
+        fb.offsets = bags.offsets;
+        fb.weights.assign(bags.weights.begin(), bags.weights.end());
+        batch.sparse[name] = fb;
+    }
+    model.eval();
+    const auto& out = model.forward(batch);
+    const Matrix<float> logit = out[0];
+    FeatureWorkspace<float> ws;
+    const auto& pred = model.predict(batch, ws);
+    CHECK((pred[0].array() - 1.0f / (1.0f + (-logit.array()).exp())).abs().maxCoeff() < 1e-6f);
+}
+
+TEST_CASE("FeatureSpec and FeatureModel: bad specs are refused with the table or feature named", "[features][errors]") {
+    auto refused = [](FeatureSpec s, const std::string& what) {
+        INFO(what);
+        CHECK_THROWS_WITH(FeatureInput<float>(s), Contains(what));
+    };
+    FeatureSpec s = small_features();
+    s.sparse[1].table = "itemz";
+    refused(s, "feature 'recent_items' uses table 'itemz'");
+    s = small_features();
+    s.add_table("items", 3, 3);
+    refused(s, "two tables are called 'items'");
+    s = small_features();
+    s.add_feature("user_id", "users");
+    refused(s, "two ID features are called 'user_id'");
+    s = small_features();
+    s.tables[1].dim = 0;
+    refused(s, "table 'users' must have positive rows and dim");
+    s = small_features();
+    s.tables[0].padding_idx = 9;
+    refused(s, "padding_idx 9 is outside the table of 9 rows");
+    s = small_features();
+    s.dense_std[1] = 0;
+    refused(s, "dense_std[1] must be finite and > 0");
+    s = small_features();
+    s.dense_mean = {1.0};
+    refused(s, "one entry per dense feature (2), got 1");
+    s = small_features();
+    s.sparse[0].max_length = -1;
+    refused(s, "feature 'item_id': max_length must be >= 0");
+    refused(FeatureSpec{}, "no features");
+    MMoESpec m = moe::testing::small_mmoe();
+    m.input = 5;
+    CHECK_THROWS_WITH(FeatureModel<MMoE<float>>(small_features(), m), Contains("the model's spec has input 5 but the features give 12"));
+}
+
+TEST_CASE("FeatureModel: a bad batch is refused naming the feature, and changes nothing", "[features][errors]") {
+    MMoESpec m = moe::testing::small_mmoe({binary_task("click")});
+    m.input = 0;
+    FeatureModel<MMoE<double>> model(small_features(), m, 3);
+    TableOptimizer<double> tables(model.input());
+    MultiTaskLoss<double> loss(model.tasks());
+    const Matrix<double> y = moe::testing::labels_for(model.tasks(), 5, 1);
+    // One good step, so that the optimizer has state to keep.
+    FeatureBatch<double> good = small_batch();
+    loss.forward(model.forward(good), y);
+    model.backward(loss.backward());
+    tables.step(model.input());
+    const Matrix<double> items = model.input().table(0);
+    const std::vector<std::int64_t> grad_rows = model.input().grad(0).rows;
+
+    auto refused = [&](FeatureBatch<double> bad, const std::string& what) {
+        INFO(what);
+        CHECK_THROWS_WITH(model.forward(bad), Contains(what));
+        CHECK((model.input().table(0) - items).cwiseAbs().maxCoeff() == 0.0);
+        CHECK(model.input().grad(0).rows == grad_rows);
+    };
+    FeatureBatch<double> bad = good;
+    bad.sparse["item_id"].ids[2] = 9;
+    refused(bad, "feature 'item_id': id 9 at position 2 is outside the table of 9 rows");
+    bad = good;
+    bad.sparse["user_id"].ids[0] = -1;
+    refused(bad, "feature 'user_id': id -1 at position 0");
+    bad = good;
+    bad.sparse["recent_items"].offsets = {0, 3, 2, 5, 9, 10};
+    refused(bad, "feature 'recent_items': offsets must not decrease");
+    bad = good;
+    bad.sparse["recent_items"].offsets.back() = 11;
+    refused(bad, "feature 'recent_items': the last offset is 11 but there are 10 ids");
+    bad = good;
+    bad.sparse["recent_items"] = Bags<double>::from_lengths({1, 2, 3, 4, 5, 6, 7, 8, 1, 2}, {0, 5, 1, 2, 2});
+    refused(bad, "feature 'recent_items': sample 1 has 5 ids, more than its max_length 4");
+    bad = good;
+    bad.sparse["category"].weights[3] = std::nan("");
+    refused(bad, "feature 'category': the weight of id 0 at position 3 is nan");
+    bad = good;
+    bad.sparse["user_id"].weights.assign(6, 1.0);
+    refused(bad, "feature 'user_id': per-id weights need mode sum");
+    bad = good;
+    bad.sparse["item"] = bad.sparse["item_id"];
+    refused(bad, "the batch has feature 'item', which the spec does not have");
+    bad = good;
+    bad.sparse.erase("category");
+    refused(bad, "the batch has no feature 'category'");
+    bad = good;
+    bad.sparse["item_id"] = Bags<double>::from_lengths({1, 2, 3, 4}, {1, 1, 1, 1});
+    refused(bad, "feature 'item_id' has 4 bags, the batch has 5 samples");
+    bad = good;
+    bad.dense = Matrix<double>::Zero(3, 5);
+    refused(bad, "the dense features are 3 x 5, the spec has 2 dense features");
+    CHECK_THROWS_WITH(Bags<double>::from_lengths({1, 2}, {1, 2}), Contains("the lengths sum to 3 but there are 2 ids"));
+    // The model still trains on the good batch, as before.
+    loss.forward(model.forward(good), y);
+    model.backward(loss.backward());
+    tables.step(model.input());
+    CHECK((model.input().table(0) - items).cwiseAbs().maxCoeff() > 0.0);
+}
+
+TEST_CASE("FeatureModel: an MMoE learns from an ID what the dense features cannot tell it", "[features][training]") {
+    // The label is a fixed random function of the item id (50 items); the dense features are noise.
+    FeatureSpec f;
+    f.dense = 3;
+    f.add_table("items", 50, 4).add_feature("item_id", "items");
+    MMoESpec m = moe::testing::small_mmoe({binary_task("click")});
+    m.input = 0;
+    FeatureModel<MMoE<float>> model(f, m, 11);
+    AdamOptions ao;
+    ao.lr = 0.01;
+    Adam<float> adam(ao);
+    SparseAdamOptions so;
+    so.lr = 0.05;
+    TableOptimizer<float> tables(model.input(), so);
+    MultiTaskLoss<float> loss(model.tasks());
+    Rng rng(2);
+    std::vector<float> label_of(50);
+    for (auto& l : label_of) l = rng.uniform() < 0.5 ? 0.0f : 1.0f;
+    auto make_batch = [&](Index n, FeatureBatch<float>& b, Matrix<float>& y) {
+        b.dense.resize(3, n);
+        y.resize(1, n);
+        Bags<float>& bags = b.sparse["item_id"];
+        bags.ids.clear();
+        bags.offsets.assign(1, 0);
+        for (Index i = 0; i < n; ++i) {
+            for (Index j = 0; j < 3; ++j) b.dense(j, i) = float(rng.normal());
+            const auto id = std::int64_t(rng.uniform() * 50) % 50;
+            bags.ids.push_back(id);
+            bags.offsets.push_back(std::int64_t(bags.ids.size()));
+            y(0, i) = label_of[std::size_t(id)];
+        }
+    };
+    FeatureBatch<float> batch;
+    Matrix<float> y;
+    float first = 0, last = 0;
+    for (int step = 0; step < 300; ++step) {
+        make_batch(64, batch, y);
+        const float l = loss.forward(model.forward(batch), y);
+        if (step == 0) first = l;
+        last = l;
+        model.zero_grad();
+        model.backward(loss.backward());
+        adam.step(model.params());
+        tables.step(model.input());
+    }
+    make_batch(500, batch, y);
+    FeatureWorkspace<float> ws;
+    const auto& pred = model.predict(batch, ws);
+    const double a = *auc<float>(pred[0], y);
+    INFO("loss " << first << " -> " << last << ", AUC " << a);
+    CHECK(last < 0.5f * first);
+    CHECK(a > 0.95);
+}
+
+TEST_CASE("TableOptimizer: SparseAdagrad row-wise steps only the touched rows", "[features]") {
+    FeatureInput<float> in(small_features());
+    Rng rng(3);
+    in.reset_parameters(rng);
+    SparseAdagradOptions o;
+    o.rowwise = true;
+    o.lr = 0.1;
+    TableOptimizer<float, SparseAdagrad<float>> opt(in, o);
+    FeatureBatch<float> b;
+    b.dense = Matrix<float>::Zero(2, 2);
+    b.sparse["item_id"] = Bags<float>::from_lengths({4, 4}, {1, 1});
+    b.sparse["recent_items"] = Bags<float>::from_lengths({}, {0, 0});
+    b.sparse["user_id"] = Bags<float>::from_lengths({1, 3}, {1, 1});
+    b.sparse["category"] = Bags<float>::from_lengths({}, {0, 0});
+    const Matrix<float> items = in.table(0), categories = in.table(2);
+    in.forward(b);
+    const Matrix<float> dx = Matrix<float>::Ones(in.width(), 2);
+    in.backward(dx);
+    CHECK(in.grad(2).rows.empty());  // categories: no ids, no gradient, no step
+    opt.step(in);
+    CHECK((in.table(2) - categories).cwiseAbs().maxCoeff() == 0.0f);
+    for (Index r = 0; r < 9; ++r) CHECK((in.table(0).col(r) != items.col(r)) == (r == 4));
+}
+
+TEST_CASE("Hashing: 64-bit FNV-1a as documented, modulo the table", "[features]") {
+    CHECK(fnv1a64(std::string_view("")) == 0xcbf29ce484222325ULL);
+    CHECK(fnv1a64(std::string_view("a")) == 0xaf63dc4c8601ec8cULL);
+    CHECK(fnv1a64(std::string_view("foobar")) == 0x85944171f73967e8ULL);
+    CHECK(fnv1a64(std::int64_t(42)) == 18391255480883862255ULL);  // Python: fnv1a64((42).to_bytes(8, "little"))
+    CHECK(fnv1a64(std::int64_t(-1)) == 10157053723145373757ULL);
+    CHECK(hashed_id("item_42", 1000) == 405);
+    CHECK(hashed_id(std::int64_t(42), 1000) == 255);
+    CHECK_THROWS_WITH(hashed_id("x", 0), Contains("rows must be positive"));
+    const Bags<float> bags = encode_hashed_bags<float>({"a|b", "", "foobar"}, 7);
+    CHECK(bags.offsets == std::vector<std::int64_t>{0, 2, 2, 3});
+    CHECK(bags.ids == std::vector<std::int64_t>{hashed_id("a", 7), hashed_id("b", 7), hashed_id("foobar", 7)});
+}
+
+TEST_CASE("Vocabulary: most frequent first, rare and unseen values out of vocabulary", "[features]") {
+    const Vocabulary v = Vocabulary::build({"b", "a", "c", "a", "b", "d", "a", "c", "e"}, 2);
+    CHECK(v.tokens() == std::vector<std::string>{"a", "b", "c"});  // a: 3, then b and c (2 each) in byte order
+    CHECK(v.size() == 4);
+    CHECK(v.id("a") == 1);
+    CHECK(v.id("c") == 3);
+    CHECK(v.id("d") == 0);      // seen once: below min_count
+    CHECK(v.id("zzz") == 0);    // never seen
+    CHECK(Vocabulary(v.tokens()).id("b") == 2);  // read back from its tokens
+    const Bags<double> bags = encode_bags<double>({"a|d", "", "c|b|a"}, v);
+    CHECK(bags.ids == std::vector<std::int64_t>{1, 0, 3, 2, 1});
+    CHECK(bags.offsets == std::vector<std::int64_t>{0, 2, 2, 5});
+    CHECK_THROWS_WITH(Vocabulary({"x", "y", "x"}), Contains("token 'x' appears twice (at 0 and 2)"));
+    CHECK_THROWS_WITH(Vocabulary::build({"x"}, 0), Contains("min_count must be >= 1"));
+}
+
+}  // namespace test_features
