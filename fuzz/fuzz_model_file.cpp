@@ -1,6 +1,7 @@
 // libFuzzer target for the model-file loader: any bytes must give a model or moe::io_error, never a
 // crash, a sanitizer report, another exception, or a huge allocation. The loader reads paths, so each
 // input is written to one file in /dev/shm (memory) first. Built by the fuzz preset; run by scripts/fuzz.
+#include <moe/io/feature_model_file.hpp>
 #include <moe/io/model_file.hpp>
 
 #include <cstdint>
@@ -24,6 +25,16 @@ void try_load(const moe::LoadOptions& options) {
     }
     try {
         moe::load<M>(input_path(), options);
+    } catch (const moe::io_error&) {
+    }
+}
+
+/// A model with ID features: the features' JSON and the tables are read too.
+template <class Net>
+void try_load_features(const moe::LoadOptions& options) {
+    try {
+        moe::Adam<typename Net::Scalar> adam;
+        moe::load_feature_model<Net>(input_path(), options, &adam);
     } catch (const moe::io_error&) {
     }
 }
@@ -61,5 +72,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     try_load<moe::PLE<double>>({});
     try_load<moe::SharedBottom<float>>(lenient);
     try_load<moe::SparseMoE<double>>({});
+    try_load_features<moe::MMoE<double>>({});
+    try_load_features<moe::MMoE<float>>(lenient);
     return 0;
 }

@@ -5,8 +5,10 @@
 #include <cmath>
 
 #include "support/catch.hpp"
+#include "support/fixtures.hpp"
 #include "support/gradcheck.hpp"
 #include "support/specs.hpp"
+#include "support/temp_dir.hpp"
 
 // Everything below in the file's own namespace: the tests are compiled as one program (unity build).
 namespace test_features {
@@ -44,6 +46,14 @@ FeatureBatch<double> small_batch() {
 /// The row-sparse gradient of a table as a dense dim x rows matrix.
 Matrix<double> dense_grad(const RowSparseGrad<double>& g, const Matrix<double>& table) {
     Matrix<double> d = Matrix<double>::Zero(table.rows(), table.cols());
+    for (std::size_t j = 0; j < g.rows.size(); ++j) d.col(Index(g.rows[j])) = g.values.view().col(Index(j));
+    return d;
+}
+
+/// dense_grad for any scalar type.
+template <class T>
+Matrix<T> dense_grad_of(const RowSparseGrad<T>& g, const Matrix<T>& table) {
+    Matrix<T> d = Matrix<T>::Zero(table.rows(), table.cols());
     for (std::size_t j = 0; j < g.rows.size(); ++j) d.col(Index(g.rows[j])) = g.values.view().col(Index(j));
     return d;
 }
@@ -187,6 +197,9 @@ TEST_CASE("FeatureSpec and FeatureModel: bad specs are refused with the table or
     s = small_features();
     s.tables[1].dim = 0;
     refused(s, "table 'users' must have positive rows and dim");
+    s = small_features();
+    s.dense = Index(1) << 41;
+    refused(s, "dense must be in [0, 2^40]");
     s = small_features();
     s.tables[0].padding_idx = 9;
     refused(s, "padding_idx 9 is outside the table of 9 rows");
@@ -373,6 +386,190 @@ TEST_CASE("Vocabulary: most frequent first, rare and unseen values out of vocabu
     CHECK(bags.offsets == std::vector<std::int64_t>{0, 2, 2, 5});
     CHECK_THROWS_WITH(Vocabulary({"x", "y", "x"}), Contains("token 'x' appears twice (at 0 and 2)"));
     CHECK_THROWS_WITH(Vocabulary::build({"x"}, 0), Contains("min_count must be >= 1"));
+}
+
+TEST_CASE("Feature model files: tables, vocabularies and both optimizers' state round-trip; a resumed run continues bit for bit", "[features][model_file]") {
+    moe::testing::TempDir dir("feature_model_file");
+    FeatureSpec f = small_features();
+    f.tables[2].vocabulary = {"shoes", "books", "garden"};  // categories: 4 rows, id 0 out of vocabulary
+    MMoESpec m = moe::testing::small_mmoe({binary_task("click"), regression_task("watch")});
+    m.input = 0;
+    m.batchnorm = true;
+    using Net = MMoE<double>;
+    FeatureModel<Net> model(f, m, 5);
+    CHECK(model.input().vocabulary(2).id("books") == 2);
+    Adam<double> adam;
+    TableOptimizer<double> tables(model.input());
+    MultiTaskLoss<double> loss(model.tasks());
+    const FeatureBatch<double> batch = small_batch();
+    const Matrix<double> y = moe::testing::labels_for(model.tasks(), 5, 3);
+    auto step = [&](FeatureModel<Net>& fm, Adam<double>& a, TableOptimizer<double>& t) {
+        fm.train();
+        const double l = loss.forward(fm.forward(batch), y);
+        fm.zero_grad();
+        fm.backward(loss.backward());
+        a.step(fm.params());
+        t.step(fm.input());
+        return l;
+    };
+    for (int i = 0; i < 3; ++i) step(model, adam, tables);
+    const std::string path = dir.file("features.safetensors");
+    save(model, path, &adam, &tables);
+
+    Adam<double> adam2;
+    FeatureInput<double> shape_only(f);
+    TableOptimizer<double> tables2(shape_only);
+    FeatureModel<Net> loaded = load_feature_model<Net>(path, {}, &adam2, &tables2);
+    CHECK(loaded.input().spec().tables[2].vocabulary == f.tables[2].vocabulary);
+    CHECK(loaded.input().vocabulary(2).id("garden") == 3);
+    for (Index t = 0; t < 3; ++t) CHECK((loaded.input().table(t) - model.input().table(t)).cwiseAbs().maxCoeff() == 0.0);
+    CHECK((loaded.params().values() - model.params().values()).cwiseAbs().maxCoeff() == 0.0);
+    // Resumed: the next two steps give the same bits as continuing the original.
+    for (int i = 0; i < 2; ++i) CHECK(step(loaded, adam2, tables2) == step(model, adam, tables));
+    for (Index t = 0; t < 3; ++t) CHECK((loaded.input().table(t) - model.input().table(t)).cwiseAbs().maxCoeff() == 0.0);
+    CHECK((loaded.params().values() - model.params().values()).cwiseAbs().maxCoeff() == 0.0);
+    // Predictions of the loaded model (evaluation mode) equal the original's.
+    model.eval();
+    loaded.eval();
+    FeatureWorkspace<double> w1, w2;
+    CHECK((Matrix<double>(model.predict(batch, w1)[1]) - Matrix<double>(loaded.predict(batch, w2)[1])).cwiseAbs().maxCoeff() == 0.0);
+
+    // A plain model file is not a feature model file, and the other way round.
+    CHECK_THROWS_WITH(load<Net>(path), Contains("holds a model with ID features"));
+    const std::string plain = dir.file("plain.safetensors");
+    save(model.net(), plain);
+    CHECK_THROWS_WITH(load_feature_model<Net>(plain), Contains("has no 'features'"));
+    // Asking for table optimizer state that was not saved, or of another kind.
+    const std::string bare = dir.file("bare.safetensors");
+    save(model, bare);
+    TableOptimizer<double> tables3(shape_only);
+    CHECK_THROWS_WITH(load_feature_model<Net>(bare, {}, nullptr, &tables3), Contains("holds no table optimizer state"));
+    TableOptimizer<double, SparseAdagrad<double>> adagrad(shape_only);
+    CHECK_THROWS_WITH((load_feature_model<Net, SparseAdagrad<double>>(path, {}, nullptr, &adagrad)),
+                      Contains("holds the state of a sparse_adam table optimizer, loading into a sparse_adagrad"));
+}
+
+TEST_CASE("Feature model files: a table or vocabulary that disagrees with the features is refused, naming it", "[features][model_file][errors]") {
+    moe::testing::TempDir dir("feature_model_file_bad");
+    MMoESpec m = moe::testing::small_mmoe({binary_task("click")});
+    m.input = 0;
+    using Net = MMoE<float>;
+    FeatureModel<Net> model(small_features(), m, 5);
+    const std::string path = dir.file("good.safetensors");
+    save(model, path);
+    auto rewritten = [&](const std::string& name, auto&& change) {
+        SafetensorsFile file = read_safetensors(path);
+        change(file);
+        write_safetensors(dir.file(name), file);
+        return dir.file(name);
+    };
+    // The users table saved with 4 rows where the features say 5.
+    const std::string short_table = rewritten("short.safetensors", [](SafetensorsFile& file) {
+        Tensor& t = file.tensors.at("tables.users.weight");
+        t.shape = {4, 2};
+        t.bytes.resize(4 * 2 * sizeof(float));
+    });
+    CHECK_THROWS_WITH(load_feature_model<Net>(short_table), Contains("tensor 'tables.users.weight' has shape [4, 2], the spec needs [5, 2]"));
+    // A vocabulary of the wrong size for its table.
+    const std::string bad_vocabulary = rewritten("vocabulary.safetensors", [](SafetensorsFile& file) {
+        auto j = nlohmann::json::parse(file.metadata.at("features"));
+        j["tables"][1]["vocabulary"] = {"ann", "bob"};
+        file.metadata["features"] = j.dump();
+    });
+    CHECK_THROWS_WITH(load_feature_model<Net>(bad_vocabulary), Contains("table 'users' has 5 rows but a vocabulary of 2 values"));
+    // A missing table, an unknown table tensor, a non-finite entry.
+    const std::string missing = rewritten("missing.safetensors", [](SafetensorsFile& file) { file.tensors.erase("tables.items.weight"); });
+    CHECK_THROWS_WITH(load_feature_model<Net>(missing), Contains("tensor 'tables.items.weight' is missing"));
+    const std::string extra = rewritten("extra.safetensors", [](SafetensorsFile& file) {
+        file.tensors["tables.movies.weight"] = file.tensors.at("tables.users.weight");
+    });
+    CHECK_THROWS_WITH(load_feature_model<Net>(extra), Contains("tensor 'tables.movies.weight' is not a table of the features"));
+    const std::string nan = rewritten("nan.safetensors", [](SafetensorsFile& file) {
+        Tensor& t = file.tensors.at("tables.items.weight");
+        const float v = std::nanf("");
+        std::memcpy(t.bytes.data() + 8, &v, 4);
+    });
+    CHECK_THROWS_WITH(load_feature_model<Net>(nan), Contains("tensor 'tables.items.weight' holds a non-finite value"));
+    // A lying features config: a table of 10^12 rows is refused before anything is allocated.
+    const std::string huge = rewritten("huge.safetensors", [](SafetensorsFile& file) {
+        auto j = nlohmann::json::parse(file.metadata.at("features"));
+        j["tables"][0]["rows"] = 1000000000000LL;
+        file.metadata["features"] = j.dump();
+    });
+    CHECK_THROWS_WITH(load_feature_model<Net>(huge), Contains("but the file's tensors hold"));
+    const std::string unknown = rewritten("unknown.safetensors", [](SafetensorsFile& file) {
+        auto j = nlohmann::json::parse(file.metadata.at("features"));
+        j["sparse"][0]["poling"] = "sum";
+        file.metadata["features"] = j.dump();
+    });
+    CHECK_THROWS_WITH(load_feature_model<Net>(unknown), Contains("features.sparse[0]: unknown field 'poling'"));
+}
+
+TEMPLATE_TEST_CASE("PyTorch parity: an MMoE behind ID features, forward, backward, Adam + SparseAdam, Adagrad", "[features][parity]", float, double) {
+    // tools/make_feature_reference.py: the model file PyTorch wrote loads here, and one training step
+    // computes what PyTorch computed.
+    using T = TestType;
+    const std::string tag = std::is_same_v<T, double> ? "f64" : "f32";
+    const SafetensorsFile io = read_safetensors(moe::testing::fixture_path("features_mmoe_" + tag + "_io.safetensors"));
+    FeatureBatch<T> batch;
+    batch.dense = io.at("dense").batch<T>();
+    for (const char* name : {"item_id", "recent_items", "user_id", "category"}) {
+        Bags<T>& b = batch.sparse[name];
+        b.ids = io.at(std::string(name) + ".ids").values<std::int64_t>();
+        b.offsets = io.at(std::string(name) + ".offsets").values<std::int64_t>();
+    }
+    batch.sparse["category"].weights = io.at("category.weights").values<T>();
+    const Matrix<T> labels = io.at("labels").batch<T>();
+    const std::string model_path = moe::testing::fixture_path("features_mmoe_" + tag + ".safetensors");
+
+    auto forward_backward = [&](FeatureModel<MMoE<T>>& model, MultiTaskLoss<T>& loss) {
+        model.train();
+        const auto& out = model.forward(batch);
+        const T l = loss.forward(out, labels);
+        for (std::size_t t = 0; t < out.size(); ++t) MOE_CHECK_CLOSE(Matrix<T>(out[t]), io.at("out." + std::to_string(t)).batch<T>(), T);
+        CHECK(std::abs(double(l) - double(io.at("loss").values<T>()[0])) <= moe::testing::parity_tolerance<T>());
+        model.zero_grad();
+        model.backward(loss.backward());
+    };
+    FeatureModel<MMoE<T>> model = load_feature_model<MMoE<T>>(model_path);
+    MultiTaskLoss<T> loss(model.tasks());
+    forward_backward(model, loss);
+    for (const auto& e : model.params().entries()) {
+        INFO(e.name);
+        const std::vector<T> expected = io.at("grad." + e.name).values<T>();
+        MOE_CHECK_CLOSE(Matrix<T>(model.params().grads().segment(e.offset, e.rows * e.cols)),
+                        (Eigen::Map<const Matrix<T>>(expected.data(), Index(expected.size()), 1)), T);
+    }
+    for (Index t = 0; t < model.input().tables(); ++t) {
+        const std::string name = "tables." + model.input().spec().tables[std::size_t(t)].name + ".weight";
+        INFO(name);
+        MOE_CHECK_CLOSE(dense_grad_of(model.input().grad(t), model.input().table(t)), io.at("grad." + name).batch<T>(), T);
+    }
+    AdamOptions ao;
+    ao.lr = 0.01;
+    Adam<T> adam(ao);
+    SparseAdamOptions so;
+    so.lr = 0.01;
+    TableOptimizer<T> tables(model.input(), so);
+    adam.step(model.params());
+    tables.step(model.input());
+    for (const auto& e : model.params().entries()) {
+        INFO(e.name);
+        const std::vector<T> expected = io.at("adam." + e.name).values<T>();
+        MOE_CHECK_CLOSE(Matrix<T>(model.params().values().segment(e.offset, e.rows * e.cols)),
+                        (Eigen::Map<const Matrix<T>>(expected.data(), Index(expected.size()), 1)), T);
+    }
+    for (Index t = 0; t < model.input().tables(); ++t)
+        MOE_CHECK_CLOSE(model.input().table(t), io.at("adam.tables." + model.input().spec().tables[std::size_t(t)].name + ".weight").batch<T>(), T);
+
+    FeatureModel<MMoE<T>> again = load_feature_model<MMoE<T>>(model_path);
+    forward_backward(again, loss);
+    SparseAdagradOptions go;
+    go.lr = 0.1;
+    TableOptimizer<T, SparseAdagrad<T>> adagrad(again.input(), go);
+    adagrad.step(again.input());
+    for (Index t = 0; t < again.input().tables(); ++t)
+        MOE_CHECK_CLOSE(again.input().table(t), io.at("adagrad.tables." + again.input().spec().tables[std::size_t(t)].name + ".weight").batch<T>(), T);
 }
 
 }  // namespace test_features

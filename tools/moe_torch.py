@@ -8,6 +8,8 @@
     PLE / CGC:     levels.{l}.experts.{e}.{i}.*   levels.{l}.task_gates.{t}.*   levels.{l}.shared_gate.*
                    (all levels but the last)      towers.{t}.{i}.*
                    Experts of a level: task 0's P, task 1's P, ..., then the S shared ones.
+    FeatureModel:  any of the above with an input block: its names, and tables.<table>.weight
+                   (rows x dim) for the embedding tables of the features (moe::FeatureModel).
 
 Every MLP is an nn.Sequential: per hidden layer Linear, activation, [BatchNorm1d], [Dropout]; then the
 last Linear and, for experts and the bottom, the activation again (expert_output_activation).
@@ -253,3 +255,48 @@ def task_loss(task, out, label, mask=None):
         return per.mean()
     m = mask.squeeze(1)
     return (per * m).sum() / (m != 0).sum().clamp(min=1)
+
+
+class FeatureModel(nn.Module):
+    """A net (any module above) behind the input block of moe::FeatureModel. features is moe's
+    FeatureSpec as JSON: dense, dense_mean, dense_std, tables [{name, rows, dim, padding_idx}], sparse
+    [{name, table, pooling, max_length}]. The state_dict is the net's names plus tables.<table>.weight.
+    forward(dense, sparse): dense (B, dense), sparse {feature: (ids, offsets with B + 1 entries,
+    per-id weights or None)}. A table read by a max-pooled feature gets a dense gradient (PyTorch has
+    no sparse gradient in max mode), every other table a sparse one."""
+
+    def __init__(self, net, features):
+        super().__init__()
+        for name, child in net.named_children():  # the net's modules at the top: the net's names
+            self.add_module(name, child)
+        self.net = [net]  # a list: not a submodule (its parameters are already registered above)
+        self.features = features
+        max_tables = {f["table"] for f in features["sparse"] if f.get("pooling", "sum") == "max"}
+        # A plain Module, not a ModuleDict: a table may be called "items" or "values".
+        self.tables = nn.Module()
+        for t in features["tables"]:
+            self.tables.add_module(t["name"], nn.EmbeddingBag(t["rows"], t["dim"], mode="sum", padding_idx=t.get("padding_idx"),
+                                                              sparse=t["name"] not in max_tables))
+
+    def embed(self, dense, sparse):
+        parts = []
+        if self.features.get("dense", 0) > 0:
+            d = dense
+            if self.features.get("dense_mean"):
+                mean = torch.tensor(self.features["dense_mean"], dtype=d.dtype)
+                std = torch.tensor(self.features["dense_std"], dtype=d.dtype)
+                d = (d - mean) / std
+            parts.append(d)
+        for f in self.features["sparse"]:
+            table = self.tables._modules[f["table"]]
+            ids, offsets, weights = sparse[f["name"]]
+            parts.append(torch.nn.functional.embedding_bag(
+                ids, table.weight, offsets, mode=f.get("pooling", "sum"), per_sample_weights=weights,
+                include_last_offset=True, padding_idx=table.padding_idx, sparse=table.sparse))
+        return torch.cat(parts, dim=1)
+
+    def forward(self, dense, sparse):
+        return self.net[0](self.embed(dense, sparse))
+
+    def aux_loss(self):
+        return self.net[0].aux_loss() if hasattr(self.net[0], "aux_loss") else 0.0

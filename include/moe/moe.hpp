@@ -68,6 +68,7 @@
 #include "moe/features/feature_model.hpp"
 #include "moe/features/table_optimizer.hpp"
 #include "moe/features/vocabulary.hpp"
+#include "moe/io/feature_model_file.hpp"
 #include "moe/io/model_file.hpp"
 #include "moe/io/safetensors.hpp"
 #include "moe/io/spec_json.hpp"

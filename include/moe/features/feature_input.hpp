@@ -12,6 +12,7 @@
 #include "moe/core/errors.hpp"
 #include "moe/core/rng.hpp"
 #include "moe/features/feature_spec.hpp"
+#include "moe/features/vocabulary.hpp"
 #include "moe/layers/embedding_bag.hpp"
 #include "moe/layers/row_sparse.hpp"
 
@@ -31,6 +32,11 @@ public:
         for (const TableSpec& t : spec_.tables) {
             tables_.push_back(Matrix<T>::Zero(t.dim, t.rows));
             padding_.push_back(detail::padding_row(t.padding_idx, t.rows, name_));
+            try {
+                vocabularies_.emplace_back(t.vocabulary);
+            } catch (const config_error& e) {
+                throw config_error(detail::concat(name_, ": table '", t.name, "': ", e.what()));
+            }
         }
         Index row = spec_.dense;
         for (const SparseFeatureSpec& f : spec_.sparse) {
@@ -60,6 +66,9 @@ public:
     /// The table called `name`; throws config_error naming it when there is none.
     Matrix<T>& table(const std::string& name) { return tables_[std::size_t(checked_table(name))]; }
     const Matrix<T>& table(const std::string& name) const { return tables_[std::size_t(checked_table(name))]; }
+
+    /// The vocabulary of table i (empty when the spec gives none: ids are the caller's).
+    const Vocabulary& vocabulary(Index i) const { return vocabularies_.at(std::size_t(i)); }
 
     /// N(0, 1) as torch.nn.EmbeddingBag, padding rows zero; tables in the spec's order.
     void reset_parameters(Rng& rng) {
@@ -150,10 +159,10 @@ public:
             if (!grads_[t]) {
                 grads_[t] = &g;
             } else if (grads_[t] != &merged_[t]) {  // a shared table: the first two features' rows added
-                add_rows(*grads_[t], g, merged_[t]);
+                add_rows(*grads_[t], g, merged_[t], ids_of_table(t));
                 grads_[t] = &merged_[t];
             } else {  // a third feature or more: through scratch (grow-only buffers, no allocation)
-                add_rows(merged_[t], g, scratch_);
+                add_rows(merged_[t], g, scratch_, ids_of_table(t));
                 merged_[t].rows.assign(scratch_.rows.begin(), scratch_.rows.end());
                 merged_[t].values.resize(scratch_.values.view().rows(), scratch_.values.view().cols()) = scratch_.values.view();
             }
@@ -187,13 +196,23 @@ private:
             y.topRows(spec_.dense) = ((batch.dense.colwise() - mean_).array().colwise() * inv_std_.array()).matrix();
     }
 
+    /// Ids in the last batch of the features that read table t: the most rows its gradient can have.
+    Index ids_of_table(std::size_t t) const {
+        Index n = 0;
+        for (std::size_t i = 0; i < pooling_.size(); ++i)
+            if (std::size_t(table_of_[i]) == t) n += pooling_[i].ids();
+        return n;
+    }
+
     /// out = a + b, both sorted by row: the union of their rows, values added where both have one.
-    static void add_rows(const RowSparseGrad<T>& a, const RowSparseGrad<T>& b, RowSparseGrad<T>& out) {
+    /// Room is made for `bound` rows (the ids of the batch), so that a batch of the same size with
+    /// other ids allocates nothing.
+    static void add_rows(const RowSparseGrad<T>& a, const RowSparseGrad<T>& b, RowSparseGrad<T>& out, Index bound) {
         const auto& av = a.values.view();
         const auto& bv = b.values.view();
         out.rows.clear();
-        out.rows.reserve(a.rows.size() + b.rows.size());  // the most a union can hold: no allocation next time
-        out.values.reserve(av.rows() * Index(a.rows.size() + b.rows.size()));
+        out.rows.reserve(std::size_t(bound));
+        out.values.reserve(av.rows() * bound);
         std::size_t i = 0, j = 0;
         while (i < a.rows.size() || j < b.rows.size()) {
             if (j == b.rows.size() || (i < a.rows.size() && a.rows[i] <= b.rows[j])) {
@@ -215,6 +234,7 @@ private:
     std::string name_;
     std::vector<Matrix<T>> tables_;
     std::vector<std::optional<std::int64_t>> padding_;
+    std::vector<Vocabulary> vocabularies_;
     std::vector<Index> table_of_, first_row_;  // per ID feature: its table, its first output row
     std::vector<detail::BagPooling<T>> pooling_;
     Vector<T> mean_, inv_std_;

@@ -27,11 +27,14 @@
 namespace moe {
 
 /// An embedding table: `rows` ids, vectors of `dim`; optional padding row (as torch's padding_idx).
+/// `vocabulary` (optional) lists the values of ids 1..rows-1 (Vocabulary::tokens(); id 0 is the
+/// out-of-vocabulary row), so that a model file carries the ids' meaning with the table.
 struct TableSpec {
     std::string name;
     Index rows = 0;
     Index dim = 0;
     std::optional<std::int64_t> padding_idx;
+    std::vector<std::string> vocabulary;
 };
 
 /// An ID feature: a bag of ids per sample, looked up in `table` and pooled. max_length > 0 refuses
@@ -53,7 +56,7 @@ struct FeatureSpec {
     std::vector<SparseFeatureSpec> sparse;
 
     FeatureSpec& add_table(std::string name, Index rows, Index dim, std::optional<std::int64_t> padding_idx = std::nullopt) {
-        tables.push_back({std::move(name), rows, dim, padding_idx});
+        tables.push_back({std::move(name), rows, dim, padding_idx, {}});
         return *this;
     }
     FeatureSpec& add_feature(std::string name, std::string table, PoolingMode pooling = PoolingMode::sum,
@@ -90,7 +93,9 @@ namespace detail {
 
 /// Checks a spec; returns it. Errors name `layer` and the table or feature.
 inline const FeatureSpec& checked_feature_spec(const FeatureSpec& s, const std::string& layer) {
-    require(s.dense >= 0, layer, ": dense must be >= 0, got ", s.dense);
+    // Sizes are bounded so that the width (a sum of them) cannot overflow, whatever a file says.
+    constexpr Index kMaxSize = Index(1) << 40;
+    require(s.dense >= 0 && s.dense <= kMaxSize, layer, ": dense must be in [0, 2^40], got ", s.dense);
     require(s.dense > 0 || !s.sparse.empty(), layer, ": no features (dense is 0 and there are no ID features)");
     for (const auto* v : {&s.dense_mean, &s.dense_std})
         require(v->empty() || Index(v->size()) == s.dense, layer, ": dense_mean and dense_std need one entry per dense feature (",
@@ -105,9 +110,11 @@ inline const FeatureSpec& checked_feature_spec(const FeatureSpec& s, const std::
         const TableSpec& t = s.tables[i];
         require(!t.name.empty(), layer, ": table ", i, " has no name");
         require(s.table_index(t.name) == Index(i), layer, ": two tables are called '", t.name, "'");
-        require(t.rows > 0 && t.dim > 0, layer, ": table '", t.name, "' must have positive rows and dim, got ", t.rows, " x ",
-                t.dim);
+        require(t.rows > 0 && t.dim > 0 && t.rows <= kMaxSize && t.dim <= kMaxSize, layer, ": table '", t.name,
+                "' must have positive rows and dim (at most 2^40), got ", t.rows, " x ", t.dim);
         padding_row(t.padding_idx, t.rows, layer + ": table '" + t.name + "'");
+        require(t.vocabulary.empty() || Index(t.vocabulary.size()) + 1 == t.rows, layer, ": table '", t.name, "' has ",
+                t.rows, " rows but a vocabulary of ", t.vocabulary.size(), " values (rows must be values + 1: id 0 is out of vocabulary)");
     }
     for (std::size_t i = 0; i < s.sparse.size(); ++i) {
         const SparseFeatureSpec& f = s.sparse[i];

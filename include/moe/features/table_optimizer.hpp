@@ -34,6 +34,8 @@ public:
 
     /// The optimizer of table t (its state, e.g. for saving).
     Opt& table_optimizer(Index t) { return opt_.at(std::size_t(t)); }
+    const Opt& table_optimizer(Index t) const { return opt_.at(std::size_t(t)); }
+    Index tables() const { return Index(opt_.size()); }
 
 private:
     std::vector<Opt> opt_;

@@ -111,9 +111,10 @@ template <class T> struct model_kind<SparseMoE<T>> { static constexpr const char
 
 }  // namespace detail
 
-/// Saves model (and adam's state when given) to path, atomically. Throws io_error naming the file.
+namespace detail {
+/// The tensors and metadata of a model file for model (and adam's state when given).
 template <class M>
-void save(const Model<M>& model, const std::string& path, const Adam<typename M::Scalar>* adam = nullptr) {
+SafetensorsFile model_file_contents(const Model<M>& model, const Adam<typename M::Scalar>* adam) {
     using T = typename M::Scalar;
     SafetensorsFile file;
     // model_tensors lists where the values live through the model's (non-const) visitors; nothing is
@@ -140,7 +141,14 @@ void save(const Model<M>& model, const std::string& path, const Adam<typename M:
                                                     {"eps", o.eps}, {"weight_decay", o.weight_decay},
                                                     {"decoupled_weight_decay", o.decoupled_weight_decay}}.dump();
     }
-    write_safetensors(path, file);
+    return file;
+}
+}  // namespace detail
+
+/// Saves model (and adam's state when given) to path, atomically. Throws io_error naming the file.
+template <class M>
+void save(const Model<M>& model, const std::string& path, const Adam<typename M::Scalar>* adam = nullptr) {
+    write_safetensors(path, detail::model_file_contents(model, adam));
 }
 
 namespace detail {
@@ -165,17 +173,12 @@ Model<M> build_for_file(const typename M::Spec& spec, const SafetensorsFile& fil
         throw io_error(concat(path, ": the config does not describe a valid model: ", e.what()));
     }
 }
-}  // namespace detail
 
-/// Loads a model saved by save() (or by tools/export_pytorch.py); with adam, also its state (the
-/// file must then hold one). Everything is checked before anything is used (see the header comment
-/// and docs/model_files.md). The model comes back in evaluation mode (BatchNorm uses its running
-/// statistics, no dropout), ready to serve; call train() before training it further (fit does).
+/// Checks a model file's metadata (format, version, kind, dtype against the tensors and T) and
+/// returns the spec read from its config; io_error naming the file otherwise.
 template <class M>
-Model<M> load(const std::string& path, const LoadOptions& options = {}, Adam<typename M::Scalar>* adam = nullptr) {
+typename M::Spec read_model_metadata(const SafetensorsFile& file, const std::string& path, const LoadOptions& options) {
     using T = typename M::Scalar;
-    using detail::concat;
-    const SafetensorsFile file = read_safetensors(path);
     auto meta = [&](const char* key) -> const std::string& {
         auto it = file.metadata.find(key);
         if (it == file.metadata.end())
@@ -186,27 +189,43 @@ Model<M> load(const std::string& path, const LoadOptions& options = {}, Adam<typ
     if (meta("format") != "moe-model") throw io_error(concat(path, ": format is '", meta("format"), "', expected 'moe-model'"));
     if (meta("version") != std::to_string(kModelFileVersion))
         throw io_error(concat(path, ": format version ", meta("version"), ", this library reads version ", kModelFileVersion));
-    if (meta("kind") != detail::model_kind<M>::value)
-        throw io_error(concat(path, ": holds a '", meta("kind"), "' model, loading a '", detail::model_kind<M>::value, "'"));
+    if (meta("kind") != model_kind<M>::value)
+        throw io_error(concat(path, ": holds a '", meta("kind"), "' model, loading a '", model_kind<M>::value, "'"));
     const std::string& dtype = meta("dtype");
     if (dtype != "float32" && dtype != "float64")
         throw io_error(concat(path, ": dtype is '", dtype, "', expected float32 or float64"));
     for (const auto& [name, t] : file.tensors)
         if (t.dtype != DType::i64 && to_string(t.dtype) != std::string(dtype == "float32" ? "F32" : "F64"))
             throw io_error(concat(path, ": the metadata says ", dtype, " but tensor '", name, "' is ", to_string(t.dtype)));
-    if (dtype != detail::dtype_name<T>() && !options.convert_dtype)
-        throw io_error(concat(path, ": holds a ", dtype, " model, loading a ", detail::dtype_name<T>(),
+    if (dtype != dtype_name<T>() && !options.convert_dtype)
+        throw io_error(concat(path, ": holds a ", dtype, " model, loading a ", dtype_name<T>(),
                               " one (LoadOptions::convert_dtype converts)"));
     typename M::Spec spec;
     try {
-        detail::spec_from_json(nlohmann::json::parse(meta("config")), spec);
+        spec_from_json(nlohmann::json::parse(meta("config")), spec);
     } catch (const nlohmann::json::exception& e) {
         throw io_error(concat(path, ": config is not valid JSON (", e.what(), ")"));
     } catch (const config_error& e) {
         throw io_error(concat(path, ": ", e.what()));
     }
+    return spec;
+}
+}  // namespace detail
+
+/// Loads a model saved by save() (or by tools/export_pytorch.py); with adam, also its state (the
+/// file must then hold one). Everything is checked before anything is used (see the header comment
+/// and docs/model_files.md). The model comes back in evaluation mode (BatchNorm uses its running
+/// statistics, no dropout), ready to serve; call train() before training it further (fit does).
+template <class M>
+Model<M> load(const std::string& path, const LoadOptions& options = {}, Adam<typename M::Scalar>* adam = nullptr) {
+    const SafetensorsFile file = read_safetensors(path);
+    if (file.metadata.count("features"))
+        throw io_error(detail::concat(path, ": holds a model with ID features (a FeatureModel); load it with "
+                                      "moe::load_feature_model"));
+    const typename M::Spec spec = detail::read_model_metadata<M>(file, path, options);
     Model<M> model = detail::build_for_file<M>(spec, file, path);
-    detail::load_tensors(model, detail::renamed_tensors(file, path, options.renames), path, meta("kind"), options, adam);
+    detail::load_tensors(model, detail::renamed_tensors(file, path, options.renames), path, detail::model_kind<M>::value, options,
+                         adam);
     model.eval();
     return model;
 }

@@ -10,6 +10,7 @@
 // Errors are config_error naming the field ("tasks[1].kind: ...").
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <set>
 #include <string>
 #include <type_traits>
@@ -17,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "moe/features/feature_spec.hpp"
 #include "moe/models/mmoe.hpp"
 #include "moe/models/ple.hpp"
 #include "moe/models/shared_bottom.hpp"
@@ -116,6 +118,32 @@ auto visit_fields(S& s, V&& v) -> std::enable_if_t<std::is_same_v<std::remove_co
     v("noise_seed", s.noise_seed);
 }
 
+template <class S, class V>
+auto visit_fields(S& s, V&& v) -> std::enable_if_t<std::is_same_v<std::remove_const_t<S>, TableSpec>> {
+    v("name", s.name);
+    v("rows", s.rows);
+    v("dim", s.dim);
+    v("padding_idx", s.padding_idx);
+    v("vocabulary", s.vocabulary);
+}
+
+template <class S, class V>
+auto visit_fields(S& s, V&& v) -> std::enable_if_t<std::is_same_v<std::remove_const_t<S>, SparseFeatureSpec>> {
+    v("name", s.name);
+    v("table", s.table);
+    v("pooling", s.pooling);
+    v("max_length", s.max_length);
+}
+
+template <class S, class V>
+auto visit_fields(S& s, V&& v) -> std::enable_if_t<std::is_same_v<std::remove_const_t<S>, FeatureSpec>> {
+    v("dense", s.dense);
+    v("dense_mean", s.dense_mean);
+    v("dense_std", s.dense_std);
+    v("tables", s.tables);
+    v("sparse", s.sparse);
+}
+
 // ---- enums as names -------------------------------------------------------------------------------
 inline const char* to_string(DroppedTokens d) { return d == DroppedTokens::zero ? "zero" : "passthrough"; }
 
@@ -133,6 +161,7 @@ inline void from_string(const std::string& s, GateKind& k) {
     else if (s == "dselect_k") k = GateKind::dselect_k;
     else throw config_error("unknown gate kind '" + s + "' (expected softmax or dselect_k)");
 }
+inline void from_string(const std::string& s, PoolingMode& m) { m = pooling_mode_from_string(s); }
 inline void from_string(const std::string& s, DroppedTokens& d) {
     if (s == "zero") d = DroppedTokens::zero;
     else if (s == "passthrough") d = DroppedTokens::passthrough;
@@ -141,7 +170,8 @@ inline void from_string(const std::string& s, DroppedTokens& d) {
 
 template <class E>
 constexpr bool is_spec_enum = std::is_same_v<E, ActivationKind> || std::is_same_v<E, TaskKind> ||
-                              std::is_same_v<E, DroppedTokens> || std::is_same_v<E, GateKind>;
+                              std::is_same_v<E, DroppedTokens> || std::is_same_v<E, GateKind> ||
+                              std::is_same_v<E, PoolingMode>;
 
 template <class S, class = void>
 struct has_fields : std::false_type {};
@@ -159,6 +189,8 @@ json field_json(const V& v) {
         json j = json::object();
         visit_fields(v, [&](const char* name, const auto& member) { j[name] = field_json(member); });
         return j;
+    } else if constexpr (std::is_same_v<V, std::optional<std::int64_t>>) {
+        return v ? json(*v) : json(nullptr);
     } else if constexpr (std::is_same_v<V, std::vector<Index>> || std::is_same_v<V, std::string> || !std::is_class_v<V>) {
         return v;
     } else {  // a vector of specs (tasks, levels)
@@ -207,6 +239,15 @@ inline void read_field(const json& j, const std::string& path, double& out) {
 inline void read_field(const json& j, const std::string& path, std::string& out) {
     if (!j.is_string()) throw config_error(path + ": expected a string, got " + type_name(j));
     out = j.get<std::string>();
+}
+inline void read_field(const json& j, const std::string& path, std::optional<std::int64_t>& out) {
+    if (j.is_null()) {
+        out.reset();
+        return;
+    }
+    Index v = 0;
+    read_field(j, path, v);
+    out = std::int64_t(v);
 }
 template <class E>
 std::enable_if_t<is_spec_enum<E>> read_field(const json& j, const std::string& path, E& out) {

@@ -3,6 +3,8 @@
 // the row-wise variant large tables use (one accumulator per row, as FBGEMM's and torchrec's
 // EXACT_ROWWISE_ADAGRAD).
 #include <cmath>
+#include <vector>
+
 
 #include "moe/core/errors.hpp"
 #include "moe/core/types.hpp"
@@ -71,6 +73,20 @@ public:
     long long steps() const { return steps_; }
     /// The accumulators: dim x rows, or 1 x rows when row-wise.
     const Matrix<T>& state_sum() const { return sum_; }
+
+    /// The state for model files: f(name, matrix) per tensor under PyTorch's state names.
+    static constexpr const char* kind = "sparse_adagrad";
+    template <class F>
+    void for_each_state(F&& f) const {
+        f("sum", sum_);
+    }
+    /// Replaces the state (matrices of for_each_state's shapes, in its order), e.g. from a file.
+    void set_state(const std::vector<Matrix<T>>& state, long long steps) {
+        detail::require(state.size() == 1 && state[0].rows() == sum_.rows() && state[0].cols() == sum_.cols() && steps >= 0,
+                        "moe::SparseAdagrad::set_state: the state does not fit this optimizer");
+        sum_ = state[0];
+        steps_ = steps;
+    }
 
 private:
     SparseAdagradOptions o_;

@@ -2,6 +2,7 @@
 // SparseAdam for embedding tables: torch.optim.SparseAdam's update on the rows a batch touched.
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "moe/core/errors.hpp"
 #include "moe/core/types.hpp"
@@ -67,6 +68,23 @@ public:
     long long steps() const { return steps_; }
     const Matrix<T>& exp_avg() const { return m_; }
     const Matrix<T>& exp_avg_sq() const { return v_; }
+
+    /// The state for model files: f(name, matrix) per tensor under PyTorch's state names.
+    static constexpr const char* kind = "sparse_adam";
+    template <class F>
+    void for_each_state(F&& f) const {
+        f("exp_avg", m_);
+        f("exp_avg_sq", v_);
+    }
+    /// Replaces the state (matrices of for_each_state's shapes, in its order), e.g. from a file.
+    void set_state(const std::vector<Matrix<T>>& state, long long steps) {
+        detail::require(state.size() == 2 && state[0].rows() == m_.rows() && state[0].cols() == m_.cols() &&
+                            state[1].rows() == v_.rows() && state[1].cols() == v_.cols() && steps >= 0,
+                        "moe::SparseAdam::set_state: the state does not fit this optimizer");
+        m_ = state[0];
+        v_ = state[1];
+        steps_ = steps;
+    }
 
 private:
     SparseAdamOptions o_;
