@@ -134,6 +134,25 @@ TEST_CASE("FeatureInput: a shared table's gradient is the sum of its features' g
     CHECK(std::is_sorted(in.grad(0).rows.begin(), in.grad(0).rows.end()));
 }
 
+TEST_CASE("FeatureInput: a copy has its own gradients, equal to the original's", "[features]") {
+    FeatureSpec s = small_features();
+    s.add_feature("similar_items", "items", PoolingMode::sum);  // three features on the items table: merged
+    FeatureInput<double> in(s);
+    Rng rng(8);
+    in.reset_parameters(rng);
+    FeatureBatch<double> batch = small_batch();
+    batch.sparse["similar_items"] = Bags<double>::from_lengths({8, 8, 4, 6}, {0, 2, 1, 0, 1});
+    in.forward(batch);
+    in.backward(moe::testing::random_matrix(in.width(), 5, 4));
+    const FeatureInput<double> copy = in;
+    for (Index t = 0; t < 3; ++t) {
+        CHECK(&copy.grad(t) != &in.grad(t));
+        CHECK(copy.grad(t).rows == in.grad(t).rows);
+        CHECK((Matrix<double>(copy.grad(t).values.view()) - Matrix<double>(in.grad(t).values.view())).cwiseAbs().maxCoeff() == 0.0);
+    }
+    CHECK_THROWS_WITH(in.grad(3), Contains("no table 3"));
+}
+
 TEST_CASE("FeatureModel: gradient checks of MMoE, PLE and SparseMMoE behind a feature input", "[features][gradcheck]") {
     const FeatureBatch<double> batch = small_batch();
     MMoESpec m = moe::testing::small_mmoe();
@@ -536,14 +555,14 @@ TEMPLATE_TEST_CASE("PyTorch parity: an MMoE behind ID features, forward, backwar
     forward_backward(model, loss);
     for (const auto& e : model.params().entries()) {
         INFO(e.name);
-        const std::vector<T> expected = io.at("grad." + e.name).values<T>();
+        const std::vector<T> expected = io.at("grad." + e.name).template values<T>();
         MOE_CHECK_CLOSE(Matrix<T>(model.params().grads().segment(e.offset, e.rows * e.cols)),
                         (Eigen::Map<const Matrix<T>>(expected.data(), Index(expected.size()), 1)), T);
     }
     for (Index t = 0; t < model.input().tables(); ++t) {
         const std::string name = "tables." + model.input().spec().tables[std::size_t(t)].name + ".weight";
         INFO(name);
-        MOE_CHECK_CLOSE(dense_grad_of(model.input().grad(t), model.input().table(t)), io.at("grad." + name).batch<T>(), T);
+        MOE_CHECK_CLOSE(dense_grad_of(model.input().grad(t), model.input().table(t)), io.at("grad." + name).template batch<T>(), T);
     }
     AdamOptions ao;
     ao.lr = 0.01;
@@ -555,12 +574,19 @@ TEMPLATE_TEST_CASE("PyTorch parity: an MMoE behind ID features, forward, backwar
     tables.step(model.input());
     for (const auto& e : model.params().entries()) {
         INFO(e.name);
-        const std::vector<T> expected = io.at("adam." + e.name).values<T>();
-        MOE_CHECK_CLOSE(Matrix<T>(model.params().values().segment(e.offset, e.rows * e.cols)),
-                        (Eigen::Map<const Matrix<T>>(expected.data(), Index(expected.size()), 1)), T);
+        // A bias whose unit's ReLU is active on the whole batch, before a BatchNorm, has a gradient
+        // of 0 in exact arithmetic: rounding noise here and in PyTorch, and Adam's first step on
+        // noise moves by +-lr with the noise's sign. Those entries are left out.
+        const std::vector<T> g = io.at("grad." + e.name).template values<T>();
+        const std::vector<T> expected = io.at("adam." + e.name).template values<T>();
+        const auto actual = model.params().values().segment(e.offset, e.rows * e.cols);
+        double worst = 0;
+        for (std::size_t i = 0; i < g.size(); ++i)
+            if (std::abs(double(g[i])) > 1e-5) worst = std::max(worst, std::abs(double(actual(Index(i))) - double(expected[i])));
+        CHECK(worst <= moe::testing::parity_tolerance<T>());
     }
     for (Index t = 0; t < model.input().tables(); ++t)
-        MOE_CHECK_CLOSE(model.input().table(t), io.at("adam.tables." + model.input().spec().tables[std::size_t(t)].name + ".weight").batch<T>(), T);
+        MOE_CHECK_CLOSE(model.input().table(t), io.at("adam.tables." + model.input().spec().tables[std::size_t(t)].name + ".weight").template batch<T>(), T);
 
     FeatureModel<MMoE<T>> again = load_feature_model<MMoE<T>>(model_path);
     forward_backward(again, loss);
@@ -569,7 +595,7 @@ TEMPLATE_TEST_CASE("PyTorch parity: an MMoE behind ID features, forward, backwar
     TableOptimizer<T, SparseAdagrad<T>> adagrad(again.input(), go);
     adagrad.step(again.input());
     for (Index t = 0; t < again.input().tables(); ++t)
-        MOE_CHECK_CLOSE(again.input().table(t), io.at("adagrad.tables." + again.input().spec().tables[std::size_t(t)].name + ".weight").batch<T>(), T);
+        MOE_CHECK_CLOSE(again.input().table(t), io.at("adagrad.tables." + again.input().spec().tables[std::size_t(t)].name + ".weight").template batch<T>(), T);
 }
 
 }  // namespace test_features

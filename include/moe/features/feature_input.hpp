@@ -51,7 +51,6 @@ public:
             inv_std_ = Eigen::Map<const Vector<double>>(spec_.dense_std.data(), spec_.dense).cwiseInverse().template cast<T>();
         }
         width_ = row;
-        grads_.resize(spec_.tables.size());
         merged_.resize(spec_.tables.size());
     }
 
@@ -150,17 +149,18 @@ public:
     void backward(const ConstView<T>& dx) {
         detail::require(batch_ >= 0, name_, "::backward: no forward before it");
         detail::check_shape(dx, width(), batch_, name_, "backward", "gradient");
-        for (std::size_t t = 0; t < tables_.size(); ++t) grads_[t] = nullptr;
+        grad_source_.assign(tables_.size(), kNoGradient);
         for (std::size_t i = 0; i < spec_.sparse.size(); ++i) {
             const std::size_t t = std::size_t(table_of_[i]);
             const Index dim = tables_[t].rows();
             const RowSparseGrad<T>& g =
                 pooling_[i].backward(dim, ConstView<T>(dx.data() + first_row_[i], dim, dx.cols(), dx.outerStride()));
-            if (!grads_[t]) {
-                grads_[t] = &g;
-            } else if (grads_[t] != &merged_[t]) {  // a shared table: the first two features' rows added
-                add_rows(*grads_[t], g, merged_[t], ids_of_table(t));
-                grads_[t] = &merged_[t];
+            Index& source = grad_source_[t];
+            if (source == kNoGradient) {
+                source = Index(i);
+            } else if (source != kMerged) {  // a shared table: the first two features' rows added
+                add_rows(pooling_[std::size_t(source)].grad(), g, merged_[t], ids_of_table(t));
+                source = kMerged;
             } else {  // a third feature or more: through scratch (grow-only buffers, no allocation)
                 add_rows(merged_[t], g, scratch_, ids_of_table(t));
                 merged_[t].rows.assign(scratch_.rows.begin(), scratch_.rows.end());
@@ -171,8 +171,10 @@ public:
 
     /// The row-sparse gradient of table i from the last backward (no rows when no feature uses it).
     const RowSparseGrad<T>& grad(Index i) const {
-        const RowSparseGrad<T>* g = grads_.at(std::size_t(i));
-        return g ? *g : empty_;
+        const std::size_t t = std::size_t(i);
+        detail::require(i >= 0 && i < tables(), name_, "::grad: no table ", i, " (there are ", tables(), ")");
+        if (t >= grad_source_.size() || grad_source_[t] == kNoGradient) return empty_;
+        return grad_source_[t] == kMerged ? merged_[t] : pooling_[std::size_t(grad_source_[t])].grad();
     }
 
 private:
@@ -241,7 +243,10 @@ private:
     Index width_ = 0;
     Buffer<T> out_;
     Index batch_ = -1;
-    std::vector<const RowSparseGrad<T>*> grads_;  // per table: its gradient of the last backward
+    // Per table, where its gradient of the last backward is: the pooling of one feature (its index),
+    // merged_ (features sharing the table), or none. Indices, not pointers: copies stay right.
+    static constexpr Index kNoGradient = -1, kMerged = -2;
+    std::vector<Index> grad_source_;
     std::vector<RowSparseGrad<T>> merged_;        // per shared table: the features' gradients added
     RowSparseGrad<T> scratch_, empty_;
 };

@@ -79,6 +79,8 @@ public:
     const std::string& name() const { return name_; }
     PoolingMode mode() const { return mode_; }
     std::optional<std::int64_t> padding_idx() const { return padding_; }
+    /// The gradient of the last backward.
+    const RowSparseGrad<T>& grad() const { return grad_; }
     /// Ids in the bags of the last forward.
     Index ids() const { return bags_ ? Index(bags_->ids.size()) : 0; }
 
