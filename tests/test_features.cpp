@@ -386,6 +386,8 @@ TEST_CASE("Hashing: 64-bit FNV-1a as documented, modulo the table", "[features]"
     CHECK(hashed_id("item_42", 1000) == 405);
     CHECK(hashed_id(std::int64_t(42), 1000) == 255);
     CHECK_THROWS_WITH(hashed_id("x", 0), Contains("rows must be positive"));
+    CHECK_THROWS_WITH(hashed_id(std::int64_t(7), -3), Contains("rows must be positive, got -3"));
+    CHECK_THROWS_WITH(encode_hashed_bags<float>({"a"}, 0), Contains("rows must be positive"));
     const Bags<float> bags = encode_hashed_bags<float>({"a|b", "", "foobar"}, 7);
     CHECK(bags.offsets == std::vector<std::int64_t>{0, 2, 2, 3});
     CHECK(bags.ids == std::vector<std::int64_t>{hashed_id("a", 7), hashed_id("b", 7), hashed_id("foobar", 7)});
@@ -403,6 +405,7 @@ TEST_CASE("Vocabulary: most frequent first, rare and unseen values out of vocabu
     const Bags<double> bags = encode_bags<double>({"a|d", "", "c|b|a"}, v);
     CHECK(bags.ids == std::vector<std::int64_t>{1, 0, 3, 2, 1});
     CHECK(bags.offsets == std::vector<std::int64_t>{0, 2, 2, 5});
+    CHECK(encode_bags<double>({"a||b"}, v).ids == std::vector<std::int64_t>{1, 0, 2});  // "" is a value, unknown here
     CHECK_THROWS_WITH(Vocabulary({"x", "y", "x"}), Contains("token 'x' appears twice (at 0 and 2)"));
     CHECK_THROWS_WITH(Vocabulary::build({"x"}, 0), Contains("min_count must be >= 1"));
 }
@@ -458,6 +461,13 @@ TEST_CASE("Feature model files: tables, vocabularies and both optimizers' state 
     const std::string plain = dir.file("plain.safetensors");
     save(model.net(), plain);
     CHECK_THROWS_WITH(load_feature_model<Net>(plain), Contains("has no 'features'"));
+    // A table optimizer built for other features is refused before anything is written.
+    FeatureSpec one_table;
+    one_table.add_table("t", 3, 2).add_feature("f", "t");
+    FeatureInput<double> other(one_table);
+    TableOptimizer<double> other_tables(other);
+    CHECK_THROWS_WITH(save(model, dir.file("mismatch.safetensors"), &adam, &other_tables),
+                      Contains("the table optimizer has 1 tables, the model 3"));
     // Asking for table optimizer state that was not saved, or of another kind.
     const std::string bare = dir.file("bare.safetensors");
     save(model, bare);

@@ -64,7 +64,8 @@ private:
 };
 
 namespace detail {
-/// Calls f(value) for each part of `cell` split at `separator`; an empty cell has no parts.
+/// Calls f(value) for each part of `cell` split at `separator`; an empty cell has no parts, an
+/// empty part ("a||b") is the value "" (out of vocabulary unless the training data had it).
 template <class F>
 void for_each_part(std::string_view cell, char separator, F&& f) {
     if (cell.empty()) return;

@@ -41,12 +41,12 @@ void save(const FeatureModel<Net>& model, const std::string& path, const Adam<ty
     SafetensorsFile file = detail::model_file_contents(model.net(), adam);
     const FeatureInput<T>& in = model.input();
     file.metadata["features"] = detail::spec_to_json(in.spec()).dump();
+    detail::require(!tables || tables->tables() == in.tables(), "moe::save: the table optimizer has ",
+                    tables ? tables->tables() : 0, " tables, the model ", in.tables());
     for (Index t = 0; t < in.tables(); ++t) {
         const std::string& name = in.spec().tables[std::size_t(t)].name;
         file.tensors["tables." + name + ".weight"] = detail::make_tensor<T>({in.table(t).cols(), in.table(t).rows()}, in.table(t).data());
         if (!tables) continue;
-        detail::require(tables->tables() == in.tables(), "moe::save: the table optimizer has ", tables->tables(),
-                        " tables, the model ", in.tables());
         const Opt& opt = tables->table_optimizer(t);
         opt.for_each_state([&](const char* state, const Matrix<T>& m) {
             file.tensors["optimizer.tables." + name + "." + state] = detail::make_tensor<T>(detail::table_state_shape(m), m.data());
@@ -143,8 +143,10 @@ FeatureModel<Net> load_feature_model(const std::string& path, const LoadOptions&
     if (options.strict)
         for (const auto& [name, t] : file.tensors) {
             (void)t;
-            if (name.rfind("tables.", 0) == 0 && !(name.size() > 7 && in.spec().table_index(name.substr(7, name.size() - 14)) >= 0 &&
-                                                   name.compare(name.size() - 7, 7, ".weight") == 0))
+            if (name.rfind("tables.", 0) != 0) continue;
+            bool known = false;  // "tables.<a table of the features>.weight"
+            for (const TableSpec& table : in.spec().tables) known = known || name == "tables." + table.name + ".weight";
+            if (!known)
                 throw io_error(concat(path, ": tensor '", name, "' is not a table of the features (LoadOptions::strict = false ignores it)"));
         }
     detail::load_tensors(model.net(), net_tensors, path, detail::model_kind<Net>::value, options, adam);

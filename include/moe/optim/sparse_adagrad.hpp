@@ -5,7 +5,6 @@
 #include <cmath>
 #include <vector>
 
-
 #include "moe/core/errors.hpp"
 #include "moe/core/types.hpp"
 #include "moe/layers/row_sparse.hpp"
