@@ -1,6 +1,7 @@
 // EmbeddingBag, Embedding, SparseAdam and SparseAdagrad: pooling against a naive loop in every mode,
 // gradient checks of the tables (weights, padding, empty and repeated ids), bad input, SparseAdam
 // against its formula, and parity with PyTorch 1.13 (tools/make_embedding_reference.py).
+#include <algorithm>
 #include <cmath>
 
 #include "support/catch.hpp"
@@ -95,6 +96,53 @@ TEST_CASE("EmbeddingBag: gradient checks of the table", "[embedding][gradcheck]"
             CHECK(g.rows == touched);
             CHECK(g.values.cols() == Index(touched.size()));
         }
+}
+
+TEST_CASE("IdSorter: the radix sort gives (id, position) order, as a comparison sort does", "[embedding]") {
+    Rng rng(5);
+    detail::IdSorter sorter;
+    for (const std::int64_t range : {std::int64_t(3), std::int64_t(5000), std::int64_t(1) << 40}) {
+        for (const std::size_t n : {std::size_t(10), std::size_t(255), std::size_t(256), std::size_t(5000)}) {
+            std::vector<std::int64_t> ids(n), order, expected;
+            for (auto& id : ids) id = std::int64_t(rng.uniform() * double(range)) % range;
+            for (std::size_t p = 0; p < n; p += 1 + (p % 3 == 0)) order.push_back(std::int64_t(p));  // some positions left out
+            expected = order;
+            std::stable_sort(expected.begin(), expected.end(),
+                             [&](std::int64_t x, std::int64_t y) { return ids[std::size_t(x)] < ids[std::size_t(y)]; });
+            sorter.sort(ids, order);
+            INFO("range " << range << ", " << n << " ids");
+            CHECK(order == expected);
+        }
+    }
+}
+
+TEST_CASE("EmbeddingBag: a batch of thousands of ids (the radix sort's path) gets the summed rows' gradients", "[embedding]") {
+    EmbeddingBag<double> e(300, 3, PoolingMode::mean, 7);
+    Rng rng(9);
+    e.reset_parameters(rng);
+    std::vector<std::int64_t> ids, lengths;
+    for (int b = 0; b < 400; ++b) {
+        lengths.push_back(b % 11);
+        for (int k = 0; k < b % 11; ++k) ids.push_back(std::int64_t(rng.uniform() * 300) % 300);
+    }
+    const auto bags = Bags<double>::from_lengths(ids, lengths);
+    const Matrix<double> dy = moe::testing::random_matrix(3, 400, 4);
+    e.forward(bags);
+    const RowSparseGrad<double>& g = e.backward(dy);
+    Matrix<double> expected = Matrix<double>::Zero(3, 300);  // the definition, written out
+    for (Index b = 0; b < 400; ++b) {
+        Index count = 0;
+        for (auto p = bags.offsets[std::size_t(b)]; p < bags.offsets[std::size_t(b) + 1]; ++p) count += bags.ids[std::size_t(p)] != 7;
+        for (auto p = bags.offsets[std::size_t(b)]; p < bags.offsets[std::size_t(b) + 1]; ++p)
+            if (bags.ids[std::size_t(p)] != 7) expected.col(Index(bags.ids[std::size_t(p)])) += dy.col(b) / double(count);
+    }
+    Matrix<double> got = Matrix<double>::Zero(3, 300);
+    for (std::size_t j = 0; j < g.rows.size(); ++j) {
+        CHECK((j == 0 || g.rows[j] > g.rows[j - 1]));
+        got.col(Index(g.rows[j])) = g.values.view().col(Index(j));
+    }
+    CHECK((got - expected).cwiseAbs().maxCoeff() < 1e-12);
+    CHECK(std::find(g.rows.begin(), g.rows.end(), 7) == g.rows.end());  // the padding row gets nothing
 }
 
 TEST_CASE("EmbeddingBag: bad bags name the layer and the value, and change nothing", "[embedding][errors]") {

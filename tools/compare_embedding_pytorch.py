@@ -6,10 +6,11 @@
 The shapes of benchmarks/bench_embedding.cpp: 26 features of dim 16 (a table each), bags of 1 or 20
 ids, batch 2048, sum pooling; a step is, per feature, forward, backward of sum(y * dy) and a
 SparseAdam step (torch.nn.EmbeddingBag(sparse=True) + torch.optim.SparseAdam); the scaling rows
-are one 20-hot feature at 1e4, 1e6 and 1e7 rows. PyTorch at its best as in compare_pytorch.py
-(OPENBLAS_CORETYPE unset, malloc keeps freed memory), one thread (moe's layer is single-threaded
-today). --quick runs only the rows of 1e4 and 1e5 rows (little memory). Prints samples/s of both
-and the ratio moe / PyTorch, medians of 5.
+are one 20-hot feature at 1e4, 1e6 and 1e7 rows, with ids uniform over the table (scaling) or drawn
+per batch from 4096 random rows of it (scaling_same_rows). PyTorch at its best as in
+compare_pytorch.py (OPENBLAS_CORETYPE unset, malloc keeps freed memory) on --threads N threads
+(default 2); moe's layer runs on one thread whatever N. --quick runs only the rows of 1e4 and 1e5
+rows (little memory). Prints samples/s of both and the ratio moe / PyTorch, medians of 5.
 """
 import json
 import os
@@ -26,16 +27,24 @@ import torch  # noqa: E402
 ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), ".."))
 ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
 QUICK = "--quick" in sys.argv
+THREADS = int(next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--threads=")), "2"))
 BENCH = ARGS[0] if ARGS else os.path.join(ROOT, "build", "bench", "benchmarks", "bench_embedding")
-DIM, BATCH, CYCLED = 16, 2048, 4
+DIM, BATCH, CYCLED, POOL = 16, 2048, 4, 4096
 
 
-def torch_step_seconds(features, rows, hot):
+def batch_ids(rows, hot, pool):
+    if pool == 0:
+        return torch.randint(0, rows, (BATCH * hot,))
+    pool_rows = torch.randint(0, rows, (pool,))
+    return pool_rows[torch.randint(0, pool, (BATCH * hot,))]
+
+
+def torch_step_seconds(features, rows, hot, pool=0):
     torch.manual_seed(7)
     tables = [torch.nn.EmbeddingBag(rows, DIM, mode="sum", sparse=True, include_last_offset=True) for _ in range(features)]
     opts = [torch.optim.SparseAdam(t.parameters(), lr=1e-3) for t in tables]
     offsets = torch.arange(0, BATCH * hot + 1, hot, dtype=torch.int64)
-    batches = [[torch.randint(0, rows, (BATCH * hot,)) for _ in range(CYCLED)] for _ in range(features)]
+    batches = [[batch_ids(rows, hot, pool) for _ in range(CYCLED)] for _ in range(features)]
     dy = torch.full((BATCH, DIM), 1e-3)
     state = {"batch": 0}
 
@@ -64,16 +73,18 @@ def moe_rows(filter_regex):
 
 
 def main():
-    torch.set_num_threads(1)
-    cases = [("embedding_bag_step/rows:%d/hot:%d/real_time" % (r, h), 26, r, h)
+    torch.set_num_threads(THREADS)
+    cases = [("embedding_bag_step/rows:%d/hot:%d/real_time" % (r, h), 26, r, h, 0)
              for r in ((100000,) if QUICK else (100000, 1000000)) for h in (1, 20)]
-    cases += [("embedding_bag_scaling/rows:%d/real_time" % r, 1, r, 20)
-              for r in ((10000,) if QUICK else (10000, 1000000, 10000000))]
-    regex = "|".join(name.replace("/real_time", "/") for name, _, _, _ in cases)
+    scaling_rows = (10000,) if QUICK else (10000, 1000000, 10000000)
+    cases += [("embedding_bag_scaling/rows:%d/real_time" % r, 1, r, 20, 0) for r in scaling_rows]
+    cases += [("embedding_bag_scaling_same_rows/rows:%d/real_time" % r, 1, r, 20, POOL) for r in scaling_rows]
+    regex = "|".join("^" + name.replace("/real_time", "/") for name, _, _, _, _ in cases)
     ours = moe_rows(regex)
+    print("PyTorch on %d threads, moe on one" % THREADS)
     print("| row | moe samples/s | PyTorch samples/s | moe / PyTorch |\n|---|---:|---:|---:|")
-    for name, features, rows, hot in cases:
-        theirs = torch_step_seconds(features, rows, hot)
+    for name, features, rows, hot, pool in cases:
+        theirs = torch_step_seconds(features, rows, hot, pool)
         mine = ours.get(name)
         if mine is None:
             print("| %s | (not run) | %.0f | - |" % (name, BATCH / theirs))

@@ -11,6 +11,8 @@
 #include "moe/core/buffer.hpp"
 #include "moe/core/errors.hpp"
 #include "moe/core/rng.hpp"
+#include "moe/core/table_memory.hpp"
+#include "moe/core/view.hpp"
 #include "moe/features/feature_spec.hpp"
 #include "moe/features/vocabulary.hpp"
 #include "moe/layers/embedding_bag.hpp"
@@ -30,7 +32,7 @@ public:
     explicit FeatureInput(FeatureSpec spec, std::string name = "moe::FeatureInput")
         : spec_(detail::checked_feature_spec(spec, name)), name_(std::move(name)) {
         for (const TableSpec& t : spec_.tables) {
-            tables_.push_back(Matrix<T>::Zero(t.dim, t.rows));
+            tables_.push_back(detail::table_matrix<T>(t.dim, t.rows, T(0)));
             padding_.push_back(detail::padding_row(t.padding_idx, t.rows, name_));
             try {
                 vocabularies_.emplace_back(t.vocabulary);

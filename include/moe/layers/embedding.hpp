@@ -9,6 +9,7 @@
 #include "moe/core/buffer.hpp"
 #include "moe/core/errors.hpp"
 #include "moe/core/rng.hpp"
+#include "moe/core/table_memory.hpp"
 #include "moe/core/types.hpp"
 #include "moe/layers/row_sparse.hpp"
 
@@ -28,7 +29,7 @@ public:
         : name_(std::move(name)) {
         detail::require(rows > 0 && dim > 0, name_, ": rows and dim must be positive, got ", rows, " x ", dim);
         padding_ = detail::padding_row(padding_idx, rows, name_);
-        table_ = Matrix<T>::Zero(dim, rows);
+        table_ = detail::table_matrix<T>(dim, rows, T(0));
     }
 
     const std::string& name() const { return name_; }
@@ -70,7 +71,7 @@ public:
         order_.clear();
         for (std::size_t p = 0; p < ids.size(); ++p)
             if (!(padding_ && ids[p] == *padding_)) order_.push_back(std::int64_t(p));
-        detail::plan_row_gradients(ids, order_, slot_of_, dim(), grad_);
+        detail::plan_row_gradients(ids, order_, sorter_, slot_of_, dim(), grad_);
         auto& g = grad_.values.view();
         for (const std::int64_t p : order_) g.col(slot_of_[std::size_t(p)]) += dy.col(Index(p));
         return grad_;
@@ -83,6 +84,7 @@ private:
     Buffer<T> out_;
     const std::vector<std::int64_t>* ids_ = nullptr;
     std::vector<std::int64_t> order_;
+    detail::IdSorter sorter_;
     std::vector<Index> slot_of_;
     RowSparseGrad<T> grad_;
 };

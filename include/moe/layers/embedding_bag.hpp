@@ -15,7 +15,9 @@
 #include "moe/core/buffer.hpp"
 #include "moe/core/errors.hpp"
 #include "moe/core/rng.hpp"
+#include "moe/core/table_memory.hpp"
 #include "moe/core/types.hpp"
+#include "moe/core/view.hpp"
 #include "moe/layers/row_sparse.hpp"
 
 namespace moe {
@@ -123,6 +125,8 @@ public:
         for (Index b = 0; b < n; ++b) {
             Index count = 0;
             for (std::int64_t p = bags.offsets[std::size_t(b)]; p < bags.offsets[std::size_t(b) + 1]; ++p) {
+                if (std::size_t(p) + kPrefetchAhead < bags.ids.size())
+                    prefetch_values(table.data() + bags.ids[std::size_t(p) + kPrefetchAhead] * d, d);
                 const std::int64_t id = bags.ids[std::size_t(p)];
                 if (padding_ && id == *padding_) continue;
                 const auto row = table.col(Index(id));
@@ -158,7 +162,7 @@ public:
                 order_.push_back(p);
                 ++count_[std::size_t(b)];
             }
-        plan_row_gradients(bags.ids, order_, slot_of_, d, grad_);
+        plan_row_gradients(bags.ids, order_, sorter_, slot_of_, d, grad_);
         auto& g = grad_.values.view();
         if (mode_ == PoolingMode::max) {
             for (Index b = 0; b < n; ++b)
@@ -182,6 +186,7 @@ private:
     const Bags<T>* bags_ = nullptr;
     std::vector<std::int64_t> argmax_;  // max mode: per (bag, dim) the position of the maximum, -1 if none
     std::vector<std::int64_t> order_;
+    IdSorter sorter_;
     std::vector<Index> bag_of_, slot_of_, count_;
     RowSparseGrad<T> grad_;
 };
@@ -202,7 +207,7 @@ public:
     EmbeddingBag(Index rows, Index dim, PoolingMode mode = PoolingMode::mean,
                  std::optional<std::int64_t> padding_idx = std::nullopt, std::string name = "moe::EmbeddingBag")
         : pooling_(mode, resolved_padding(rows, dim, padding_idx, name), name) {
-        table_ = Matrix<T>::Zero(dim, rows);
+        table_ = detail::table_matrix<T>(dim, rows, T(0));
     }
 
     const std::string& name() const { return pooling_.name(); }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "moe/core/errors.hpp"
+#include "moe/core/table_memory.hpp"
 #include "moe/core/types.hpp"
 #include "moe/layers/row_sparse.hpp"
 
@@ -38,7 +39,7 @@ public:
         detail::require(o.eps > 0, "moe::SparseAdagrad: eps must be > 0, got ", o.eps);
         detail::require(o.initial_accumulator_value >= 0, "moe::SparseAdagrad: initial_accumulator_value must be >= 0, got ",
                         o.initial_accumulator_value);
-        sum_ = Matrix<T>::Constant(o.rowwise ? 1 : dim, rows, T(o.initial_accumulator_value));
+        sum_ = detail::table_matrix<T>(o.rowwise ? 1 : dim, rows, T(o.initial_accumulator_value));
     }
     template <class Table>
     explicit SparseAdagrad(const Table& table, SparseAdagradOptions o = {}) : SparseAdagrad(table.rows(), table.dim(), o) {}
@@ -51,6 +52,11 @@ public:
         const auto& gv = g.values.view();
         for (std::size_t j = 0; j < g.rows.size(); ++j) {
             const Index r = Index(g.rows[j]), c = Index(j);
+            if (j + detail::kPrefetchAhead < g.rows.size()) {  // rows far apart in a big table: ask early
+                const Index ahead = Index(g.rows[j + detail::kPrefetchAhead]);
+                detail::prefetch_values(table.data() + ahead * dim_, dim_);
+                detail::prefetch_values(sum_.data() + ahead * sum_.rows(), sum_.rows());
+            }
             if (o_.rowwise) {
                 sum_(0, r) += gv.col(c).squaredNorm() / T(dim_);
                 const T scale = lr / (std::sqrt(sum_(0, r)) + eps);
@@ -70,6 +76,15 @@ public:
     }
 
     long long steps() const { return steps_; }
+    /// The shape of the table this optimizer is for: rows ids of dim.
+    Index rows() const { return sum_.cols(); }
+    Index dim() const { return dim_; }
+    const SparseAdagradOptions& options() const { return o_; }
+    /// Changes the learning rate for the next steps (a schedule); finite and >= 0.
+    void set_lr(double lr) {
+        detail::require(lr >= 0 && std::isfinite(lr), "moe::SparseAdagrad::set_lr: lr must be finite and >= 0, got ", lr);
+        o_.lr = lr;
+    }
     /// The accumulators: dim x rows, or 1 x rows when row-wise.
     const Matrix<T>& state_sum() const { return sum_; }
 

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "moe/core/errors.hpp"
+#include "moe/core/table_memory.hpp"
 #include "moe/core/types.hpp"
 #include "moe/layers/row_sparse.hpp"
 
@@ -32,8 +33,8 @@ public:
         detail::require(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1,
                         "moe::SparseAdam: betas must be in [0, 1), got ", o.beta1, ", ", o.beta2);
         detail::require(o.eps > 0, "moe::SparseAdam: eps must be > 0, got ", o.eps);
-        m_ = Matrix<T>::Zero(dim, rows);
-        v_ = Matrix<T>::Zero(dim, rows);
+        m_ = detail::table_matrix<T>(dim, rows, T(0));
+        v_ = detail::table_matrix<T>(dim, rows, T(0));
     }
     /// For an EmbeddingBag or Embedding.
     template <class Table>
@@ -48,9 +49,16 @@ public:
         const double bc1 = 1 - std::pow(o_.beta1, double(steps_)), bc2 = 1 - std::pow(o_.beta2, double(steps_));
         const T step_size = T(o_.lr * std::sqrt(bc2) / bc1);
         const T a1 = T(1 - o_.beta1), a2 = T(1 - o_.beta2), eps = T(o_.eps);
+        const Index dim = m_.rows();
         for (std::size_t j = 0; j < g.rows.size(); ++j) {
             const Index r = Index(g.rows[j]);
-            for (Index i = 0; i < m_.rows(); ++i) {
+            if (j + detail::kPrefetchAhead < g.rows.size()) {  // rows far apart in a big table: ask early
+                const Index ahead = Index(g.rows[j + detail::kPrefetchAhead]);
+                detail::prefetch_values(table.data() + ahead * dim, dim);
+                detail::prefetch_values(m_.data() + ahead * dim, dim);
+                detail::prefetch_values(v_.data() + ahead * dim, dim);
+            }
+            for (Index i = 0; i < dim; ++i) {
                 const T gi = gv(i, Index(j));
                 T& m = m_(i, r);
                 T& v = v_(i, r);
@@ -66,6 +74,15 @@ public:
     }
 
     long long steps() const { return steps_; }
+    /// The shape of the table this optimizer is for: rows ids of dim.
+    Index rows() const { return m_.cols(); }
+    Index dim() const { return m_.rows(); }
+    const SparseAdamOptions& options() const { return o_; }
+    /// Changes the learning rate for the next steps (a schedule); finite and >= 0.
+    void set_lr(double lr) {
+        detail::require(lr >= 0 && std::isfinite(lr), "moe::SparseAdam::set_lr: lr must be finite and >= 0, got ", lr);
+        o_.lr = lr;
+    }
     const Matrix<T>& exp_avg() const { return m_; }
     const Matrix<T>& exp_avg_sq() const { return v_; }
 
