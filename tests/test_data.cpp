@@ -1,6 +1,7 @@
 // The data readers: tables (plain and .gz), the encoder, the Census-income loader (on census-like
 // files written here, and on the real files when ../shared/data/census-income has them), malformed
 // input, and the MMoE paper's synthetic generator.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -118,6 +119,74 @@ TEST_CASE("TabularEncoder: sorted one-hot with an other slot, standardised numbe
     CHECK_THROWS_WITH(TabularEncoder(train, {"nope"}), Contains("has no column 'nope'"));
 }
 
+TEST_CASE("FeatureEncoder: ID columns through vocabularies, bags of multi-valued cells, shared and hashed tables", "[data][features]") {
+    TempDir dir("data_feature_encoder");
+    // n: numeric; city: one id; tags: bags; item / last: share the items table; h: hashed.
+    write_text(dir.file("train.csv"), "1,paris,a|b,i1,i2|i1,x\n2,rome,b,i2,,y\n3,paris,,i1,i3,x\n");
+    write_text(dir.file("test.csv"), "4,oslo,b|zz|a,i3,i9|i1,q\n");
+    const std::vector<ColumnSpec> cols{{"n", ColumnKind::numeric},     {"city", ColumnKind::categorical},
+                                       {"tags", ColumnKind::categorical}, {"item", ColumnKind::categorical},
+                                       {"last", ColumnKind::categorical}, {"h", ColumnKind::categorical}};
+    const Table train = read_table(dir.file("train.csv"), cols), test = read_table(dir.file("test.csv"), cols);
+    IdColumn city{"city", 3}, tags{"tags", 2, PoolingMode::mean, '|'}, item{"item", 4}, last{"last", 4, PoolingMode::mean, '|'},
+        hashed{"h", 2};
+    item.table = last.table = "items";
+    hashed.hash_rows = 7;
+    const FeatureEncoder enc(train, {"n"}, {city, tags, item, last, hashed});
+    const FeatureSpec& spec = enc.spec();
+    CHECK(spec.dense == 1);
+    REQUIRE(spec.tables.size() == 4);
+    CHECK(spec.tables[0].name == "city");
+    CHECK(spec.tables[0].vocabulary == std::vector<std::string>{"paris", "rome"});  // most frequent first
+    CHECK(spec.tables[1].vocabulary == std::vector<std::string>{"b", "a"});
+    CHECK(spec.tables[2].name == "items");  // i1: 3 times (item twice, last once), i2: 2, i3: 1
+    CHECK(spec.tables[2].vocabulary == std::vector<std::string>{"i1", "i2", "i3"});
+    CHECK(spec.tables[2].rows == 4);
+    CHECK(spec.tables[3].rows == 7);
+    CHECK(spec.tables[3].vocabulary.empty());
+    REQUIRE(spec.sparse.size() == 5);
+    CHECK(spec.sparse[3].table == "items");
+    CHECK(spec.sparse[1].pooling == PoolingMode::mean);
+    CHECK(spec.width() == 1 + 3 + 2 + 4 + 4 + 2);
+
+    const auto b = enc.transform<double>(train);
+    CHECK(b.dense.cols() == 3);
+    CHECK(b.sparse.at("city").ids == std::vector<std::int64_t>{1, 2, 1});
+    CHECK(b.sparse.at("tags").ids == std::vector<std::int64_t>{2, 1, 1});
+    CHECK(b.sparse.at("tags").offsets == std::vector<std::int64_t>{0, 2, 3, 3});  // the empty cell: an empty bag
+    CHECK(b.sparse.at("last").ids == std::vector<std::int64_t>{2, 1, 3});
+    CHECK(b.sparse.at("h").ids == std::vector<std::int64_t>{hashed_id("x", 7), hashed_id("y", 7), hashed_id("x", 7)});
+    const auto t = enc.transform<float>(test);  // unseen values: the OOV id 0
+    CHECK(t.sparse.at("city").ids == std::vector<std::int64_t>{0});
+    CHECK(t.sparse.at("tags").ids == std::vector<std::int64_t>{1, 0, 2});
+    CHECK(t.sparse.at("last").ids == std::vector<std::int64_t>{0, 1});
+    CHECK(t.sparse.at("h").ids == std::vector<std::int64_t>{hashed_id("q", 7)});
+    // The batch fits the spec: a FeatureInput takes it.
+    FeatureInput<float> input(spec);
+    CHECK(input.check(t) == 1);
+    CHECK(input.vocabulary(0).id("rome") == 2);
+
+    // min_count: rome (once) goes to the OOV id.
+    IdColumn rare = city;
+    rare.min_count = 2;
+    CHECK(FeatureEncoder(train, {}, {rare}).spec().tables[0].vocabulary == std::vector<std::string>{"paris"});
+    CHECK(FeatureEncoder(train, {}, {rare}).spec().dense == 0);
+
+    // Bad settings name the column.
+    CHECK_THROWS_WITH(FeatureEncoder(train, {}, {}), Contains("no columns to encode"));
+    CHECK_THROWS_WITH(FeatureEncoder(train, {}, {IdColumn{"n", 2}}), Contains("ID column 'n'") && Contains("not read as categorical"));
+    CHECK_THROWS_WITH(FeatureEncoder(train, {}, {IdColumn{"nope", 2}}), Contains("no column 'nope'"));
+    CHECK_THROWS_WITH(FeatureEncoder(train, {}, {IdColumn{"city", 0}}), Contains("ID column 'city': dim must be positive"));
+    IdColumn zero = city;
+    zero.min_count = 0;
+    CHECK_THROWS_WITH(FeatureEncoder(train, {}, {zero}), Contains("min_count must be >= 1"));
+    IdColumn other_dim = last;
+    other_dim.dim = 5;
+    CHECK_THROWS_WITH(FeatureEncoder(train, {}, {item, other_dim}),
+                      Contains("'item' and 'last' share table 'items' but not dim, hash_rows and min_count"));
+    CHECK_THROWS_WITH(FeatureEncoder(train, {}, {city, city}), Contains("two ID features are called 'city'"));
+}
+
 TEST_CASE("load_census_income: labels, encoding, split, on census-like files", "[data][census]") {
     TempDir dir("data_census");
     std::string train, test;
@@ -156,6 +225,38 @@ TEST_CASE("load_census_income: labels, encoding, split, on census-like files", "
     // Same seed, same split; the rows are all there once.
     const auto again = load_census_income<double>(files->first, files->second, 3);
     CHECK(again.validation.x == d.validation.x);
+}
+
+TEST_CASE("load_census_income_features: the categorical columns as ID features, the same labels and split", "[data][census][features]") {
+    TempDir dir("data_census_features");
+    std::string train, test;
+    train += census_line(30, "Never married", "White", "- 50000");
+    train += census_line(50, "Divorced", "Black", "50000+");
+    train += census_line(40, "Never married", "White", "50000+");
+    for (int i = 0; i < 4; ++i) test += census_line(20 + i, "Widowed", i ? "White" : "Eskimo", i < 2 ? "50000+" : "- 50000");
+    write_text(dir.file("census-income.data"), train);
+    write_text(dir.file("census-income.test"), test);
+    const auto files = find_census_income(dir.path.string());
+    REQUIRE(files);
+    const auto d = load_census_income_features<double>(files->first, files->second, 3, 1, 3);
+    const auto plain = load_census_income<double>(files->first, files->second, 3);
+    CHECK(d.spec.dense == 7);  // the numeric columns
+    CHECK(d.spec.sparse.size() == 32);  // the categorical ones but the two labels
+    for (const auto& f : d.spec.sparse) CHECK((f.name != "income" && f.name != "marital stat"));
+    const Index race = d.spec.table_index("race");
+    REQUIRE(race >= 0);
+    CHECK(d.spec.tables[std::size_t(race)].vocabulary == std::vector<std::string>{"White", "Black"});
+    CHECK(d.spec.tables[std::size_t(race)].dim == 3);
+    CHECK(d.train.labels == plain.train.labels);
+    CHECK(d.validation.labels == plain.validation.labels);  // the same split
+    CHECK(d.test.labels == plain.test.labels);
+    // "Eskimo" is in validation or test, with the OOV id.
+    const auto& vr = d.validation.features.sparse.at("race").ids;
+    const auto& tr = d.test.features.sparse.at("race").ids;
+    CHECK(std::count(vr.begin(), vr.end(), 0) + std::count(tr.begin(), tr.end(), 0) == 1);
+    FeatureInput<double> input(d.spec);
+    d.train.check(input, d.tasks, "train");
+    d.test.check(input, d.tasks, "test");
 }
 
 TEST_CASE("Malformed tables and census files: io_error with the file and the line", "[data][errors]") {

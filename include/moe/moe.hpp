@@ -65,6 +65,8 @@
 #include "moe/optim/sgd.hpp"
 
 // ID features: the input block, its spec and batch, vocabularies and hashing, table optimizers.
+#include "moe/features/feature_data.hpp"
+#include "moe/features/feature_fit.hpp"
 #include "moe/features/feature_model.hpp"
 #include "moe/features/table_optimizer.hpp"
 #include "moe/features/vocabulary.hpp"

@@ -8,10 +8,13 @@
 #include <numeric>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "moe/core/rng.hpp"
+#include "moe/data/feature_encoder.hpp"
 #include "moe/data/tabular_encoder.hpp"
+#include "moe/features/feature_data.hpp"
 #include "moe/train/dataset.hpp"
 
 namespace moe {
@@ -76,6 +79,57 @@ inline std::optional<std::pair<std::string, std::string>> find_census_income(con
     return std::make_pair(train, test);
 }
 
+namespace detail {
+
+/// The two census files read, each with at least some rows.
+inline std::pair<Table, Table> read_census_income(const std::string& train_path, const std::string& test_path,
+                                                  Index max_rows) {
+    const auto columns = census_income_columns();
+    Table train = read_table(train_path, columns, census_income_format(max_rows));
+    Table test = read_table(test_path, columns, census_income_format(max_rows));
+    if (train.rows == 0 || test.rows < 2)
+        throw io_error(concat("moe::load_census_income: '", train_path, "' has ", train.rows, " rows and '", test_path, "' ",
+                              test.rows, "; need data in both (two test rows at least)"));
+    return {std::move(train), std::move(test)};
+}
+
+/// The census columns that are features (all but the labels and the ignored weight) of one kind.
+inline std::vector<std::string> census_income_features(std::optional<ColumnKind> kind = std::nullopt) {
+    std::vector<std::string> features;
+    for (const auto& c : census_income_columns())
+        if (c.kind != ColumnKind::ignored && c.name != "income" && c.name != "marital stat" && (!kind || c.kind == *kind))
+            features.push_back(c.name);
+    return features;
+}
+
+/// The labels of task group 1: 2 x rows (income > 50K, never married).
+template <class T>
+Matrix<T> census_income_labels(const Table& t) {
+    Matrix<T> y(2, t.rows);
+    const TableColumn &income = t.column("income"), &marital = t.column("marital stat");
+    for (Index r = 0; r < t.rows; ++r) {
+        const std::string& inc = t.category(income, r);
+        if (inc != "50000+" && inc != "- 50000")
+            throw io_error(concat("moe::load_census_income: '", t.path, "' row ", r + 1, " (non-empty line)", ": income is '", inc,
+                                  "', expected '50000+' or '- 50000'"));
+        y(0, r) = T(inc == "50000+");
+        y(1, r) = T(t.category(marital, r) == "Never married");
+    }
+    return y;
+}
+
+/// The test file's rows in the seeded random order of the validation / test split: the first half
+/// validates, the rest tests.
+inline std::vector<Index> census_income_split(Index rows, std::uint64_t split_seed) {
+    std::vector<Index> order(static_cast<std::size_t>(rows));
+    std::iota(order.begin(), order.end(), Index(0));
+    Rng rng(split_seed);
+    moe::shuffle(order.begin(), order.end(), rng);
+    return order;
+}
+
+}  // namespace detail
+
 /// Reads, labels and encodes the census files for task group 1: tasks "income" (column 41 is
 /// "50000+") and "marital" (column 7 is "Never married"). Features: the other 39 columns, one-hot
 /// and standardised on the training file (TabularEncoder). The test file's rows go at random, from
@@ -83,41 +137,15 @@ inline std::optional<std::pair<std::string, std::string>> find_census_income(con
 template <class T>
 CensusIncome<T> load_census_income(const std::string& train_path, const std::string& test_path,
                                    std::uint64_t split_seed = 0, Index max_rows = 0) {
-    const auto columns = census_income_columns();
-    const Table train = read_table(train_path, columns, census_income_format(max_rows));
-    const Table test = read_table(test_path, columns, census_income_format(max_rows));
-    if (train.rows == 0 || test.rows < 2)
-        throw io_error(detail::concat("moe::load_census_income: '", train_path, "' has ", train.rows, " rows and '",
-                                      test_path, "' ", test.rows, "; need data in both (two test rows at least)"));
-    std::vector<std::string> features;
-    for (const auto& c : columns)
-        if (c.kind != ColumnKind::ignored && c.name != "income" && c.name != "marital stat") features.push_back(c.name);
-    const TabularEncoder encoder(train, features);
-
-    auto labels = [](const Table& t) {
-        Matrix<T> y(2, t.rows);
-        const TableColumn &income = t.column("income"), &marital = t.column("marital stat");
-        for (Index r = 0; r < t.rows; ++r) {
-            const std::string& inc = t.category(income, r);
-            if (inc != "50000+" && inc != "- 50000")
-                throw io_error(detail::concat("moe::load_census_income: '", t.path, "' row ", r + 1, " (non-empty line)",
-                                              ": income is '", inc, "', expected '50000+' or '- 50000'"));
-            y(0, r) = T(inc == "50000+");
-            y(1, r) = T(t.category(marital, r) == "Never married");
-        }
-        return y;
-    };
-
+    const auto [train, test] = detail::read_census_income(train_path, test_path, max_rows);
+    const TabularEncoder encoder(train, detail::census_income_features());
     CensusIncome<T> d;
     d.tasks = {binary_task("income"), binary_task("marital")};
     d.feature_names = encoder.feature_names();
     d.train.x = encoder.transform<T>(train);
-    d.train.labels = labels(train);
-    const Matrix<T> x = encoder.transform<T>(test), y = labels(test);
-    std::vector<Index> order(static_cast<std::size_t>(test.rows));
-    std::iota(order.begin(), order.end(), Index(0));
-    Rng rng(split_seed);
-    moe::shuffle(order.begin(), order.end(), rng);
+    d.train.labels = detail::census_income_labels<T>(train);
+    const Matrix<T> x = encoder.transform<T>(test), y = detail::census_income_labels<T>(test);
+    const std::vector<Index> order = detail::census_income_split(test.rows, split_seed);
     const Index half = test.rows / 2;
     auto take = [&](MultiTaskData<T>& out, Index begin, Index end) {
         out.x.resize(x.rows(), end - begin);
@@ -126,6 +154,48 @@ CensusIncome<T> load_census_income(const std::string& train_path, const std::str
             out.x.col(j - begin) = x.col(order[static_cast<std::size_t>(j)]);
             out.labels.col(j - begin) = y.col(order[static_cast<std::size_t>(j)]);
         }
+    };
+    take(d.validation, 0, half);
+    take(d.test, half, test.rows);
+    return d;
+}
+
+/// The census data set with ID features: train, validation and test, the input spec, the tasks.
+template <class T>
+struct CensusIncomeFeatures {
+    FeatureData<T> train, validation, test;
+    FeatureSpec spec;
+    std::vector<TaskSpec> tasks;
+};
+
+/// The same data, tasks and split as load_census_income, with the categorical columns as ID
+/// features instead of one-hot: each its own table of `dim` (a vocabulary of the training file's
+/// values seen at least min_count times; the others share the OOV id 0), the numeric columns
+/// dense and standardised (FeatureEncoder).
+template <class T>
+CensusIncomeFeatures<T> load_census_income_features(const std::string& train_path, const std::string& test_path, Index dim = 4,
+                                                    Index min_count = 1, std::uint64_t split_seed = 0, Index max_rows = 0) {
+    const auto [train, test] = detail::read_census_income(train_path, test_path, max_rows);
+    std::vector<IdColumn> ids;
+    for (const auto& name : detail::census_income_features(ColumnKind::categorical)) {
+        IdColumn c(name, dim);
+        c.min_count = min_count;
+        ids.push_back(c);
+    }
+    const FeatureEncoder encoder(train, detail::census_income_features(ColumnKind::numeric), ids);
+    CensusIncomeFeatures<T> d;
+    d.tasks = {binary_task("income"), binary_task("marital")};
+    d.spec = encoder.spec();
+    d.train.features = encoder.transform<T>(train);
+    d.train.labels = detail::census_income_labels<T>(train);
+    const FeatureBatch<T> x = encoder.transform<T>(test);
+    const Matrix<T> y = detail::census_income_labels<T>(test);
+    const std::vector<Index> order = detail::census_income_split(test.rows, split_seed);
+    const Index half = test.rows / 2;
+    auto take = [&](FeatureData<T>& out, Index begin, Index end) {
+        gather_samples(x, order.data() + begin, end - begin, out.features);
+        out.labels.resize(2, end - begin);
+        for (Index j = begin; j < end; ++j) out.labels.col(j - begin) = y.col(order[static_cast<std::size_t>(j)]);
     };
     take(d.validation, 0, half);
     take(d.test, half, test.rows);

@@ -15,7 +15,7 @@ namespace moe {
 template <class T, class Opt = SparseAdam<T>>
 class TableOptimizer {
 public:
-    explicit TableOptimizer(const FeatureInput<T>& input, typename Opt::Options options = {}) {
+    explicit TableOptimizer(const FeatureInput<T>& input, typename Opt::Options options = {}) : options_(options) {
         for (Index t = 0; t < input.tables(); ++t) opt_.emplace_back(input.table(t).cols(), input.table(t).rows(), options);
     }
 
@@ -36,8 +36,16 @@ public:
     Opt& table_optimizer(Index t) { return opt_.at(std::size_t(t)); }
     const Opt& table_optimizer(Index t) const { return opt_.at(std::size_t(t)); }
     Index tables() const { return Index(opt_.size()); }
+    /// The options every table's optimizer was built with (set_lr changes only their lr).
+    const typename Opt::Options& options() const { return options_; }
+    /// Sets every table's learning rate (a schedule); finite and >= 0.
+    void set_lr(double lr) {
+        for (Opt& o : opt_) o.set_lr(lr);
+        options_.lr = lr;
+    }
 
 private:
+    typename Opt::Options options_;
     std::vector<Opt> opt_;
 };
 

@@ -33,11 +33,16 @@ public:
 
     /// The values seen at least min_count times (min_count >= 1), most frequent first.
     static Vocabulary build(const std::vector<std::string>& values, Index min_count = 1) {
-        detail::require(min_count >= 1, "moe::Vocabulary::build: min_count must be >= 1, got ", min_count);
         std::unordered_map<std::string, Index> counts;
         for (const auto& v : values) ++counts[v];
+        return from_counts(counts, min_count);
+    }
+
+    /// The same from counts of the values (value -> times seen).
+    static Vocabulary from_counts(const std::unordered_map<std::string, Index>& counts, Index min_count = 1) {
+        detail::require(min_count >= 1, "moe::Vocabulary::build: min_count must be >= 1, got ", min_count);
         std::vector<std::pair<std::string, Index>> kept;
-        for (auto& [value, count] : counts)
+        for (const auto& [value, count] : counts)
             if (count >= min_count) kept.emplace_back(value, count);
         std::sort(kept.begin(), kept.end(), [](const auto& a, const auto& b) {
             return a.second != b.second ? a.second > b.second : a.first < b.first;

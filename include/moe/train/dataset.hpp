@@ -10,6 +10,29 @@
 
 namespace moe {
 
+namespace detail {
+/// Checks labels (T x N) and mask (T x N or empty) against the tasks: masks finite and >= 0, every
+/// counted label valid for its task. Errors name `who`, the task and the sample. Shapes are the
+/// caller's to check.
+template <class T>
+void check_labels(const Matrix<T>& labels, const Matrix<T>& mask, const std::vector<TaskSpec>& tasks, const std::string& who) {
+    for (Index t = 0; t < Index(tasks.size()); ++t) {
+        const TaskSpec& task = tasks[static_cast<std::size_t>(t)];
+        for (Index j = 0; j < labels.cols(); ++j) {
+            if (mask.size() != 0) {
+                const T m = mask(t, j);
+                require(std::isfinite(static_cast<double>(m)) && m >= T(0), who, ": mask of task '", task.name, "' at sample ", j,
+                        " is ", m, ", expected a finite value >= 0");
+                if (m == T(0)) continue;  // a missing label is not looked at
+            }
+            const T y = labels(t, j);
+            require(valid_label(task, y), who, ": label of task '", task.name, "' at sample ", j, " is ", y, ", expected ",
+                    expected_label(task));
+        }
+    }
+}
+}  // namespace detail
+
 /// Samples as columns. x: features x N; labels: T x N, row t the labels of task t (class index for
 /// multiclass); mask: T x N (non-zero where the label exists) or empty for "all present".
 template <class T>
@@ -33,20 +56,7 @@ struct MultiTaskData {
                 if (!std::isfinite(static_cast<double>(x(i, j))))
                     throw config_error(detail::concat(who, ": feature ", i, " of sample ", j, " is ", x(i, j),
                                                       ", expected a finite value"));
-        for (Index t = 0; t < n_tasks; ++t) {
-            const TaskSpec& task = tasks[static_cast<std::size_t>(t)];
-            for (Index j = 0; j < x.cols(); ++j) {
-                if (mask.size() != 0) {
-                    const T m = mask(t, j);
-                    detail::require(std::isfinite(static_cast<double>(m)) && m >= T(0), who, ": mask of task '", task.name,
-                                    "' at sample ", j, " is ", m, ", expected a finite value >= 0");
-                    if (m == T(0)) continue;  // a missing label is not looked at
-                }
-                const T y = labels(t, j);
-                detail::require(detail::valid_label(task, y), who, ": label of task '", task.name, "' at sample ", j,
-                                " is ", y, ", expected ", detail::expected_label(task));
-            }
-        }
+        detail::check_labels(labels, mask, tasks, who);
     }
 };
 

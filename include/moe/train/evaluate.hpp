@@ -41,17 +41,18 @@ std::vector<Matrix<T>> predict_all(const M& model, const Matrix<T>& x, Index bat
     return out;
 }
 
-/// Per-task metrics of the model on data (inference path).
-template <class M, class T = typename M::Scalar>
-std::vector<TaskMetrics> evaluate(const M& model, const MultiTaskData<T>& data, Index batch_size = 4096) {
-    data.check(model.in_features(), model.tasks(), "evaluate");
-    const auto preds = predict_all(model, data.x, batch_size);
+namespace detail {
+/// Per-task metrics of predictions (task t: outputs_t x N) against labels (T x N) and mask (T x N
+/// or empty).
+template <class T>
+std::vector<TaskMetrics> task_metrics(const std::vector<TaskSpec>& tasks, const std::vector<Matrix<T>>& preds,
+                                      const Matrix<T>& labels, const Matrix<T>& mask) {
     std::vector<TaskMetrics> result;
     for (std::size_t t = 0; t < preds.size(); ++t) {
-        const TaskSpec& task = model.tasks()[t];
+        const TaskSpec& task = tasks[t];
         const auto ti = static_cast<Index>(t);
-        const Matrix<T> y = data.labels.row(ti);
-        const Matrix<T> m = data.mask.size() ? Matrix<T>(data.mask.row(ti)) : Matrix<T>();
+        const Matrix<T> y = labels.row(ti);
+        const Matrix<T> m = mask.size() ? Matrix<T>(mask.row(ti)) : Matrix<T>();
         TaskMetrics r;
         r.task = task.name;
         r.kind = task.kind;
@@ -71,6 +72,14 @@ std::vector<TaskMetrics> evaluate(const M& model, const MultiTaskData<T>& data, 
         result.push_back(std::move(r));
     }
     return result;
+}
+}  // namespace detail
+
+/// Per-task metrics of the model on data (inference path).
+template <class M, class T = typename M::Scalar>
+std::vector<TaskMetrics> evaluate(const M& model, const MultiTaskData<T>& data, Index batch_size = 4096) {
+    data.check(model.in_features(), model.tasks(), "evaluate");
+    return detail::task_metrics(model.tasks(), predict_all(model, data.x, batch_size), data.labels, data.mask);
 }
 
 }  // namespace moe

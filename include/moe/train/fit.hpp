@@ -110,28 +110,22 @@ inline std::string format_metrics(const std::vector<TaskMetrics>& ms) {
 }
 }  // namespace detail
 
-/// Trains model on train (and evaluates on valid when given, which may be null) with Adam.
-/// Batches are the columns of a seeded permutation per epoch; a last batch of one sample is skipped
-/// (BatchNorm needs two). A non-finite loss or gradient stops training with numeric_error naming
-/// the epoch, the batch and the task; no optimizer step is taken with it, so the parameters are those
-/// of the last good step. The model is left in evaluation mode. The loss's weight schedule moves to
-/// each epoch (set_epoch(epoch - 1)); under uncertainty weighting its log-variances are trained by
-/// a second Adam with the same learning rate and no weight decay.
-template <class M>
-FitHistory fit(Model<M>& model, MultiTaskLoss<typename M::Scalar>& loss, const MultiTaskData<typename M::Scalar>& train,
-               const MultiTaskData<typename M::Scalar>* valid, const FitOptions& o) {
-    using T = typename M::Scalar;
-    // Everything is checked before the first step: a bad setting must not surface epochs later.
-    detail::check_fit_options(o);
-    detail::require(detail::same_tasks(loss.tasks(), model.tasks()), "moe::fit: the loss was built for the tasks [",
-                    detail::describe_tasks(loss.tasks()), "], the model has [", detail::describe_tasks(model.tasks()),
-                    "] (same names, kinds and order needed)");
-    train.check(model.in_features(), model.tasks(), "train");
-    detail::require(train.size() >= 2, "moe::fit: the training set has ", train.size(),
-                    " sample; a step needs at least 2 (BatchNorm cannot train on one)");
-    if (valid) valid->check(model.in_features(), model.tasks(), "validation");
-    const detail::StreamStateGuard stream_guard(o.out);
+namespace detail {
 
+/// The loop of fit(), shared by plain models and FeatureModel. `source` owns the batches and the
+/// model's forward and backward:
+///   Index size();                                   the training samples
+///   outputs forward(const Index* samples, Index n); gathers the samples, training forward
+///   ConstView<T> labels(), mask();                  of the gathered batch (mask may be empty)
+///   void backward(const outputs& d);                backward of the last forward
+///   bool extra_grads_finite();                      gradients outside params() (the tables)
+///   void step_extra(double lr_factor);              their optimizer step, lr scaled by the schedule
+///   std::vector<TaskMetrics> validate();            metrics on the validation data (or empty)
+///   bool has_validation();
+template <class M, class Source>
+FitHistory fit_loop(M& model, MultiTaskLoss<typename M::Scalar>& loss, Source& source, const FitOptions& o) {
+    using T = typename M::Scalar;
+    const StreamStateGuard stream_guard(o.out);
     Progress progress = o.progress;
     if (progress == Progress::automatic)
         progress = (o.out == &std::cout && isatty(fileno(stdout))) ? Progress::bar : Progress::lines;
@@ -147,13 +141,11 @@ FitHistory fit(Model<M>& model, MultiTaskLoss<typename M::Scalar>& loss, const M
     Adam<T> loss_adam(loss_ao);
     const bool learned_weights = loss.log_variances().size() > 0;
     const CosineAnnealingLR cosine(o.lr, double(o.epochs), o.min_lr);
-    const Index n = train.size(), n_tasks = static_cast<Index>(model.tasks().size());
-    const bool masked = train.mask.size() != 0;
+    const Index n = source.size(), n_tasks = static_cast<Index>(model.tasks().size());
     const Index batches = (n + o.batch_size - 1) / o.batch_size;
     std::vector<Index> order(static_cast<std::size_t>(n));
     std::iota(order.begin(), order.end(), Index(0));
     Rng rng(o.seed);
-    Matrix<T> xb(train.x.rows(), o.batch_size), yb(n_tasks, o.batch_size), mb(masked ? n_tasks : 0, o.batch_size);
     FitHistory history;
 
     for (int epoch = 1; epoch <= o.epochs; ++epoch) {
@@ -172,33 +164,26 @@ FitHistory fit(Model<M>& model, MultiTaskLoss<typename M::Scalar>& loss, const M
         for (Index b = 0; b < batches; ++b) {
             const Index begin = b * o.batch_size, size = std::min(o.batch_size, n - begin);
             if (size < 2) continue;
-            for (Index j = 0; j < size; ++j) {
-                const Index src = order[static_cast<std::size_t>(begin + j)];
-                xb.col(j) = train.x.col(src);
-                yb.col(j) = train.labels.col(src);
-                if (masked) mb.col(j) = train.mask.col(src);
-            }
-            const ConstView<T> x(xb.data(), xb.rows(), size), y(yb.data(), n_tasks, size);
-            const ConstView<T> m = masked ? ConstView<T>(mb.data(), n_tasks, size) : ConstView<T>();
             model.zero_grad();
             loss.zero_grad();
-            const T total = loss.forward(model.forward(x), y, m);
+            const auto& out = source.forward(order.data() + begin, size);
+            const T total = loss.forward(out, source.labels(), source.mask());
             if (!std::isfinite(static_cast<double>(total))) {
                 std::size_t bad = 0;
                 while (bad + 1 < loss.task_losses().size() && std::isfinite(double(loss.task_loss(bad)))) ++bad;
-                throw numeric_error(detail::concat("moe::fit: non-finite loss at epoch ", epoch, ", batch ", b + 1, " of ",
-                                                   batches, ", task '", model.tasks()[bad].name, "' (loss ",
-                                                   loss.task_loss(bad), "); stopped before the step, the parameters "
-                                                   "are those of the last good step"));
+                throw numeric_error(concat("moe::fit: non-finite loss at epoch ", epoch, ", batch ", b + 1, " of ", batches,
+                                           ", task '", model.tasks()[bad].name, "' (loss ", loss.task_loss(bad),
+                                           "); stopped before the step, the parameters are those of the last good step"));
             }
-            model.backward(loss.backward());
+            source.backward(loss.backward());
             const double norm = o.clip_norm > 0 ? double(clip_grad_norm(model.params(), o.clip_norm))
                                                 : double(model.params().grads().norm());
-            if (!std::isfinite(norm) || !loss.log_variance_grads().allFinite())
-                throw numeric_error(detail::concat("moe::fit: non-finite gradient at epoch ", epoch, ", batch ", b + 1,
-                                                   " of ", batches, " (loss ", total, ", finite); stopped before the "
-                                                   "step, the parameters are those of the last good step"));
+            if (!std::isfinite(norm) || !loss.log_variance_grads().allFinite() || !source.extra_grads_finite())
+                throw numeric_error(concat("moe::fit: non-finite gradient at epoch ", epoch, ", batch ", b + 1, " of ", batches,
+                                           " (loss ", total, ", finite); stopped before the step, the parameters are "
+                                           "those of the last good step"));
             adam.step(model.params());
+            source.step_extra(lr / o.lr);
             if (learned_weights) loss_adam.step(loss.log_variances(), loss.log_variance_grads());
             rep.train_loss += double(total);
             for (Index t = 0; t < n_tasks; ++t)
@@ -218,13 +203,13 @@ FitHistory fit(Model<M>& model, MultiTaskLoss<typename M::Scalar>& loss, const M
         }
         for (std::size_t t = 0; t < loss.tasks().size(); ++t) rep.task_weights.push_back(double(loss.effective_weight(t)));
         model.eval();
-        if (valid) rep.validation = evaluate(model, *valid);
+        rep.validation = source.validate();
         rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         if (progress != Progress::silent) {
             if (progress == Progress::bar) *o.out << "\r\033[K";
             *o.out << "epoch " << epoch << "/" << o.epochs << "  loss " << std::fixed << std::setprecision(4)
                    << rep.train_loss;
-            if (valid) *o.out << "  valid: " << detail::format_metrics(rep.validation);
+            if (source.has_validation()) *o.out << "  valid: " << format_metrics(rep.validation);
             *o.out << "  lr " << std::scientific << std::setprecision(2) << lr << std::fixed << "  "
                    << std::setprecision(1) << rep.seconds << "s\n";
         }
@@ -236,6 +221,71 @@ FitHistory fit(Model<M>& model, MultiTaskLoss<typename M::Scalar>& loss, const M
     }
     model.eval();
     return history;
+}
+
+/// fit()'s batches of a MultiTaskData: columns copied into buffers of batch_size columns.
+template <class M>
+class DenseFitSource {
+public:
+    using T = typename M::Scalar;
+    DenseFitSource(Model<M>& model, const MultiTaskData<T>& train, const MultiTaskData<T>* valid, Index batch_size)
+        : model_(model), train_(train), valid_(valid), xb_(train.x.rows(), batch_size),
+          yb_(Index(model.tasks().size()), batch_size), mb_(train.mask.size() ? yb_.rows() : 0, batch_size) {}
+
+    Index size() const { return train_.size(); }
+    const std::vector<ConstView<T>>& forward(const Index* samples, Index n) {
+        for (Index j = 0; j < n; ++j) {
+            xb_.col(j) = train_.x.col(samples[j]);
+            yb_.col(j) = train_.labels.col(samples[j]);
+            if (mb_.rows()) mb_.col(j) = train_.mask.col(samples[j]);
+        }
+        n_ = n;
+        return model_.forward(ConstView<T>(xb_.data(), xb_.rows(), n));
+    }
+    ConstView<T> labels() const { return ConstView<T>(yb_.data(), yb_.rows(), n_); }
+    ConstView<T> mask() const { return mb_.rows() ? ConstView<T>(mb_.data(), mb_.rows(), n_) : ConstView<T>(); }
+    void backward(const std::vector<ConstView<T>>& d) { model_.backward(d); }
+    bool extra_grads_finite() const { return true; }
+    void step_extra(double) {}
+    bool has_validation() const { return valid_ != nullptr; }
+    std::vector<TaskMetrics> validate() const { return valid_ ? evaluate(model_, *valid_) : std::vector<TaskMetrics>{}; }
+
+private:
+    Model<M>& model_;
+    const MultiTaskData<T>& train_;
+    const MultiTaskData<T>* valid_;
+    Matrix<T> xb_, yb_, mb_;
+    Index n_ = 0;
+};
+
+/// fit()'s checks of the loss against the model.
+template <class T>
+void check_fit_loss(const std::vector<TaskSpec>& model_tasks, const MultiTaskLoss<T>& loss) {
+    require(same_tasks(loss.tasks(), model_tasks), "moe::fit: the loss was built for the tasks [", describe_tasks(loss.tasks()),
+            "], the model has [", describe_tasks(model_tasks), "] (same names, kinds and order needed)");
+}
+
+}  // namespace detail
+
+/// Trains model on train (and evaluates on valid when given, which may be null) with Adam.
+/// Batches are the columns of a seeded permutation per epoch; a last batch of one sample is skipped
+/// (BatchNorm needs two). A non-finite loss or gradient stops training with numeric_error naming
+/// the epoch, the batch and the task; no optimizer step is taken with it, so the parameters are those
+/// of the last good step. The model is left in evaluation mode. The loss's weight schedule moves to
+/// each epoch (set_epoch(epoch - 1)); under uncertainty weighting its log-variances are trained by
+/// a second Adam with the same learning rate and no weight decay.
+template <class M>
+FitHistory fit(Model<M>& model, MultiTaskLoss<typename M::Scalar>& loss, const MultiTaskData<typename M::Scalar>& train,
+               const MultiTaskData<typename M::Scalar>* valid, const FitOptions& o) {
+    // Everything is checked before the first step: a bad setting must not surface epochs later.
+    detail::check_fit_options(o);
+    detail::check_fit_loss(model.tasks(), loss);
+    train.check(model.in_features(), model.tasks(), "train");
+    detail::require(train.size() >= 2, "moe::fit: the training set has ", train.size(),
+                    " sample; a step needs at least 2 (BatchNorm cannot train on one)");
+    if (valid) valid->check(model.in_features(), model.tasks(), "validation");
+    detail::DenseFitSource<M> source(model, train, valid, o.batch_size);
+    return detail::fit_loop(model, loss, source, o);
 }
 
 }  // namespace moe

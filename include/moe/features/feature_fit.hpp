@@ -1,0 +1,146 @@
+#pragma once
+// fit, evaluate and predict_all for a FeatureModel on a FeatureData: the training loop of plain
+// models (moe/train/fit.hpp), with batches gathered from the bags and the tables stepped by a
+// TableOptimizer next to Adam on the dense parameters.
+#include <algorithm>
+#include <numeric>
+#include <vector>
+
+#include "moe/features/feature_data.hpp"
+#include "moe/features/feature_model.hpp"
+#include "moe/features/table_optimizer.hpp"
+#include "moe/train/fit.hpp"
+
+namespace moe {
+
+/// Predictions of every task over all samples of `all` (task t: outputs_t x N), in batches.
+template <class Net, class T = typename Net::Scalar>
+std::vector<Matrix<T>> predict_all(const FeatureModel<Net>& model, const FeatureBatch<T>& all, Index batch_size = 4096) {
+    detail::require(batch_size > 0, "moe::predict_all: batch_size must be positive, got ", batch_size);
+    const Index n = model.input().check(all);
+    std::vector<Matrix<T>> out;
+    for (const auto& t : model.tasks()) out.emplace_back(t.outputs(), n);
+    std::vector<Index> samples(std::size_t(std::min(batch_size, n)));
+    FeatureBatch<T> batch;
+    FeatureWorkspace<T> ws;
+    for (Index begin = 0; begin < n; begin += batch_size) {
+        const Index size = std::min(batch_size, n - begin);
+        std::iota(samples.begin(), samples.begin() + size, begin);
+        gather_samples(all, samples.data(), size, batch);
+        const auto& pred = model.predict(batch, ws);
+        for (std::size_t t = 0; t < out.size(); ++t) out[t].middleCols(begin, size) = pred[t];
+    }
+    return out;
+}
+
+/// Per-task metrics of the model on data (inference path); data is checked first.
+template <class Net, class T = typename Net::Scalar>
+std::vector<TaskMetrics> evaluate(const FeatureModel<Net>& model, const FeatureData<T>& data, Index batch_size = 4096) {
+    data.check(model.input(), model.tasks(), "evaluate");
+    return detail::task_metrics(model.tasks(), predict_all(model, data.features, batch_size), data.labels, data.mask);
+}
+
+namespace detail {
+
+/// fit()'s batches of a FeatureData, and the tables' optimizer step.
+template <class Net, class Opt>
+class FeatureFitSource {
+public:
+    using T = typename Net::Scalar;
+    FeatureFitSource(FeatureModel<Net>& model, const FeatureData<T>& train, const FeatureData<T>* valid,
+                     TableOptimizer<T, Opt>& tables, Index batch_size)
+        : model_(model), train_(train), valid_(valid), tables_(tables), base_lr_(tables.options().lr),
+          yb_(Index(model.tasks().size()), batch_size), mb_(train.mask.size() ? yb_.rows() : 0, batch_size) {}
+
+    Index size() const { return train_.size(); }
+    const std::vector<ConstView<T>>& forward(const Index* samples, Index n) {
+        gather_samples(train_.features, samples, n, batch_);
+        for (Index j = 0; j < n; ++j) {
+            yb_.col(j) = train_.labels.col(samples[j]);
+            if (mb_.rows()) mb_.col(j) = train_.mask.col(samples[j]);
+        }
+        n_ = n;
+        return model_.forward(batch_);
+    }
+    ConstView<T> labels() const { return ConstView<T>(yb_.data(), yb_.rows(), n_); }
+    ConstView<T> mask() const { return mb_.rows() ? ConstView<T>(mb_.data(), mb_.rows(), n_) : ConstView<T>(); }
+    void backward(const std::vector<ConstView<T>>& d) { model_.backward(d); }
+    bool extra_grads_finite() const {
+        for (Index t = 0; t < model_.input().tables(); ++t)
+            if (!model_.input().grad(t).values.view().allFinite()) return false;
+        return true;
+    }
+    /// The tables follow the dense learning rate's schedule: their own lr times its factor.
+    void step_extra(double lr_factor) {
+        tables_.set_lr(base_lr_ * lr_factor);
+        tables_.step(model_.input());
+    }
+    bool has_validation() const { return valid_ != nullptr; }
+    std::vector<TaskMetrics> validate() const { return valid_ ? evaluate(model_, *valid_) : std::vector<TaskMetrics>{}; }
+    /// The tables' lr as it was before fit.
+    void restore_lr() { tables_.set_lr(base_lr_); }
+
+private:
+    FeatureModel<Net>& model_;
+    const FeatureData<T>& train_;
+    const FeatureData<T>* valid_;
+    TableOptimizer<T, Opt>& tables_;
+    double base_lr_;
+    FeatureBatch<T> batch_;
+    Matrix<T> yb_, mb_;
+    Index n_ = 0;
+};
+
+}  // namespace detail
+
+/// Trains a FeatureModel as fit() trains a plain model (same options, checks, errors and
+/// history), Adam on the dense parameters and `tables` on the embedding tables. The tables'
+/// learning rate is their optimizer's own, scaled by the cosine schedule when it is on, and is as
+/// before when fit returns; their state carries over between calls (save it with the model).
+/// clip_norm clips the dense parameters' gradient only (the tables' rows are not clipped, as with
+/// torchrec's fused table optimizers); a non-finite table gradient stops training as a dense one
+/// does.
+template <class Net, class Opt>
+FitHistory fit(FeatureModel<Net>& model, TableOptimizer<typename Net::Scalar, Opt>& tables,
+               MultiTaskLoss<typename Net::Scalar>& loss, const FeatureData<typename Net::Scalar>& train,
+               const FeatureData<typename Net::Scalar>* valid, const FitOptions& o) {
+    detail::check_fit_options(o);
+    detail::check_fit_loss(model.tasks(), loss);
+    detail::require(tables.tables() == model.input().tables(), "moe::fit: the table optimizer has ", tables.tables(),
+                    " tables, the model's input ", model.input().tables());
+    for (Index t = 0; t < tables.tables(); ++t) {
+        const auto& table = model.input().table(t);
+        detail::require(tables.table_optimizer(t).rows() == table.cols() && tables.table_optimizer(t).dim() == table.rows(),
+                        "moe::fit: the table optimizer's table ", t, " is ", tables.table_optimizer(t).dim(), " x ",
+                        tables.table_optimizer(t).rows(), ", the model's '", model.input().spec().tables[std::size_t(t)].name,
+                        "' is ", table.rows(), " x ", table.cols());
+    }
+    train.check(model.input(), model.tasks(), "train");
+    detail::require(train.size() >= 2, "moe::fit: the training set has ", train.size(),
+                    " sample; a step needs at least 2 (BatchNorm cannot train on one)");
+    if (valid) valid->check(model.input(), model.tasks(), "validation");
+    detail::FeatureFitSource<Net, Opt> source(model, train, valid, tables, o.batch_size);
+    try {
+        FitHistory h = detail::fit_loop(model, loss, source, o);
+        source.restore_lr();
+        return h;
+    } catch (...) {
+        source.restore_lr();
+        throw;
+    }
+}
+
+/// fit() with SparseAdam on the tables at fit's lr (a fresh optimizer: its state is lost when fit
+/// returns; pass a TableOptimizer to keep it).
+template <class Net>
+FitHistory fit(FeatureModel<Net>& model, MultiTaskLoss<typename Net::Scalar>& loss,
+               const FeatureData<typename Net::Scalar>& train, const FeatureData<typename Net::Scalar>* valid,
+               const FitOptions& o) {
+    detail::check_fit_options(o);
+    SparseAdamOptions so;
+    so.lr = o.lr;
+    TableOptimizer<typename Net::Scalar> tables(model.input(), so);
+    return fit(model, tables, loss, train, valid, o);
+}
+
+}  // namespace moe
