@@ -3,6 +3,7 @@
 // (errors name the feature and change nothing), TableOptimizer, hashing and vocabularies, and an
 // MMoE that learns from an ID what the dense features cannot tell it.
 #include <cmath>
+#include <limits>
 
 #include "support/catch.hpp"
 #include "support/fixtures.hpp"
@@ -291,7 +292,10 @@ TEST_CASE("FeatureModel: a bad batch is refused naming the feature, and changes 
     bad = good;
     bad.dense = Matrix<double>::Zero(3, 5);
     refused(bad, "the dense features are 3 x 5, the spec has 2 dense features");
-    CHECK_THROWS_WITH(Bags<double>::from_lengths({1, 2}, {1, 2}), Contains("the lengths sum to 3 but there are 2 ids"));
+    CHECK_THROWS_WITH(Bags<double>::from_lengths({1, 2}, {1, 2}), Contains("the lengths up to length 1 (2) sum to more than the 2 ids"));
+    CHECK_THROWS_WITH(Bags<double>::from_lengths({1, 2, 3}, {1, 1}), Contains("the lengths sum to 2 but there are 3 ids"));
+    const std::int64_t huge = std::numeric_limits<std::int64_t>::max();  // no overflow of the sum
+    CHECK_THROWS_WITH(Bags<double>::from_lengths({1, 2}, {1, huge}), Contains("sum to more than the 2 ids"));
     // The model still trains on the good batch, as before.
     loss.forward(model.forward(good), y);
     model.backward(loss.backward());

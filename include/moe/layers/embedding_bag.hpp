@@ -57,6 +57,10 @@ struct Bags {
         for (std::size_t i = 0; i < lengths.size(); ++i) {
             if (lengths[i] < 0)
                 throw config_error(detail::concat("Bags::from_lengths: length ", i, " is ", lengths[i], ", negative"));
+            // Compared before adding: lengths near 2^63 must not overflow the sum.
+            if (lengths[i] > std::int64_t(b.ids.size()) - b.offsets.back())
+                throw config_error(detail::concat("Bags::from_lengths: the lengths up to length ", i, " (", lengths[i],
+                                                  ") sum to more than the ", b.ids.size(), " ids"));
             b.offsets.push_back(b.offsets.back() + lengths[i]);
         }
         if (b.offsets.back() != std::int64_t(b.ids.size()))
