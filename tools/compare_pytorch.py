@@ -103,11 +103,19 @@ def torch_predict(batch, threads, kind):
     return timed(run)
 
 
+BACKENDS_SEEN = set()
+
+
 def moe_results():
     out = subprocess.run([BENCH, "--benchmark_filter=mmoe", f"--benchmark_repetitions={REPS}",
                           "--benchmark_report_aggregates_only=true", "--benchmark_format=json"],
                          check=True, capture_output=True, text=True).stdout
     res = {}
+    # The benchmark prints its backend (GEMM kernel, BLAS, threads) on a line before the JSON.
+    backend, out = out[:out.index("{")].strip(), out[out.index("{"):]
+    if backend and backend not in BACKENDS_SEEN:
+        BACKENDS_SEEN.add(backend)
+        print("moe:", backend)
     for b in json.loads(out)["benchmarks"]:
         if b.get("aggregate_name") == "median":
             name = b["run_name"].replace("/real_time", "")

@@ -87,6 +87,9 @@ def bench_name(d, experts, k, threads):
     return f"sparse_moe_train/d:{d}/experts:{experts}/k:{k}/threads:{threads}"
 
 
+BACKENDS_SEEN = set()
+
+
 def moe_rates():
     names = [bench_name(*r) for r in ROWS]
     pattern = "^(" + "|".join(names) + ")/"
@@ -94,6 +97,11 @@ def moe_rates():
                           "--benchmark_report_aggregates_only=true", "--benchmark_format=json"],
                          check=True, capture_output=True, text=True).stdout
     res = {}
+    # The benchmark prints its backend (GEMM kernel, BLAS, threads) on a line before the JSON.
+    backend, out = out[:out.index("{")].strip(), out[out.index("{"):]
+    if backend and backend not in BACKENDS_SEEN:
+        BACKENDS_SEEN.add(backend)
+        print("moe:", backend)
     for b in json.loads(out)["benchmarks"]:
         if b.get("aggregate_name") == "median":
             res[b["run_name"].replace("/real_time", "")] = b["items_per_second"]

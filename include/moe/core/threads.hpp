@@ -127,6 +127,26 @@ void parallel_for(Index n, Index grain, double flops, F&& body) {
 namespace detail {
 /// Samples per chunk of the per-sample loops (gated sums, softmax, top-k, gathers).
 constexpr Index kSampleChunk = 32;
+/// What an elementwise pass over a batch costs per element, in arithmetic operations, for the
+/// threading decision: the passes stream memory, so an element costs more than one multiply-add.
+constexpr double kElementwiseFlops = 4.0;
+
+/// body(begin, end) over [0, n) cut into one contiguous range per thread (multiples of 16), for
+/// passes whose every element is computed alone or summed in a fixed order inside one range
+/// (activations, bias broadcasts, per-feature sums over the batch): there the cut changes which
+/// thread computes an element, never its bits, so it may follow the thread count, and one thread
+/// runs the whole range as one streaming loop.
+template <class F>
+void for_each_range(Index n, double flops, F&& body) {
+    if (n <= 0) return;
+    const int threads = threads_for(flops, (n + 15) / 16);
+    if (threads <= 1) {
+        body(Index(0), n);
+        return;
+    }
+    const Index per = ((n + threads - 1) / threads + 15) / 16 * 16;
+    parallel_for(n, per, flops, body);
+}
 /// f(b) for every sample b of [0, batch), in chunks of kSampleChunk over the threads when the
 /// arithmetic (flops_per_sample * batch) pays. f may write per-sample state without synchronisation.
 template <class F>

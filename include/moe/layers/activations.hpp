@@ -10,6 +10,7 @@
 #include "moe/core/buffer.hpp"
 #include "moe/core/errors.hpp"
 #include "moe/core/module.hpp"
+#include "moe/core/threads.hpp"
 #include "moe/core/view.hpp"
 
 namespace moe {
@@ -45,9 +46,18 @@ T stable_sigmoid(T z) {
     return e / (T(1) + e);
 }
 
-/// dx = dy * f'(x), written in terms of the output y where f allows it (saves keeping x).
+/// Columns [c0, c1) of m (any column-major block with an outer stride) as a view.
 template <class T>
-void activation_forward(ActivationKind k, const ConstView<T>& x, MatrixView<T>& y) {
+ConstView<T> column_block(const ConstView<T>& m, Index c0, Index c1) {
+    return ConstView<T>(m.data() + c0 * m.outerStride(), m.rows(), c1 - c0, m.outerStride());
+}
+template <class T>
+MatrixView<T> column_block(MatrixView<T>& m, Index c0, Index c1) {
+    return MatrixView<T>(m.data() + c0 * m.rows(), m.rows(), c1 - c0);
+}
+
+template <class T>
+void activation_forward_serial(ActivationKind k, const ConstView<T>& x, MatrixView<T>& y) {
     switch (k) {
         case ActivationKind::identity: y = x; break;
         case ActivationKind::relu: y = x.cwiseMax(T(0)); break;
@@ -60,9 +70,31 @@ void activation_forward(ActivationKind k, const ConstView<T>& x, MatrixView<T>& 
     }
 }
 
+/// Runs body over ranges of [0, cols) columns on the threads. ReLU and identity give the same
+/// bits however the columns are cut (a max, a select, a copy), so they take one range per thread
+/// (for_each_range); the others evaluate vectorised approximations (erf, tanh, exp) whose scalar
+/// tail may round differently, so their cut is fixed by the batch alone: chunks of 256 columns.
+template <class F>
+void for_each_column_range(ActivationKind k, Index cols, double flops, F&& body) {
+    if (k == ActivationKind::relu || k == ActivationKind::identity)
+        for_each_range(cols, flops, body);
+    else
+        parallel_for(cols, 256, flops, body);
+}
+
+/// y = f(x), x and y features x B; ranges of columns over the threads when the batch pays for it.
 template <class T>
-void activation_backward(ActivationKind k, const ConstView<T>& x, const ConstView<T>& y, const ConstView<T>& dy,
-                         MatrixView<T>& dx) {
+void activation_forward(ActivationKind k, const ConstView<T>& x, MatrixView<T>& y) {
+    for_each_column_range(k, x.cols(), kElementwiseFlops * double(x.size()), [&](Index c0, Index c1) {
+        MatrixView<T> yb = column_block(y, c0, c1);
+        activation_forward_serial(k, column_block(x, c0, c1), yb);
+    });
+}
+
+/// dx = dy * f'(x), written in terms of the output y where f allows it (saves keeping x).
+template <class T>
+void activation_backward_serial(ActivationKind k, const ConstView<T>& x, const ConstView<T>& y, const ConstView<T>& dy,
+                                MatrixView<T>& dx) {
     switch (k) {
         case ActivationKind::identity: dx = dy; break;
         // The derivative at 0 is taken as 0, as PyTorch does.
@@ -75,6 +107,18 @@ void activation_backward(ActivationKind k, const ConstView<T>& x, const ConstVie
         case ActivationKind::sigmoid: dx = (dy.array() * y.array() * (T(1) - y.array())).matrix(); break;
         case ActivationKind::tanh: dx = (dy.array() * (T(1) - y.array().square())).matrix(); break;
     }
+}
+
+/// activation_backward_serial in ranges of columns over the threads. x may be empty where f's
+/// derivative needs only y (its columns are then not looked at).
+template <class T>
+void activation_backward(ActivationKind k, const ConstView<T>& x, const ConstView<T>& y, const ConstView<T>& dy,
+                         MatrixView<T>& dx) {
+    for_each_column_range(k, dy.cols(), kElementwiseFlops * double(dy.size()), [&](Index c0, Index c1) {
+        MatrixView<T> dxb = column_block(dx, c0, c1);
+        const ConstView<T> xb = x.cols() == dy.cols() ? column_block(x, c0, c1) : x;
+        activation_backward_serial(k, xb, column_block(y, c0, c1), column_block(dy, c0, c1), dxb);
+    });
 }
 
 }  // namespace detail

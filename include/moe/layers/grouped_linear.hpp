@@ -77,7 +77,9 @@ public:
         detail::check_rows(x, input_rows(), name_, "forward");
         auto& y = out.resize(output_rows(), x.cols());
         // The GEMM kernel accumulates, so start from the bias instead of zeros: one pass fewer.
-        y.colwise() = bias_.value_vec();
+        detail::for_each_range(x.cols(), detail::kElementwiseFlops * double(y.size()), [&](Index c0, Index c1) {
+            y.middleCols(c0, c1 - c0).colwise() = bias_.value_vec();
+        });
         if (shared_input()) {
             detail::matmul<T>(y, weight_.value_t(), true, x, false, /*accumulate=*/true);
         } else {  // row blocks: group g's rows of x to its rows of y, all groups' tiles in one loop
