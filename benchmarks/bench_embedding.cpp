@@ -5,9 +5,12 @@
 // must not grow with the table. With uniform ids a table of 1e4 rows has fewer distinct rows per step
 // (about 9.8k of 40960 ids) than one of 1e7 (about 40.9k), so the optimizer does a quarter of the
 // work; embedding_bag_scaling_same_rows draws each batch from 4096 random rows of the table, so
-// that only the table's size changes. tools/compare_embedding_pytorch.py runs PyTorch's
+// that only the table's size changes. feature_input_step: the 26 features through FeatureInput and a
+// TableOptimizer on 1 and 2 threads (features and tables over the threads). tools/compare_embedding_pytorch.py runs PyTorch's
 // EmbeddingBag(sparse=True) + SparseAdam on the same shapes. The layer runs on one thread today.
 #include <random>
+#include <string>
+#include <vector>
 
 #include "bench_common.hpp"
 
@@ -66,6 +69,42 @@ void run(benchmark::State& state, moe::Index features, moe::Index rows, moe::Ind
 }
 
 void embedding_bag_step(benchmark::State& s) { run(s, 26, s.range(0), s.range(1)); }
+
+/// The same 26 features through a FeatureInput (the input block of FeatureModel) and a
+/// TableOptimizer: forward, backward and the SparseAdam steps, features and tables over the threads.
+void feature_input_step(benchmark::State& state) {
+    if (!moe::bench::set_threads(state, state.range(2))) return;
+    const moe::Index rows = state.range(0), hot = state.range(1);
+    moe::FeatureSpec spec;
+    for (int f = 0; f < 26; ++f) {
+        spec.add_table("t" + std::to_string(f), rows, kDim);
+        spec.add_feature("f" + std::to_string(f), "t" + std::to_string(f));
+    }
+    moe::FeatureInput<float> input(spec);
+    moe::TableOptimizer<float> tables(input);
+    std::mt19937_64 gen(7);
+    std::uniform_int_distribution<std::int64_t> id(0, rows - 1);
+    std::vector<moe::FeatureBatch<float>> batches(kBatchesCycled);
+    for (auto& b : batches)
+        for (int f = 0; f < 26; ++f) {
+            std::vector<std::int64_t> ids(std::size_t(kBatch * hot));
+            for (auto& v : ids) v = id(gen);
+            b.sparse["f" + std::to_string(f)] = moe::Bags<float>::from_lengths(std::move(ids), std::vector<std::int64_t>(kBatch, hot));
+        }
+    const moe::Matrix<float> dy = moe::Matrix<float>::Constant(input.width(), kBatch, 1e-3f);
+    auto step = [&](int b) {
+        benchmark::DoNotOptimize(input.forward(batches[std::size_t(b)]).data());
+        input.backward(dy);
+        tables.step(input);
+    };
+    for (int b = 0; b < kBatchesCycled; ++b) step(b);
+    int batch = 0;
+    for (auto _ : state) {
+        step(batch);
+        batch = (batch + 1) % kBatchesCycled;
+    }
+    state.SetItemsProcessed(state.iterations() * kBatch);
+}
 void embedding_bag_scaling(benchmark::State& s) { run(s, 1, s.range(0), 20); }
 void embedding_bag_scaling_same_rows(benchmark::State& s) { run(s, 1, s.range(0), 20, kPool); }
 
@@ -73,6 +112,11 @@ void register_all() {
     benchmark::RegisterBenchmark("embedding_bag_step", embedding_bag_step)
         ->ArgNames({"rows", "hot"})
         ->ArgsProduct({{100000, 1000000}, {1, 20}})
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("feature_input_step", feature_input_step)
+        ->ArgNames({"rows", "hot", "threads"})
+        ->ArgsProduct({{100000}, {1, 20}, {1, 2}})
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark("embedding_bag_scaling", embedding_bag_scaling)

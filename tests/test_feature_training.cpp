@@ -3,6 +3,11 @@
 // state), evaluate / predict_all against predict, and errors that change nothing.
 #include <cmath>
 #include <numeric>
+#include <utility>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "support/catch.hpp"
 #include "support/specs.hpp"
@@ -202,6 +207,36 @@ TEST_CASE("fit: bad data, options or a loss of other tasks are refused before th
     CHECK_THROWS_WITH(fit(model, loss, one, nullptr, quiet(1, 0.01)), Contains("a step needs at least 2"));
     CHECK(model.input().table(0) == table);
     CHECK(model.params().values() == params);
+}
+
+TEST_CASE("fit: a FeatureModel trains to the same bits on 1, 2 and 3 threads", "[features][training][threads]") {
+    // Features pool, and tables step, on the threads; a shared table's gradient is merged in the
+    // spec's order on one thread. Every loop that can go parallel does (always_parallel).
+    const ItemData d = item_data(300, 10, 12);
+    auto train = [&](int threads) {
+#ifdef _OPENMP
+        const int saved = omp_get_max_threads();
+        omp_set_num_threads(threads);
+#endif
+        detail::always_parallel() = true;
+        FeatureModel<MMoE<float>> model(d.spec, click_mmoe(), 3);
+        MultiTaskLoss<float> loss(model.tasks());
+        FitOptions o = quiet(2, 0.01);
+        o.batch_size = 100;
+        fit(model, loss, d.train, nullptr, o);
+        detail::always_parallel() = false;
+#ifdef _OPENMP
+        omp_set_num_threads(saved);
+#endif
+        return std::make_pair(Vector<float>(model.params().values()), Matrix<float>(model.input().table(0)));
+    };
+    const auto one = train(1);
+    for (int threads : {2, 3}) {
+        INFO(threads << " threads");
+        const auto many = train(threads);
+        CHECK(many.first == one.first);
+        CHECK(many.second == one.second);
+    }
 }
 
 }  // namespace test_feature_training

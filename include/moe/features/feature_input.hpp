@@ -12,6 +12,7 @@
 #include "moe/core/errors.hpp"
 #include "moe/core/rng.hpp"
 #include "moe/core/table_memory.hpp"
+#include "moe/core/threads.hpp"
 #include "moe/core/view.hpp"
 #include "moe/features/feature_spec.hpp"
 #include "moe/features/vocabulary.hpp"
@@ -126,10 +127,12 @@ public:
         const Index b = check(batch);
         auto& y = out_.resize(width(), b);
         put_dense(batch, y);
-        for (std::size_t i = 0; i < spec_.sparse.size(); ++i) {
+        // Features over the threads: each pools its own rows of y with its own state.
+        parallel_for_each(Index(spec_.sparse.size()), pooling_flops(batch), [&](Index f) {
+            const std::size_t i = std::size_t(f);
             const Matrix<T>& w = tables_[std::size_t(table_of_[i])];
             pooling_[i].forward(w, batch.sparse.find(spec_.sparse[i].name)->second, y.middleRows(first_row_[i], w.rows()));
-        }
+        });
         batch_ = b;
         return y;
     }
@@ -139,10 +142,11 @@ public:
         const Index b = check(batch);
         auto& y = out.resize(width(), b);
         put_dense(batch, y);
-        for (std::size_t i = 0; i < spec_.sparse.size(); ++i) {
+        parallel_for_each(Index(spec_.sparse.size()), pooling_flops(batch), [&](Index f) {
+            const std::size_t i = std::size_t(f);
             const Matrix<T>& w = tables_[std::size_t(table_of_[i])];
             pooling_[i].pool(w, batch.sparse.find(spec_.sparse[i].name)->second, y.middleRows(first_row_[i], w.rows()), nullptr);
-        }
+        });
         return y;
     }
 
@@ -152,11 +156,19 @@ public:
         detail::require(batch_ >= 0, name_, "::backward: no forward before it");
         detail::check_shape(dx, width(), batch_, name_, "backward", "gradient");
         grad_source_.assign(tables_.size(), kNoGradient);
+        // Each feature's row-sparse gradient on the threads (its own state), then the gradients of
+        // shared tables merged in the spec's order, on one thread: the same bits on any thread count.
+        double flops = 0;
+        for (std::size_t i = 0; i < pooling_.size(); ++i)
+            flops += 2.0 * double(pooling_[i].ids()) * double(tables_[std::size_t(table_of_[i])].rows());
+        parallel_for_each(Index(spec_.sparse.size()), flops, [&](Index f) {
+            const std::size_t i = std::size_t(f);
+            const Index dim = tables_[std::size_t(table_of_[i])].rows();
+            pooling_[i].backward(dim, ConstView<T>(dx.data() + first_row_[i], dim, dx.cols(), dx.outerStride()));
+        });
         for (std::size_t i = 0; i < spec_.sparse.size(); ++i) {
             const std::size_t t = std::size_t(table_of_[i]);
-            const Index dim = tables_[t].rows();
-            const RowSparseGrad<T>& g =
-                pooling_[i].backward(dim, ConstView<T>(dx.data() + first_row_[i], dim, dx.cols(), dx.outerStride()));
+            const RowSparseGrad<T>& g = pooling_[i].grad();
             Index& source = grad_source_[t];
             if (source == kNoGradient) {
                 source = Index(i);
@@ -198,6 +210,15 @@ private:
             y.topRows(spec_.dense) = batch.dense;
         else
             y.topRows(spec_.dense) = ((batch.dense.colwise() - mean_).array().colwise() * inv_std_.array()).matrix();
+    }
+
+    /// The arithmetic of pooling the batch (ids x dim, twice), for the threading decision.
+    double pooling_flops(const FeatureBatch<T>& batch) const {
+        double flops = 0;
+        for (std::size_t i = 0; i < spec_.sparse.size(); ++i)
+            flops += 2.0 * double(batch.sparse.find(spec_.sparse[i].name)->second.ids.size()) *
+                     double(tables_[std::size_t(table_of_[i])].rows());
+        return flops;
     }
 
     /// Ids in the last batch of the features that read table t: the most rows its gradient can have.

@@ -2,6 +2,7 @@
 // TableOptimizer: one sparse optimizer per table of a FeatureInput, stepped together.
 #include <vector>
 
+#include "moe/core/threads.hpp"
 #include "moe/features/feature_input.hpp"
 #include "moe/optim/sparse_adagrad.hpp"
 #include "moe/optim/sparse_adam.hpp"
@@ -28,8 +29,12 @@ public:
             if (!input.grad(t).rows.empty())
                 detail::check_row_sparse_grad(input.table(t), input.grad(t), input.table(t).cols(), input.table(t).rows(),
                                               "moe::TableOptimizer::step");
-        for (Index t = 0; t < input.tables(); ++t)
+        // Tables over the threads: each optimizer steps its own table and state.
+        double flops = 0;
+        for (Index t = 0; t < input.tables(); ++t) flops += 8.0 * double(input.grad(t).values.view().size());
+        parallel_for_each(input.tables(), flops, [&](Index t) {
             if (!input.grad(t).rows.empty()) opt_[std::size_t(t)].step(input.table(t), input.grad(t));
+        });
     }
 
     /// The optimizer of table t (its state, e.g. for saving).
