@@ -9,7 +9,8 @@ best: OPENBLAS_CORETYPE unset (the environment's Haswell setting halves OpenBLAS
 told to keep freed memory (no page faults per step), torch.set_num_threads per row, eager mode
 with the faster per row of two forms: a ModuleList of nn.Sequential experts, and the experts'
 weights stacked for one matmul / bmm per layer (StackedMMoE); Adam foreach, set_to_none.
-Config: input 64, 8 experts 64 -> 256 -> 128, towers 128 -> 64 -> 1, tasks binary, binary, regression.
+Config: input 64, 8 experts 64 -> 256 -> 128, towers 128 -> 64 -> 1, tasks binary, binary, regression;
+and the BatchNorm model of bench_mmoe's mmoe_bn_* rows (CFG_BN), PyTorch as a ModuleList.
 Prints a markdown table of samples/s (training) and milliseconds (predict), medians of 5.
 """
 import json
@@ -32,6 +33,11 @@ BENCH = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build", "bench
 CFG = dict(input_dim=64, experts=8, expert_hidden=[256], expert_dim=128, gate_hidden=[], tower_hidden=[64],
            batchnorm=False, tasks=[dict(kind="bin"), dict(kind="bin"), dict(kind="mse")])
 REPS = 5
+# The model users write (bench_mmoe's mmoe_bn_*): 6 experts with BatchNorm, towers with BatchNorm and
+# dropout 0.1, five tasks, the last a regression with a ReLU head. PyTorch runs it as a ModuleList.
+CFG_BN = dict(input_dim=64, experts=6, expert_hidden=[256], expert_dim=128, gate_hidden=[], tower_hidden=[64],
+              batchnorm=True, tower_dropout=0.1,
+              tasks=[dict(kind="bin")] * 4 + [dict(kind="mse", relu_output=True)])
 
 
 def timed(fn):
@@ -103,6 +109,37 @@ def torch_predict(batch, threads, kind):
     return timed(run)
 
 
+def torch_bn_train(batch, threads):
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = moe_torch.MMoE(CFG_BN).float().train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True)
+    x = torch.randn(batch, 64)
+    y = [torch.randint(0, 2, (batch, 1)).float() for _ in range(4)] + [torch.rand(batch, 1)]
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        out = model(x)
+        loss = sum(bce(out[t], y[t]) for t in range(4)) + torch.nn.functional.mse_loss(out[4], y[4])
+        loss.backward()
+        opt.step()
+    return batch / timed(step)
+
+
+def torch_bn_predict(batch, threads):
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = moe_torch.MMoE(CFG_BN).float().eval()
+    x = torch.randn(batch, 64)
+
+    def run():
+        with torch.inference_mode():
+            out = model(x)
+            return [torch.sigmoid(o) for o in out[:4]] + [out[4]]
+    return timed(run)
+
+
 BACKENDS_SEEN = set()
 
 
@@ -139,13 +176,18 @@ def main():
             v = {k: torch_predict(batch, threads, k) for k in ("modulelist", "stacked")}
             best = min(v, key=v.get)
             rows.append(("infer", batch, threads, v[best], best))
+    for batch in (32, 256, 2048):
+        for threads in (1, 2):
+            rows.append(("bn_train", batch, threads, torch_bn_train(batch, threads), "modulelist"))
+    for threads in (1, 2):
+        rows.append(("bn_infer", 300, threads, torch_bn_predict(300, threads), "modulelist"))
     again = moe_results()
     print("\n| benchmark | PyTorch (its best form) | moe | moe / PyTorch |")
     print("|---|---:|---:|---:|")
     for kind, batch, threads, value, form in rows:
         name = f"mmoe_{kind}/batch:{batch}/threads:{threads}"
         runs = [r[name] for r in (ours, again)]
-        if kind == "train":
+        if kind.endswith("train"):
             mine = statistics.median([r["items_per_second"] for r in runs])
             print(f"| {name} | {value:,.0f} samples/s ({form}) | {mine:,.0f} samples/s | {mine / value:.2f}x |")
         else:
