@@ -11,6 +11,7 @@
 #include "moe/core/rng.hpp"
 #include "moe/core/table_memory.hpp"
 #include "moe/core/types.hpp"
+#include "moe/core/view.hpp"
 #include "moe/layers/row_sparse.hpp"
 
 namespace moe {

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Every public header compiles on its own: it includes what it uses, whatever a program includes
+# before it. (embedding_bag.hpp once used ConstView without including core/view.hpp, and compiled
+# only where something else had included it first.) Syntax only, two at a time.
+# Usage: check_headers.sh <c++ compiler> <include dir> <extra compiler flags...>
+set -euo pipefail
+cxx=$1 include=$2
+shift 2
+cd "$include"
+find moe -name '*.hpp' | sort | xargs -P 2 -I{} sh -c '
+  header=$1
+  shift
+  printf "#include \"%s\"\n" "$header" | "$0" -std=c++17 -fsyntax-only -fopenmp -I . "$@" -x c++ - ||
+    { echo "header does not compile on its own: $header" >&2; exit 255; }' "$cxx" {} "$@"
+echo "$(find moe -name '*.hpp' | wc -l) headers compile on their own"
