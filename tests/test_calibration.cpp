@@ -133,6 +133,11 @@ TEST_CASE("Calibration fits refuse one class, bad labels, non-finite scores and 
     CHECK_THROWS_WITH(IsotonicRegression::fit({1, std::nan("")}, {0, 1}), Contains("score 1 is nan"));
     CHECK_THROWS_AS(IsotonicRegression::fit({1, 2, 3}, {0, 1}), shape_error);
     CHECK_THROWS_WITH(PlattScaling::fit({}, {}), Contains("no samples"));
+    CHECK_THROWS_WITH(IsotonicRegression()(0.5), Contains("not fitted"));
+    // Equal scores of both classes: Platt's slope stays 0, its intercept the smoothed base rate.
+    const PlattScaling flat = PlattScaling::fit({0, 0, 0, 0}, {0, 1, 1, 1});
+    CHECK(flat.a == Approx(0.0).margin(1e-9));
+    CHECK(flat(0) == Approx((3.0 + 1) / (3 + 2) * 3 / 4 + 1.0 / (1 + 2) / 4));
 }
 
 }  // namespace test_calibration

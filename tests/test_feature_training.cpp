@@ -93,6 +93,8 @@ TEST_CASE("gather_samples: the chosen samples' dense columns, bags and weights, 
     CHECK(out.sparse.at("a").ids.data() == storage);
     CHECK(out.sparse.at("a").ids == std::vector<std::int64_t>{1, 2, 3, 4});
     CHECK(out.dense.cols() == 2);
+    const Index outside[] = {1, 4};
+    CHECK_THROWS_WITH(gather_samples(all, outside, 2, out), Contains("sample 4 (entry 1) is outside the 4 samples"));
 }
 
 TEST_CASE("FeatureData::check: shapes, ids, dense values and labels, naming the data set and the feature", "[features][training][errors]") {

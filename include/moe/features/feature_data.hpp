@@ -53,6 +53,11 @@ struct FeatureData {
 /// samples are indices of its samples).
 template <class T>
 void gather_samples(const FeatureBatch<T>& from, const Index* samples, Index n, FeatureBatch<T>& to) {
+    // The samples `from` holds: its dense columns, or the bags of its first feature.
+    const Index available = from.dense.rows() > 0 || from.sparse.empty() ? from.dense.cols() : from.sparse.begin()->second.size();
+    for (Index j = 0; j < n; ++j)
+        detail::require(samples[j] >= 0 && samples[j] < available, "moe::gather_samples: sample ", samples[j], " (entry ", j,
+                        ") is outside the ", available, " samples of the batch");
     if (to.dense.rows() != from.dense.rows() || to.dense.cols() != n) to.dense.resize(from.dense.rows(), n);
     for (Index j = 0; j < n; ++j) to.dense.col(j) = from.dense.col(samples[j]);
     for (const auto& [name, bags] : from.sparse) {

@@ -150,6 +150,7 @@ public:
     /// The calibrated value of a score: linear between the fitted points, clipped outside them.
     /// A NaN score gives NaN.
     double operator()(double score) const {
+        detail::require(!x_.empty(), "moe::IsotonicRegression: not fitted (make one with IsotonicRegression::fit)");
         if (std::isnan(score)) return score;
         if (score <= x_.front()) return y_.front();
         if (score >= x_.back()) return y_.back();
