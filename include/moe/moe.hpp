@@ -17,11 +17,12 @@
 #include "moe/layers/dropout.hpp"
 #include "moe/layers/embedding.hpp"
 #include "moe/layers/embedding_bag.hpp"
-#include "moe/layers/row_sparse.hpp"
 #include "moe/layers/grouped_linear.hpp"
 #include "moe/layers/linear.hpp"
 #include "moe/layers/mlp.hpp"
+#include "moe/layers/row_sparse.hpp"
 #include "moe/layers/softmax.hpp"
+#include "moe/layers/target_attention.hpp"
 
 #include "moe/models/dselect_k_gate.hpp"
 #include "moe/models/expert.hpp"
