@@ -1,12 +1,13 @@
 // Target attention (DIN): forward as its definition (scores from the MLP, weighted sum, softmax per
 // sample as an option, empty histories), gradient checks of the history, the target and the MLP's
-// parameters in both modes, and bad offsets.
+// parameters in both modes, PyTorch parity (tools/make_attention_reference.py), and bad offsets.
 #include <cmath>
 #include <vector>
 
-#include "support/catch.hpp"
-#include "support/gradcheck.hpp"
 #include "moe/layers/target_attention.hpp"
+#include "support/catch.hpp"
+#include "support/fixtures.hpp"
+#include "support/gradcheck.hpp"
 
 // Everything below in the file's own namespace: the tests are compiled as one program (unity build).
 namespace test_target_attention {
@@ -94,6 +95,37 @@ TEST_CASE("TargetAttention: bad shapes and offsets name the layer and the value"
     CHECK_THROWS_AS(attn.forward(wide, {0, 1, 3}, t), shape_error);
     CHECK_THROWS_WITH(attn.backward(dy), Contains("no forward before it"));
     CHECK_THROWS_WITH(TargetAttention<float>(0, {8}), Contains("dim must be positive"));
+}
+
+TEMPLATE_TEST_CASE("PyTorch parity: TargetAttention, plain and softmax, forward and backward", "[attention][parity]", float, double) {
+    using T = TestType;
+    const SafetensorsFile f = read_safetensors(
+        moe::testing::fixture_path(std::is_same_v<T, double> ? "attention_f64.safetensors" : "attention_f32.safetensors"));
+    const Matrix<T> history = f.at("history").batch<T>(), target = f.at("target").batch<T>(), dy = f.at("dy").batch<T>();
+    const std::vector<std::int64_t> offsets = f.at("offsets").values<std::int64_t>();
+    for (const bool softmax : {false, true}) {
+        const std::string c = softmax ? "softmax" : "plain";
+        INFO(c);
+        TargetAttention<T> attn(3, {5}, softmax, ActivationKind::relu);
+        ParameterStore<T> store;
+        store.bind(attn);
+        for (const auto& e : store.entries()) {  // the store is row-major, as PyTorch's tensors
+            const std::vector<T> v = f.at("param." + e.name).template values<T>();
+            REQUIRE(Index(v.size()) == e.rows * e.cols);
+            std::copy(v.begin(), v.end(), store.values().data() + e.offset);
+        }
+        MOE_CHECK_CLOSE(Matrix<T>(attn.forward(history, offsets, target)), f.at(c + ".y").batch<T>(), T);
+        store.zero_grad();
+        attn.backward(dy);
+        MOE_CHECK_CLOSE(Matrix<T>(attn.dhistory()), f.at(c + ".dhistory").batch<T>(), T);
+        MOE_CHECK_CLOSE(Matrix<T>(attn.dtarget()), f.at(c + ".dtarget").batch<T>(), T);
+        for (const auto& e : store.entries()) {
+            INFO(e.name);
+            const std::vector<T> g = f.at(c + ".grad." + e.name).template values<T>();
+            const Eigen::Map<const Vector<T>> expected(g.data(), Index(g.size()));
+            MOE_CHECK_CLOSE(Matrix<T>(store.grads().segment(e.offset, e.rows * e.cols)), Matrix<T>(expected), T);
+        }
+    }
 }
 
 }  // namespace test_target_attention
