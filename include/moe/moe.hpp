@@ -49,6 +49,7 @@
 #include "moe/routing/top_k.hpp"
 
 #include "moe/tasks/calibration.hpp"
+#include "moe/tasks/distillation.hpp"
 #include "moe/tasks/losses.hpp"
 #include "moe/tasks/metrics.hpp"
 #include "moe/tasks/multitask_loss.hpp"
