@@ -10,6 +10,7 @@
 // EmbeddingBag(sparse=True) + SparseAdam on the same shapes. The layer runs on one thread today.
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bench_common.hpp"
@@ -119,20 +120,15 @@ void register_all() {
         ->ArgsProduct({{100000}, {1, 20}, {1, 2}})
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
-    benchmark::RegisterBenchmark("embedding_bag_scaling", embedding_bag_scaling)
-        ->ArgNames({"rows"})
-        ->Args({10000})
-        ->Args({1000000})
-        ->Args({10000000})
-        ->UseRealTime()
-        ->Unit(benchmark::kMillisecond);
-    benchmark::RegisterBenchmark("embedding_bag_scaling_same_rows", embedding_bag_scaling_same_rows)
-        ->ArgNames({"rows"})
-        ->Args({10000})
-        ->Args({1000000})
-        ->Args({10000000})
-        ->UseRealTime()
-        ->Unit(benchmark::kMillisecond);
+    for (const auto& [name, fn] : {std::pair{"embedding_bag_scaling", embedding_bag_scaling},
+                                   std::pair{"embedding_bag_scaling_same_rows", embedding_bag_scaling_same_rows}})
+        benchmark::RegisterBenchmark(name, fn)
+            ->ArgNames({"rows"})
+            ->Args({10000})
+            ->Args({1000000})
+            ->Args({10000000})
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond);
 }
 
 }  // namespace

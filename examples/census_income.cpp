@@ -137,18 +137,24 @@ moe::PLESpec ple_spec(const moe::CensusIncome<T>& d, bool two_levels) {
 /// kEmbeddingDim (SparseAdam at fit's lr) instead of one-hot, the numeric ones dense.
 constexpr moe::Index kEmbeddingDim = 4;
 
-RunResult run_embeddings(const moe::CensusIncome<T>& d, const moe::CensusIncomeFeatures<T>& f, const Settings& s,
-                         std::uint64_t seed) {
+/// Trains a two-task model (plain or with ID features) on its data and keeps its test AUCs.
+template <class Model, class D>
+RunResult run_two_tasks(Model& model, const D& train, const D& valid, const D& test, const Settings& s, std::uint64_t seed) {
     const auto start = Clock::now();
-    moe::MMoESpec spec = mmoe_spec(d);
-    spec.input = 0;  // the features' width
-    moe::FeatureModel<moe::MMoE<T>> model(f.spec, spec, seed);
     RunResult r;
-    const auto aucs = train_and_select(model, f.train, f.validation, f.test, s, seed, r.epoch);
+    const auto aucs = train_and_select(model, train, valid, test, s, seed, r.epoch);
     r.income = aucs.at(0);
     r.marital = aucs.at(1);
     r.seconds = seconds_since(start);
     return r;
+}
+
+RunResult run_embeddings(const moe::CensusIncome<T>& d, const moe::CensusIncomeFeatures<T>& f, const Settings& s,
+                         std::uint64_t seed) {
+    moe::MMoESpec spec = mmoe_spec(d);
+    spec.input = 0;  // the features' width
+    moe::FeatureModel<moe::MMoE<T>> model(f.spec, spec, seed);
+    return run_two_tasks(model, f.train, f.validation, f.test, s, seed);
 }
 
 struct ModelRow {
@@ -160,14 +166,8 @@ struct ModelRow {
 
 template <class M, class Spec>
 RunResult run_model(const Spec& spec, const moe::CensusIncome<T>& d, const Settings& s, std::uint64_t seed) {
-    const auto start = Clock::now();
     moe::Model<M> model(spec, seed);
-    RunResult r;
-    const auto aucs = train_and_select(model, d.train, d.validation, d.test, s, seed, r.epoch);
-    r.income = aucs.at(0);
-    r.marital = aucs.at(1);
-    r.seconds = seconds_since(start);
-    return r;
+    return run_two_tasks(model, d.train, d.validation, d.test, s, seed);
 }
 
 RunResult run_single_task(const moe::CensusIncome<T>& d, const Settings& s, std::uint64_t seed) {

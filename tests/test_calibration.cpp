@@ -122,8 +122,13 @@ TEST_CASE("expected_calibration_error and calibration_ratio", "[calibration]") {
     CHECK(calibration_ratio(p, y) == Approx(2.3 / 3));
     CHECK(std::isnan(calibration_ratio({0.2}, {0})));
     CHECK_THROWS_WITH(expected_calibration_error({1.5}, {1}), Contains("prediction 0 is 1.5"));
-    CHECK_THROWS_WITH(expected_calibration_error(p, y, 0), Contains("bins must be positive"));
+    CHECK_THROWS_WITH(expected_calibration_error(p, y, 0), Contains("bins must be in [1, 2^20], got 0"));
+    CHECK_THROWS_WITH(expected_calibration_error(p, y, Index(1) << 40), Contains("bins must be in [1, 2^20]"));
+    CHECK_THROWS_WITH(expected_calibration_error({std::nan("")}, {1}), Contains("prediction 0 is nan"));
+    CHECK_THROWS_WITH(expected_calibration_error({}, {}), Contains("no samples"));
     CHECK_THROWS_AS(calibration_ratio({0.1}, {0, 1}), shape_error);
+    CHECK_THROWS_WITH(calibration_ratio({0.5, std::nan("")}, {0, 1}), Contains("prediction 1 is nan"));
+    CHECK_THROWS_WITH(calibration_ratio({0.5, 0.2}, {0, 3}), Contains("label 1 is 3"));
 }
 
 TEST_CASE("Calibration fits refuse one class, bad labels, non-finite scores and mismatched sizes", "[calibration][errors]") {
@@ -138,6 +143,16 @@ TEST_CASE("Calibration fits refuse one class, bad labels, non-finite scores and 
     const PlattScaling flat = PlattScaling::fit({0, 0, 0, 0}, {0, 1, 1, 1});
     CHECK(flat.a == Approx(0.0).margin(1e-9));
     CHECK(flat(0) == Approx((3.0 + 1) / (3 + 2) * 3 / 4 + 1.0 / (1 + 2) / 4));
+    // Scores so large that the Newton system overflows: a finite fit (it once took a NaN step),
+    // and isotonic regression still orders them.
+    const std::vector<double> huge{-1e200, -1e199, 1e199, 1e200}, labels{0, 0, 1, 1};
+    const PlattScaling big = PlattScaling::fit(huge, labels);
+    CHECK(std::isfinite(big.a));
+    CHECK(std::isfinite(big.b));
+    CHECK(std::isfinite(big(1e200)));
+    const auto iso = IsotonicRegression::fit(huge, labels);
+    CHECK(iso(-1e200) == 0.0);
+    CHECK(iso(1e200) == 1.0);
 }
 
 }  // namespace test_calibration

@@ -83,6 +83,9 @@ TEST_CASE("DistillationLoss: bad teacher predictions and settings are refused by
     const Matrix<double> short_teacher = Matrix<double>::Zero(2, 5);
     CHECK_THROWS_AS(loss.forward(d.outputs(), d.labels, short_teacher, d.mask), shape_error);
     CHECK_THROWS_WITH(loss.backward(), Contains("no forward before it"));
+    const Matrix<double> none = Matrix<double>::Zero(2, 0);
+    const std::vector<ConstView<double>> empty_outputs{ConstView<double>(none.data(), 1, 0, 2), ConstView<double>(none.data(), 1, 0, 2)};
+    CHECK_THROWS_WITH(loss.forward(empty_outputs, none, none), Contains("no samples"));
     CHECK_THROWS_WITH(DistillationLoss<double>(kTasks, {{0.5, 1.0}}), Contains("1 distillation settings for 2 tasks"));
     CHECK_THROWS_WITH(DistillationLoss<double>(kTasks, {{1.5, 1.0}, {0.5, 1.0}}), Contains("alpha must be in [0, 1]"));
     CHECK_THROWS_WITH(DistillationLoss<double>(kTasks, {{0.5, 0.0}, {0.5, 1.0}}), Contains("temperature must be finite and > 0"));

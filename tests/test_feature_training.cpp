@@ -171,8 +171,17 @@ TEST_CASE("fit: a caller's Adagrad table optimizer keeps its state and lr; the c
     TableOptimizer<float, SparseAdagrad<float>> tables(model.input(), ao);
     FitOptions o = quiet(2, 0.01);
     o.cosine_lr = true;
+    std::vector<double> table_lr;  // the tables' lr in each epoch's last step
+    o.on_epoch = [&](const EpochReport&) {
+        table_lr.push_back(tables.table_optimizer(0).options().lr);
+        return true;
+    };
     const Matrix<float> table_before = model.input().table(0);
     fit(model, tables, loss, d.train, nullptr, o);
+    // Cosine over 2 epochs from lr to 0: factor 1 in epoch 1, (1 + cos(pi / 2)) / 2 = 0.5 in epoch 2.
+    REQUIRE(table_lr.size() == 2);
+    CHECK(table_lr[0] == Approx(0.1));
+    CHECK(table_lr[1] == Approx(0.05));
     CHECK(tables.table_optimizer(0).steps() == 16);  // 256 / 32 batches x 2 epochs
     CHECK(tables.options().lr == 0.1);               // as before fit
     CHECK(tables.table_optimizer(0).options().lr == 0.1);

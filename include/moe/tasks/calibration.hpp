@@ -79,9 +79,11 @@ struct PlattScaling {
             haa += 1e-12;
             hbb += 1e-12;
             const double det = haa * hbb - hab * hab;
-            double da = -(hbb * ga - hab * gb) / det, db = -(haa * gb - hab * ga) / det;
+            const double da = -(hbb * ga - hab * gb) / det, db = -(haa * gb - hab * ga) / det;
+            if (!std::isfinite(da) || !std::isfinite(db)) break;  // scores so large that the Hessian overflows
             double step = 1;
-            while (step > 1e-10 && loss(p.a + step * da, p.b + step * db) > current) step /= 2;
+            // "not <=": a step whose loss is NaN is refused like a step that does not descend.
+            while (step > 1e-10 && !(loss(p.a + step * da, p.b + step * db) <= current)) step /= 2;
             if (step <= 1e-10) break;
             p.a += step * da;
             p.b += step * db;
@@ -167,21 +169,31 @@ private:
     std::vector<double> x_, y_;
 };
 
+namespace detail {
+/// Checks predicted probabilities (in [0, 1]; NaN refused) against binary labels.
+inline void check_probabilities(const std::vector<double>& probabilities, const std::vector<double>& labels, const char* who) {
+    if (probabilities.size() != labels.size())
+        throw shape_error(concat(who, ": ", probabilities.size(), " predictions but ", labels.size(), " labels"));
+    require(!labels.empty(), who, ": no samples");
+    for (std::size_t i = 0; i < labels.size(); ++i) {
+        const double p = probabilities[i];
+        require(p >= 0 && p <= 1, who, ": prediction ", i, " is ", p, ", expected a probability in [0, 1]");
+        require(labels[i] == 0.0 || labels[i] == 1.0, who, ": label ", i, " is ", labels[i], ", expected 0 or 1");
+    }
+}
+}  // namespace detail
+
 /// Expected calibration error over `bins` equal-width bins of [0, 1] (a probability of exactly 1
 /// falls in the last bin): sum over bins of (samples in the bin / n) |mean prediction - mean
 /// label|. Probabilities must be in [0, 1], labels 0 or 1.
 inline double expected_calibration_error(const std::vector<double>& probabilities, const std::vector<double>& labels,
                                          Index bins = 10) {
     const char* who = "moe::expected_calibration_error";
-    if (probabilities.size() != labels.size())
-        throw shape_error(detail::concat(who, ": ", probabilities.size(), " predictions but ", labels.size(), " labels"));
-    detail::require(!labels.empty(), who, ": no samples");
-    detail::require(bins > 0, who, ": bins must be positive, got ", bins);
+    detail::check_probabilities(probabilities, labels, who);
+    detail::require(bins > 0 && bins <= (Index(1) << 20), who, ": bins must be in [1, 2^20], got ", bins);
     std::vector<double> sum_p(std::size_t(bins), 0.0), sum_y(std::size_t(bins), 0.0), count(std::size_t(bins), 0.0);
     for (std::size_t i = 0; i < labels.size(); ++i) {
         const double p = probabilities[i];
-        detail::require(p >= 0 && p <= 1, who, ": prediction ", i, " is ", p, ", expected a probability in [0, 1]");
-        detail::require(labels[i] == 0.0 || labels[i] == 1.0, who, ": label ", i, " is ", labels[i], ", expected 0 or 1");
         const std::size_t b = std::min(std::size_t(bins) - 1, std::size_t(p * double(bins)));
         sum_p[b] += p;
         sum_y[b] += labels[i];
@@ -194,11 +206,9 @@ inline double expected_calibration_error(const std::vector<double>& probabilitie
 }
 
 /// Calibration ratio: sum of predictions / sum of labels (1 is calibrated on average; NaN when the
-/// labels hold no positive).
+/// labels hold no positive). Inputs checked as for expected_calibration_error.
 inline double calibration_ratio(const std::vector<double>& probabilities, const std::vector<double>& labels) {
-    if (probabilities.size() != labels.size())
-        throw shape_error(detail::concat("moe::calibration_ratio: ", probabilities.size(), " predictions but ", labels.size(),
-                                         " labels"));
+    detail::check_probabilities(probabilities, labels, "moe::calibration_ratio");
     const double sp = std::accumulate(probabilities.begin(), probabilities.end(), 0.0);
     const double sy = std::accumulate(labels.begin(), labels.end(), 0.0);
     return sy > 0 ? sp / sy : std::numeric_limits<double>::quiet_NaN();

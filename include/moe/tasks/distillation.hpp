@@ -55,6 +55,7 @@ public:
     T forward(const std::vector<ConstView<T>>& outputs, const ConstView<T>& labels, const ConstView<T>& teacher,
               const ConstView<T>& mask = {}) {
         const Index batch = outputs.empty() ? 0 : outputs.front().cols();
+        detail::require(batch > 0, name_, "::forward: no samples (", outputs.size(), " outputs of ", batch, " columns)");
         detail::check_shape(teacher, Index(tasks_.size()), batch, name_, "forward", "teacher predictions");
         for (std::size_t t = 0; t < tasks_.size(); ++t)
             for (Index b = 0; b < batch; ++b) {
