@@ -69,6 +69,7 @@ MMoESpec mmoe_spec(const Case& c) {
     s.tower_hidden = widths(c.cfg.at("tower_hidden"));
     s.tasks = c.tasks;
     s.batchnorm = optional_value(c.cfg, "batchnorm", false);
+    s.surfaces = optional_value(c.cfg, "surfaces", Index(1));
     return s;
 }
 
@@ -80,6 +81,7 @@ SharedBottomSpec bottom_spec(const Case& c) {
     s.tower_hidden = widths(c.cfg.at("tower_hidden"));
     s.tasks = c.tasks;
     s.batchnorm = optional_value(c.cfg, "batchnorm", false);
+    s.surfaces = optional_value(c.cfg, "surfaces", Index(1));
     return s;
 }
 
@@ -92,6 +94,7 @@ PLESpec ple_spec(const Case& c) {
     s.tower_hidden = widths(c.cfg.at("tower_hidden"));
     s.tasks = c.tasks;
     s.batchnorm = optional_value(c.cfg, "batchnorm", false);
+    s.surfaces = optional_value(c.cfg, "surfaces", Index(1));
     return s;
 }
 
@@ -112,11 +115,14 @@ void check_case(Model<M>& model, const Case& c) {
         }
     }
     if (!masked) mask.resize(0, 0);
+    std::vector<Index> surfaces;  // tower trees: each sample's surface
+    if (f.contains("input.surface"))
+        for (T v : f.at("input.surface").template values<T>()) surfaces.push_back(Index(v));
 
     MultiTaskLoss<T> loss(c.tasks, c.losses);
     model.train();
     model.zero_grad();
-    const auto& out = model.forward(x);
+    const auto& out = surfaces.empty() ? model.forward(x) : model.forward(x, surfaces);
     T total = loss.forward(out, labels, mask);
     if constexpr (moe::detail::has_aux_loss<M>::value) {
         if (f.contains("loss.aux")) {
@@ -220,7 +226,8 @@ TEMPLATE_TEST_CASE("PyTorch parity: the shared MMoE reference cases", "[parity][
 
 TEMPLATE_TEST_CASE("PyTorch parity: MMoE, OMoE, SharedBottom, PLE and CGC cases of tools/make_mmoe_reference.py",
                    "[parity][models]", float, double) {
-    for (const char* name : {"mmoe_deep", "mmoe_wide", "omoe", "shared_bottom", "ple", "cgc", "mmoe_dselect"})
+    for (const char* name : {"mmoe_deep", "mmoe_wide", "omoe", "shared_bottom", "ple", "cgc", "mmoe_dselect",
+                             "mmoe_surfaces", "cgc_surfaces"})
         run_file<TestType>(moe::testing::fixture_path(std::string("mt_") + name + "_" + suffix<TestType>() + ".safetensors"));
 }
 

@@ -10,7 +10,8 @@ label.{t} (B, 1), mask.{t} (B, 1) for masked tasks, output.{t}.logit (B, C) (wha
 output.{t}.pred (after the head), loss.{t} and loss.total (sum of the per-task means over counted
 samples), act.* for MMoE, grad.<param> of loss.total, and adam1.<param> after one Adam step
 (lr 1e-3). __metadata__ "config" is the JSON config below, in the shared format extended with
-lists for the hidden widths, "model", "gate_hidden", "batchnorm", and per task "classes",
+lists for the hidden widths, "model", "gate_hidden", "batchnorm", "surfaces" (tower trees: input.surface
+holds each sample's surface, as a float), and per task "classes",
 "relu_output" and "masked". BatchNorm runs in training mode (batch statistics); no dropout.
 """
 import json
@@ -55,6 +56,14 @@ CASES = {
                          tower_hidden=[3], batchnorm=True, batch=9, gate="dselect_k", dselect_k=2, dselect_gamma=4.0,
                          dselect_entropy=0.05,
                          tasks=[dict(kind="bin"), dict(kind="mse", masked=True), dict(kind="ce", classes=3)]),
+    # Tower trees: one tower per task and surface, each sample through its surface's towers
+    # (input.surface); BatchNorm in the towers sees one surface's samples.
+    "mmoe_surfaces": dict(model="mmoe", input_dim=6, experts=3, expert_hidden=[7], expert_dim=5, gate_hidden=[],
+                          tower_hidden=[4], batchnorm=True, batch=13, surfaces=3,
+                          tasks=[dict(kind="bin"), dict(kind="bin", masked=True), dict(kind="mse")]),
+    "cgc_surfaces": dict(model="cgc", input_dim=5, tower_hidden=[3], batchnorm=False, batch=9, surfaces=4,
+                         levels=[dict(shared_experts=2, task_experts=1, expert_hidden=[6], expert_dim=4)],
+                         tasks=[dict(kind="bin"), dict(kind="huber", delta=0.5, masked=True)]),
 }
 
 
@@ -72,8 +81,17 @@ def make(name, cfg, dtype, seed):
     model = model.to(dtype).train()
     B = cfg["batch"]
     x = torch.randn(B, cfg["input_dim"], dtype=dtype)
+    surfaces = None
+    if cfg.get("surfaces", 1) > 1:
+        # Every surface but the last gets at least 2 samples (BatchNorm); the last gets none: a
+        # surface absent from a batch must leave its towers' gradients at zero.
+        S = cfg["surfaces"]
+        surfaces = torch.cat([torch.arange(S - 1).repeat(2), torch.randint(0, S - 1, (B - 2 * (S - 1),))])
+        surfaces = surfaces[torch.randperm(B)]
     t = {n: v.detach().clone() for n, v in model.state_dict().items() if "running" not in n and "num_batches" not in n}
     t["input.x"] = x
+    if surfaces is not None:
+        t["input.surface"] = surfaces.to(dtype).unsqueeze(1)
     labels, masks = [], []
     for k, task in enumerate(cfg["tasks"]):
         if task["kind"] == "bin":
@@ -90,7 +108,7 @@ def make(name, cfg, dtype, seed):
         labels.append(y)
         masks.append(m)
     acts = {}
-    outs = model(x, acts)
+    outs = model(x, acts, surfaces)
     total = 0
     for k, (task, out) in enumerate(zip(cfg["tasks"], outs)):
         loss = moe_torch.task_loss(task, out, labels[k], masks[k])
@@ -115,7 +133,7 @@ def make(name, cfg, dtype, seed):
     total.backward()
     named = dict(model.named_parameters())
     for n, p in named.items():
-        t[f"grad.{n}"] = p.grad.detach().clone()
+        t[f"grad.{n}"] = p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     opt.step()
     for n, p in named.items():
@@ -126,11 +144,20 @@ def make(name, cfg, dtype, seed):
 
 
 def main():
+    """Writes every case, or only those named on the command line."""
     os.makedirs(OUT, exist_ok=True)
+    only = set(sys.argv[1:])
+    unknown = only - set(CASES)
+    if unknown:
+        sys.exit(f"unknown case(s) {sorted(unknown)}; the cases are {list(CASES)}")
+    written = 0
     for i, (name, cfg) in enumerate(CASES.items()):
+        if only and name not in only:
+            continue
         for dtype in (torch.float64, torch.float32):
             make(name, cfg, dtype, seed=100 + i)
-    print("wrote", len(CASES) * 2, "cases to", os.path.normpath(OUT))
+            written += 1
+    print("wrote", written, "cases to", os.path.normpath(OUT))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
     SparseMoE:     router.weight, router.bias, noise.weight, experts.{e}.0.*, experts.{e}.2.*
     PLE / CGC:     levels.{l}.experts.{e}.{i}.*   levels.{l}.task_gates.{t}.*   levels.{l}.shared_gate.*
                    (all levels but the last)      towers.{t}.{i}.*
+    Tower trees (cfg "surfaces" = S > 1, any model above): towers.{t}.{s}.{i}.*, forward(x, surfaces=ids)
                    Experts of a level: task 0's P, task 1's P, ..., then the S shared ones.
     FeatureModel:  any of the above with an input block: its names, and tables.<table>.weight
                    (rows x dim) for the embedding tables of the features (moe::FeatureModel).
@@ -38,16 +39,29 @@ def task_outputs(task):
 
 
 def make_towers(cfg, in_dim):
-    return nn.ModuleList(
-        mlp([in_dim] + list(cfg["tower_hidden"]) + [task_outputs(t)], cfg.get("batchnorm", False),
-            cfg.get("tower_dropout", 0.0))
-        for t in cfg["tasks"])
+    """One tower per task; with cfg["surfaces"] = S > 1 a tower tree: towers.{t}.{s} per task and surface."""
+    def tower(t):
+        return mlp([in_dim] + list(cfg["tower_hidden"]) + [task_outputs(t)], cfg.get("batchnorm", False),
+                   cfg.get("tower_dropout", 0.0))
+    surfaces = cfg.get("surfaces", 1)
+    if surfaces > 1:
+        return nn.ModuleList(nn.ModuleList(tower(t) for _ in range(surfaces)) for t in cfg["tasks"])
+    return nn.ModuleList(tower(t) for t in cfg["tasks"])
 
 
-def run_towers(towers, tasks, inputs):
+def run_towers(towers, tasks, inputs, surfaces=None):
+    """surfaces: (B,) long surface ids of a tower tree; each sample goes through its surface's towers
+    only (BatchNorm in a tower sees the samples of its surface)."""
     outs = []
     for task, tower, x in zip(tasks, towers, inputs):
-        y = tower(x)
+        if isinstance(tower, nn.ModuleList):
+            y = x.new_zeros(x.shape[0], task_outputs(task))
+            for s, t in enumerate(tower):
+                idx = (surfaces == s).nonzero().squeeze(1)
+                if len(idx):
+                    y = y.index_copy(0, idx, t(x[idx]))
+        else:
+            y = tower(x)
         outs.append(torch.relu(y) if task.get("relu_output", False) else y)
     return outs
 
@@ -117,7 +131,7 @@ class MMoE(nn.Module):
             self.gates = nn.ModuleList(gate() for _ in range(n_gates))
         self.towers = make_towers(cfg, cfg["expert_dim"])
 
-    def forward(self, x, acts=None):
+    def forward(self, x, acts=None, surfaces=None):
         o = torch.stack([e(x) for e in self.experts], dim=1)  # (B, E, D)
         gates = [self.gate] if self.cfg.get("shared_gate", False) else list(self.gates)
         probs = [g(x) if self.dselect else torch.softmax(g(x), dim=1) for g in gates]
@@ -129,7 +143,7 @@ class MMoE(nn.Module):
             for t, m in enumerate(mixed):
                 acts[f"mixed.{t}"] = m
         inputs = [mixed[0]] * len(self.cfg["tasks"]) if len(mixed) == 1 else mixed
-        return run_towers(self.towers, self.cfg["tasks"], inputs)
+        return run_towers(self.towers, self.cfg["tasks"], inputs, surfaces)
 
     def aux_loss(self):
         """The gates' regularisers of the last forward (DSelect-k; 0 for softmax gates)."""
@@ -149,9 +163,9 @@ class SharedBottom(nn.Module):
         self.bottom = mlp(sizes, cfg.get("batchnorm", False), cfg.get("bottom_dropout", 0.0), True)
         self.towers = make_towers(cfg, cfg["bottom_dim"])
 
-    def forward(self, x, acts=None):
+    def forward(self, x, acts=None, surfaces=None):
         h = self.bottom(x)
-        return run_towers(self.towers, self.cfg["tasks"], [h] * len(self.cfg["tasks"]))
+        return run_towers(self.towers, self.cfg["tasks"], [h] * len(self.cfg["tasks"]), surfaces)
 
 
 class PLELevel(nn.Module):
@@ -194,11 +208,11 @@ class PLE(nn.Module):
         self.levels = nn.ModuleList(levels)
         self.towers = make_towers(cfg, in_dim)
 
-    def forward(self, x, acts=None):
+    def forward(self, x, acts=None, surfaces=None):
         reps = [x] * (len(self.cfg["tasks"]) + 1)
         for level in self.levels:
             reps = level(reps)
-        return run_towers(self.towers, self.cfg["tasks"], reps)
+        return run_towers(self.towers, self.cfg["tasks"], reps, surfaces)
 
 
 def top_k_weights(probs, k, renormalize):
@@ -212,11 +226,11 @@ def top_k_weights(probs, k, renormalize):
 class SparseMMoE(MMoE):
     """An MMoE whose task gates keep their top k experts. cfg: as MMoE plus k, renormalize."""
 
-    def forward(self, x, acts=None):
+    def forward(self, x, acts=None, surfaces=None):
         o = torch.stack([e(x) for e in self.experts], dim=1)
         mixed = [torch.einsum("be,bed->bd", top_k_weights(torch.softmax(g(x), dim=1), self.cfg["k"],
                                                           self.cfg["renormalize"]), o) for g in self.gates]
-        return run_towers(self.towers, self.cfg["tasks"], mixed)
+        return run_towers(self.towers, self.cfg["tasks"], mixed, surfaces)
 
 
 class SparseMoE(nn.Module):

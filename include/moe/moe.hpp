@@ -38,6 +38,7 @@
 #include "moe/models/sparse_moe.hpp"
 #include "moe/models/task.hpp"
 #include "moe/models/tower.hpp"
+#include "moe/models/surfaces.hpp"
 #include "moe/models/towers.hpp"
 #include "moe/models/multitask_spec.hpp"
 

@@ -13,19 +13,22 @@ namespace moe {
 
 /// N samples with ID features. `features` holds all of them (dense: spec.dense x N, N bags per ID
 /// feature); labels: T x N, row t the labels of task t; mask: T x N (non-zero where the label
-/// exists) or empty for "all present".
+/// exists) or empty for "all present"; surfaces: each sample's surface for a tower-tree model
+/// (MultiTaskSpec::surfaces > 1), or empty.
 template <class T>
 struct FeatureData {
     FeatureBatch<T> features;
     Matrix<T> labels, mask;
+    std::vector<Index> surfaces;
 
     Index size() const { return labels.cols(); }
 
     /// Checks everything against the input block and the tasks: the batch as FeatureInput::check
     /// does (ids, offsets, lengths, weights, feature names), finite dense features, labels and mask
     /// of T x N, labels valid for their tasks. Errors name the data set (`what`), the feature or
-    /// task and the sample.
-    void check(const FeatureInput<T>& input, const std::vector<TaskSpec>& tasks, const std::string& what) const {
+    /// task and the sample; the surfaces against a model of `model_surfaces`.
+    void check(const FeatureInput<T>& input, const std::vector<TaskSpec>& tasks, const std::string& what,
+               Index model_surfaces = 1) const {
         const std::string who = "moe::FeatureData(" + what + ")";
         Index n = 0;
         try {
@@ -44,6 +47,7 @@ struct FeatureData {
         detail::check_shape(labels, n_tasks, n, who, "check", "labels");
         if (mask.size() != 0) detail::check_shape(mask, n_tasks, n, who, "check", "mask");
         detail::check_labels(labels, mask, tasks, who);
+        detail::check_surface_column(surfaces, n, model_surfaces, who);
     }
 };
 

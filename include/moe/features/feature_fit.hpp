@@ -13,11 +13,14 @@
 
 namespace moe {
 
-/// Predictions of every task over all samples of `all` (task t: outputs_t x N), in batches.
+/// Predictions of every task over all samples of `all` (task t: outputs_t x N), in batches; a
+/// tower tree needs each sample's surface.
 template <class Net, class T = typename Net::Scalar>
-std::vector<Matrix<T>> predict_all(const FeatureModel<Net>& model, const FeatureBatch<T>& all, Index batch_size = 4096) {
+std::vector<Matrix<T>> predict_all(const FeatureModel<Net>& model, const FeatureBatch<T>& all, Index batch_size = 4096,
+                                   const SurfaceIds& surfaces = {}) {
     detail::require(batch_size > 0, "moe::predict_all: batch_size must be positive, got ", batch_size);
     const Index n = model.input().check(all);
+    surfaces.check(n, model.surfaces(), "moe::predict_all");
     std::vector<Matrix<T>> out;
     for (const auto& t : model.tasks()) out.emplace_back(t.outputs(), n);
     std::vector<Index> samples(std::size_t(std::min(batch_size, n)));
@@ -27,7 +30,7 @@ std::vector<Matrix<T>> predict_all(const FeatureModel<Net>& model, const Feature
         const Index size = std::min(batch_size, n - begin);
         std::iota(samples.begin(), samples.begin() + size, begin);
         gather_samples(all, samples.data(), size, batch);
-        const auto& pred = model.predict(batch, ws);
+        const auto& pred = model.predict(batch, ws, surfaces.block(begin, size));
         for (std::size_t t = 0; t < out.size(); ++t) out[t].middleCols(begin, size) = pred[t];
     }
     return out;
@@ -36,8 +39,10 @@ std::vector<Matrix<T>> predict_all(const FeatureModel<Net>& model, const Feature
 /// Per-task metrics of the model on data (inference path); data is checked first.
 template <class Net, class T = typename Net::Scalar>
 std::vector<TaskMetrics> evaluate(const FeatureModel<Net>& model, const FeatureData<T>& data, Index batch_size = 4096) {
-    data.check(model.input(), model.tasks(), "evaluate");
-    return detail::task_metrics(model.tasks(), predict_all(model, data.features, batch_size), data.labels, data.mask);
+    data.check(model.input(), model.tasks(), "evaluate", model.surfaces());
+    return detail::task_metrics(model.tasks(),
+                                predict_all(model, data.features, batch_size, detail::surface_ids(data.surfaces)),
+                                data.labels, data.mask);
 }
 
 namespace detail {
@@ -49,8 +54,14 @@ public:
     using T = typename Net::Scalar;
     FeatureFitSource(FeatureModel<Net>& model, const FeatureData<T>& train, const FeatureData<T>* valid,
                      TableOptimizer<T, Opt>& tables, Index batch_size)
-        : model_(model), train_(train), valid_(valid), tables_(tables), base_lr_(tables.options().lr),
-          yb_(Index(model.tasks().size()), batch_size), mb_(train.mask.size() ? yb_.rows() : 0, batch_size) {}
+        : model_(model),
+          train_(train),
+          valid_(valid),
+          tables_(tables),
+          base_lr_(tables.options().lr),
+          yb_(Index(model.tasks().size()), batch_size),
+          mb_(train.mask.size() ? yb_.rows() : 0, batch_size),
+          sb_(train.surfaces.empty() ? 0 : std::size_t(batch_size)) {}
 
     Index size() const { return train_.size(); }
     const std::vector<ConstView<T>>& forward(const Index* samples, Index n) {
@@ -58,9 +69,10 @@ public:
         for (Index j = 0; j < n; ++j) {
             yb_.col(j) = train_.labels.col(samples[j]);
             if (mb_.rows()) mb_.col(j) = train_.mask.col(samples[j]);
+            if (!sb_.empty()) sb_[std::size_t(j)] = train_.surfaces[std::size_t(samples[j])];
         }
         n_ = n;
-        return model_.forward(batch_);
+        return sb_.empty() ? model_.forward(batch_) : model_.forward(batch_, SurfaceIds(sb_.data(), n));
     }
     ConstView<T> labels() const { return ConstView<T>(yb_.data(), yb_.rows(), n_); }
     ConstView<T> mask() const { return mb_.rows() ? ConstView<T>(mb_.data(), mb_.rows(), n_) : ConstView<T>(); }
@@ -88,6 +100,7 @@ private:
     double base_lr_;
     FeatureBatch<T> batch_;
     Matrix<T> yb_, mb_;
+    std::vector<Index> sb_;  // the batch's surfaces (tower trees)
     Index n_ = 0;
 };
 
@@ -115,10 +128,11 @@ FitHistory fit(FeatureModel<Net>& model, TableOptimizer<typename Net::Scalar, Op
                         tables.table_optimizer(t).rows(), ", the model's '", model.input().spec().tables[std::size_t(t)].name,
                         "' is ", table.rows(), " x ", table.cols());
     }
-    train.check(model.input(), model.tasks(), "train");
+    train.check(model.input(), model.tasks(), "train", model.surfaces());
     detail::require(train.size() >= 2, "moe::fit: the training set has ", train.size(),
                     " sample; a step needs at least 2 (BatchNorm cannot train on one)");
-    if (valid) valid->check(model.input(), model.tasks(), "validation");
+    detail::check_surfaces_trained(train.surfaces, model.surfaces(), "moe::fit");
+    if (valid) valid->check(model.input(), model.tasks(), "validation", model.surfaces());
     detail::FeatureFitSource<Net, Opt> source(model, train, valid, tables, o.batch_size);
     try {
         FitHistory h = detail::fit_loop(model, loss, source, o);

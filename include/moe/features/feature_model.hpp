@@ -49,6 +49,8 @@ public:
     const Model<Net>& net() const { return net_; }
     ParameterStore<T>& params() { return net_.params(); }
     const auto& tasks() const { return net_.tasks(); }
+    /// Surfaces of the net's tower tree (1: one tower per task).
+    Index surfaces() const { return net_.surfaces(); }
     void zero_grad() { net_.zero_grad(); }
     void train() { net_.train(); }
     void eval() { net_.eval(); }
@@ -64,16 +66,20 @@ public:
         reset_tables(seed);
     }
 
-    /// Training forward. The batch must stay alive and unchanged until backward.
-    const std::vector<ConstView<T>>& forward(const FeatureBatch<T>& batch) { return net_.forward(input_.forward(batch)); }
+    /// Training forward. The batch (and per-sample surfaces) must stay alive and unchanged until
+    /// backward. A tower-tree net needs each sample's surface.
+    const std::vector<ConstView<T>>& forward(const FeatureBatch<T>& batch, const SurfaceIds& surfaces = {}) {
+        return net_.forward(input_.forward(batch), surfaces);
+    }
 
     /// Adds the dense parameters' gradients and replaces the tables' row-sparse gradients.
     void backward(const std::vector<ConstView<T>>& doutputs) { input_.backward(net_.backward(doutputs, true)); }
 
     /// Predictions after the heads, per task, evaluation semantics; safe from several threads, one
     /// workspace each.
-    const std::vector<ConstView<T>>& predict(const FeatureBatch<T>& batch, FeatureWorkspace<T>& ws) const {
-        return net_.predict(input_.infer(batch, ws.input), ws.model);
+    const std::vector<ConstView<T>>& predict(const FeatureBatch<T>& batch, FeatureWorkspace<T>& ws,
+                                             const SurfaceIds& surfaces = {}) const {
+        return net_.predict(input_.infer(batch, ws.input), ws.model, surfaces);
     }
 
 private:

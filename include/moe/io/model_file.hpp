@@ -60,11 +60,12 @@ inline double mlp_values(double in, const std::vector<Index>& hidden, double out
     }
     return n + in * out + out;
 }
-inline double towers_values(double in, const std::vector<Index>& hidden, const std::vector<TaskSpec>& tasks, bool bn) {
+/// The towers of every task (a tower per task and surface in a tower tree).
+inline double towers_values(double in, const MultiTaskSpec& s) {
     double n = 0;
-    for (const auto& t : tasks)
-        n += mlp_values(in, hidden, t.kind == TaskKind::multiclass ? size_of(t.classes) : 1.0, bn);
-    return n;
+    for (const auto& t : s.tasks)
+        n += mlp_values(in, s.tower_hidden, t.kind == TaskKind::multiclass ? size_of(t.classes) : 1.0, s.batchnorm);
+    return n * size_of(s.surfaces);
 }
 inline double model_values(const MMoESpec& s) {
     const double gates = s.shared_gate ? 1.0 : double(s.tasks.size()), experts = size_of(s.experts), in = size_of(s.input);
@@ -74,11 +75,11 @@ inline double model_values(const MMoESpec& s) {
         gate = (in + 1) * k * m + (in + 1) * k;
     }
     return experts * mlp_values(in, s.expert_hidden, size_of(s.expert_dim), s.batchnorm) + gates * gate +
-           towers_values(size_of(s.expert_dim), s.tower_hidden, s.tasks, s.batchnorm);
+           towers_values(size_of(s.expert_dim), s);
 }
 inline double model_values(const SharedBottomSpec& s) {
     return mlp_values(size_of(s.input), s.bottom_hidden, size_of(s.bottom_dim), s.batchnorm) +
-           towers_values(size_of(s.bottom_dim), s.tower_hidden, s.tasks, s.batchnorm);
+           towers_values(size_of(s.bottom_dim), s);
 }
 inline double model_values(const PLESpec& s) {
     double n = 0, in = size_of(s.input);
@@ -92,7 +93,7 @@ inline double model_values(const PLESpec& s) {
         if (l + 1 < s.levels.size()) n += in * experts + experts;     // shared gate: Linear(in, E), not on the last level
         in = size_of(level.expert_dim);
     }
-    return n + towers_values(in, s.tower_hidden, s.tasks, s.batchnorm);
+    return n + towers_values(in, s);
 }
 inline double model_values(const SparseMoESpec& s) {
     const double e = size_of(s.experts), d = size_of(s.dim);

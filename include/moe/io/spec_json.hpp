@@ -49,6 +49,7 @@ void visit_multitask_fields(S& s, V&& v) {  // the MultiTaskSpec part of MMoE, P
     v("activation", s.activation);
     v("batchnorm", s.batchnorm);
     v("tower_dropout", s.tower_dropout);
+    v("surfaces", s.surfaces);
 }
 
 template <class S, class V>

@@ -7,6 +7,7 @@
 #include "moe/core/buffer.hpp"
 #include "moe/core/threads.hpp"
 #include "moe/core/view.hpp"
+#include "moe/models/surfaces.hpp"
 #include "moe/models/task.hpp"
 #include "moe/routing/dispatch.hpp"
 
@@ -22,6 +23,8 @@ struct InferenceScratch {
     Buffer<T> gathered, route_weight;       ///< top-k routing: the experts' gathered inputs, the gate weights
     Buffer<Index> route_choice;             ///< top-k routing: the chosen experts
     DispatchPlan plan;                      ///< top-k routing: where each sample's experts run
+    detail::SurfaceGroups groups;           ///< surface towers: the block's samples by surface
+    Buffer<T> surface_in, surface_out;      ///< surface towers: the mixture in surface order, a tower's predictions
     std::vector<Buffer<T>> preds;           ///< each task's predictions of the block
     std::vector<ConstView<T>> out;
 };
@@ -41,12 +44,13 @@ namespace detail {
 /// (2048 x 128 floats, 1 MB) stay in a core's L2 cache.
 constexpr Index kInferenceBlock = 128;
 
-/// Runs block(x_block, scratch) -> per-task predictions over blocks of the columns of x, the blocks
+/// Runs block(x_block, surfaces_of_block, scratch) -> per-task predictions over blocks of the columns of x, the blocks
 /// spread over threads when the work pays for it (each block on one thread, its GEMMs serial), and
 /// gathers the predictions into ws. Inference is per sample, so blocking changes no result.
 template <class T, class F>
-const std::vector<ConstView<T>>& predict_in_blocks(const ConstView<T>& x, const std::vector<TaskSpec>& tasks,
-                                                   double macs_per_sample, InferenceWorkspace<T>& ws, F&& block) {
+const std::vector<ConstView<T>>& predict_in_blocks(const ConstView<T>& x, const SurfaceIds& surfaces,
+                                                   const std::vector<TaskSpec>& tasks, double macs_per_sample,
+                                                   InferenceWorkspace<T>& ws, F&& block) {
     const Index n = x.cols();
     // Parts run on separate threads (as many as the arithmetic pays for: detail::threads_for), each
     // with its own scratch; a part is equal blocks of at most kInferenceBlock samples, run in order:
@@ -62,7 +66,8 @@ const std::vector<ConstView<T>>& predict_in_blocks(const ConstView<T>& x, const 
     for (std::size_t t = 0; t < tasks.size(); ++t) ws.out[t] = ws.preds[t].resize(tasks[t].outputs(), n);
     auto run = [&](Index b, InferenceScratch<T>& s) {
         const Index begin = b * block_size, len = std::min(block_size, n - begin);
-        const auto& p = block(ConstView<T>(x.data() + begin * x.outerStride(), x.rows(), len, x.outerStride()), s);
+        const auto& p = block(ConstView<T>(x.data() + begin * x.outerStride(), x.rows(), len, x.outerStride()),
+                              surfaces.block(begin, len), s);
         for (std::size_t t = 0; t < tasks.size(); ++t) ws.preds[t].view().middleCols(begin, len) = p[t];
     };
     const Index per_thread = (blocks + parts - 1) / parts;

@@ -64,6 +64,8 @@ public:
 
     const MMoESpec& spec() const { return spec_; }
     const std::vector<TaskSpec>& tasks() const { return towers_.tasks(); }
+    /// Surfaces of the tower tree (1: one tower per task).
+    Index surfaces() const { return spec_.surfaces; }
     Index in_features() const { return spec_.input; }
     Index experts() const { return spec_.experts; }
     Index gates() const { return gates_.gates(); }
@@ -78,13 +80,13 @@ public:
     }
 
     /// Training/evaluation forward: per task, the tower output. Keeps views of x for backward.
-    const std::vector<ConstView<T>>& forward(const ConstView<T>& x) {
+    const std::vector<ConstView<T>>& forward(const ConstView<T>& x, const SurfaceIds& surfaces = {}) {
         detail::check_rows(x, spec_.input, name_, "forward");
         const MatrixView<T>& o = experts_.forward(x);
         const MatrixView<T>& p = gates_.forward(x);
         auto& m = mix_.resize(gates() * spec_.expert_dim, x.cols());
         mix(o, p, m);
-        return towers_.forward(m);
+        return towers_.forward(m, surfaces);
     }
 
     /// Back-propagates the gradients of every task's output (as forward returned them); adds the
@@ -115,16 +117,19 @@ public:
     /// Predictions after the heads, per task (outputs x B), into the caller's workspace. Evaluation
     /// semantics whatever the mode; caches nothing; safe from several threads, one workspace each.
     /// Blocks of samples run on separate threads (see detail::predict_in_blocks).
-    const std::vector<ConstView<T>>& predict(const ConstView<T>& x, InferenceWorkspace<T>& ws) const {
+    const std::vector<ConstView<T>>& predict(const ConstView<T>& x, InferenceWorkspace<T>& ws,
+                                             const SurfaceIds& surfaces = {}) const {
         detail::check_rows(x, spec_.input, name_, "predict");
-        return detail::predict_in_blocks(x, tasks(), macs_per_sample_, ws,
-                                         [&](const ConstView<T>& xb, InferenceScratch<T>& s) -> const auto& {
-                                             const MatrixView<T>& o = experts_.infer(xb, s.experts_a, s.experts_b);
-                                             const MatrixView<T>& p = gates_.infer(xb, s.gates_a, s.gates_b, s.gates_out);
-                                             auto& m = s.mix.resize(gates() * spec_.expert_dim, xb.cols());
-                                             mix(o, p, m);
-                                             return towers_.predict(m, s);
-                                         });
+        surfaces.check(x.cols(), spec_.surfaces, name_ + "::predict");
+        return detail::predict_in_blocks(
+            x, surfaces, tasks(), macs_per_sample_,
+            ws, [&](const ConstView<T>& xb, const SurfaceIds& sb, InferenceScratch<T>& s) -> const auto& {
+                const MatrixView<T>& o = experts_.infer(xb, s.experts_a, s.experts_b);
+                const MatrixView<T>& p = gates_.infer(xb, s.gates_a, s.gates_b, s.gates_out);
+                auto& m = s.mix.resize(gates() * spec_.expert_dim, xb.cols());
+                mix(o, p, m);
+                return towers_.predict(m, s, sb);
+            });
     }
 
     /// Gate weights ((G E) x B), inference path, into the caller's scratch. Used by gate inspection.

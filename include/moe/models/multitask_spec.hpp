@@ -16,6 +16,9 @@ struct MultiTaskSpec {
     ActivationKind activation = ActivationKind::relu;  ///< of every hidden layer (experts, bottom, towers)
     bool batchnorm = false;      ///< BatchNorm1d after the hidden activations of experts (or bottom) and towers
     double tower_dropout = 0.0;  ///< dropout after the hidden layers of the towers
+    /// Surfaces of a tower tree: S > 1 gives every task one tower per surface, and forward/predict
+    /// take each sample's surface (SurfaceIds). 1: one tower per task.
+    Index surfaces = 1;
 
     /// The MLP of task t's tower on a representation of `in` features.
     MLPSpec tower_mlp(Index in, const TaskSpec& task) const {
@@ -27,6 +30,7 @@ namespace detail {
 /// The checks every multi-task model makes of the common part of its spec.
 inline void check_multitask_spec(const MultiTaskSpec& s, const std::string& name) {
     require(s.input > 0, name, ": input must be positive, got ", s.input);
+    require(s.surfaces >= 1, name, ": surfaces must be at least 1, got ", s.surfaces);
     check_tasks(s.tasks, name);
 }
 }  // namespace detail

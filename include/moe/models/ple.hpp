@@ -44,6 +44,8 @@ public:
 
     const PLESpec& spec() const { return spec_; }
     const std::vector<TaskSpec>& tasks() const { return towers_.tasks(); }
+    /// Surfaces of the tower tree (1: one tower per task).
+    Index surfaces() const { return spec_.surfaces; }
     Index in_features() const { return spec_.input; }
     std::size_t levels() const { return levels_.size(); }
     ExtractionLevel<T>& level(std::size_t l) { return levels_.at(l); }
@@ -56,11 +58,11 @@ public:
     }
 
     /// Training/evaluation forward: per task, the tower output. Keeps views of x for backward.
-    const std::vector<ConstView<T>>& forward(const ConstView<T>& x) {
+    const std::vector<ConstView<T>>& forward(const ConstView<T>& x, const SurfaceIds& surfaces = {}) {
         detail::check_rows(x, spec_.input, name_, "forward");
         ConstView<T> h = x;
         for (auto& level : levels_) h = level.forward(h);
-        return towers_.forward(h);
+        return towers_.forward(h, surfaces);
     }
 
     /// Back-propagates the gradients of every task's output; adds the parameter gradients and returns
@@ -74,19 +76,22 @@ public:
 
     /// Predictions after the heads, per task (outputs x B), into the caller's workspace; evaluation
     /// semantics, caches nothing, safe from several threads with one workspace each.
-    const std::vector<ConstView<T>>& predict(const ConstView<T>& x, InferenceWorkspace<T>& ws) const {
+    const std::vector<ConstView<T>>& predict(const ConstView<T>& x, InferenceWorkspace<T>& ws,
+                                             const SurfaceIds& surfaces = {}) const {
         detail::check_rows(x, spec_.input, name_, "predict");
-        return detail::predict_in_blocks(x, tasks(), macs_per_sample_, ws,
-                                         [&](const ConstView<T>& xb, InferenceScratch<T>& s) -> const auto& {
-                                             ConstView<T> h = xb;
-                                             Buffer<T>* out = &s.mix;
-                                             Buffer<T>* other = &s.next_mix;  // levels alternate between these two
-                                             for (const auto& level : levels_) {
-                                                 h = level.infer(h, s.experts_a, s.experts_b, s.gates_a, s.gates_b, *out);
-                                                 std::swap(out, other);
-                                             }
-                                             return towers_.predict(h, s);
-                                         });
+        surfaces.check(x.cols(), spec_.surfaces, name_ + "::predict");
+        return detail::predict_in_blocks(
+            x, surfaces, tasks(), macs_per_sample_,
+            ws, [&](const ConstView<T>& xb, const SurfaceIds& sb, InferenceScratch<T>& s) -> const auto& {
+                ConstView<T> h = xb;
+                Buffer<T>* out = &s.mix;
+                Buffer<T>* other = &s.next_mix;  // levels alternate between these two
+                for (const auto& level : levels_) {
+                    h = level.infer(h, s.experts_a, s.experts_b, s.gates_a, s.gates_b, *out);
+                    std::swap(out, other);
+                }
+                return towers_.predict(h, s, sb);
+            });
     }
 
 protected:

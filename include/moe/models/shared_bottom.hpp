@@ -36,6 +36,8 @@ public:
 
     const SharedBottomSpec& spec() const { return spec_; }
     const std::vector<TaskSpec>& tasks() const { return towers_.tasks(); }
+    /// Surfaces of the tower tree (1: one tower per task).
+    Index surfaces() const { return spec_.surfaces; }
     Index in_features() const { return spec_.input; }
     const std::string& name() const { return name_; }
 
@@ -45,22 +47,25 @@ public:
         f("towers", towers_);
     }
 
-    const std::vector<ConstView<T>>& forward(const ConstView<T>& x) {
+    const std::vector<ConstView<T>>& forward(const ConstView<T>& x, const SurfaceIds& surfaces = {}) {
         detail::check_rows(x, spec_.input, name_, "forward");
-        return towers_.forward(bottom_.forward(x));
+        return towers_.forward(bottom_.forward(x), surfaces);
     }
     const MatrixView<T>& backward(const std::vector<ConstView<T>>& doutputs, bool input_grad = false) {
         return bottom_.backward(towers_.backward(doutputs, bottom_.output().cols(), name_), input_grad);
     }
-    const std::vector<ConstView<T>>& predict(const ConstView<T>& x, InferenceWorkspace<T>& ws) const {
+    const std::vector<ConstView<T>>& predict(const ConstView<T>& x, InferenceWorkspace<T>& ws,
+                                             const SurfaceIds& surfaces = {}) const {
         detail::check_rows(x, spec_.input, name_, "predict");
+        surfaces.check(x.cols(), spec_.surfaces, name_ + "::predict");
         double macs = 0, in = double(spec_.input);
         for (Index h : spec_.bottom_hidden) macs += in * double(h), in = double(h);
         macs += in * double(spec_.bottom_dim) * (1.0 + double(spec_.tasks.size()));  // a rough tower estimate
-        return detail::predict_in_blocks(x, tasks(), macs, ws,
-                                         [&](const ConstView<T>& xb, InferenceScratch<T>& s) -> const auto& {
-                                             return towers_.predict(bottom_.infer(xb, s.experts_a, s.experts_b), s);
-                                         });
+        return detail::predict_in_blocks(
+            x, surfaces, tasks(), macs,
+            ws, [&](const ConstView<T>& xb, const SurfaceIds& sb, InferenceScratch<T>& s) -> const auto& {
+                return towers_.predict(bottom_.infer(xb, s.experts_a, s.experts_b), s, sb);
+            });
     }
 
 private:

@@ -48,6 +48,8 @@ public:
 
     const SparseMMoESpec& spec() const { return spec_; }
     const std::vector<TaskSpec>& tasks() const { return towers_.tasks(); }
+    /// Surfaces of the tower tree (1: one tower per task).
+    Index surfaces() const { return spec_.surfaces; }
     Index in_features() const { return spec_.input; }
     Index experts() const { return spec_.experts; }
     Index gates() const { return gates_.gates(); }
@@ -74,7 +76,7 @@ public:
         towers_.reset_parameters(rng);
     }
 
-    const std::vector<ConstView<T>>& forward(const ConstView<T>& x) {
+    const std::vector<ConstView<T>>& forward(const ConstView<T>& x, const SurfaceIds& surfaces = {}) {
         detail::check_rows(x, spec_.input, name_, "forward");
         const Index b = x.cols(), d = spec_.expert_dim, g = gates(), k = spec_.k;
         const MatrixView<T>& p = gates_.forward(x);
@@ -92,7 +94,7 @@ public:
         const MatrixView<T>& out = experts_.forward_segments(ConstView<T>(xp), plan_.offset.data(), false);
         auto& m = mix_.resize(g * d, b);
         mix(out, plan_, weight, m);
-        return towers_.forward(m);
+        return towers_.forward(m, surfaces);
     }
 
     /// Back-propagates every task's output gradient; adds parameter gradients and returns dx
@@ -133,23 +135,28 @@ public:
     /// Predictions after the heads, per task, into the caller's workspace. Evaluation semantics;
     /// caches nothing; safe from several threads, one workspace each. Each expert runs on the samples
     /// of a block routed to it.
-    const std::vector<ConstView<T>>& predict(const ConstView<T>& x, InferenceWorkspace<T>& ws) const {
+    const std::vector<ConstView<T>>& predict(const ConstView<T>& x, InferenceWorkspace<T>& ws,
+                                             const SurfaceIds& surfaces = {}) const {
         detail::check_rows(x, spec_.input, name_, "predict");
-        return detail::predict_in_blocks(x, tasks(), 0.0, ws, [&](const ConstView<T>& xb, InferenceScratch<T>& s) -> const auto& {
-            const Index b = xb.cols(), g = gates(), k = spec_.k;
-            const MatrixView<T>* logits = nullptr;
-            const MatrixView<T>& p = gates_.infer(xb, s.gates_a, s.gates_b, &logits);
-            auto& choice = s.route_choice.resize(k, g * b);
-            auto& weight = s.route_weight.resize(k, g * b);
-            route(*logits, p, choice, weight);
-            s.plan.build(choice.data(), k * g, b, experts(), 0);
-            auto& xp = s.gathered.resize(spec_.input, s.plan.slots);
-            detail::gather(xb, s.plan, xp);
-            const MatrixView<T>& out = experts_.infer_segments(ConstView<T>(xp), s.plan.offset.data(), false, s.experts_a, s.experts_b);
-            auto& m = s.mix.resize(g * spec_.expert_dim, b);
-            mix(out, s.plan, weight, m);
-            return towers_.predict(m, s);
-        });
+        surfaces.check(x.cols(), spec_.surfaces, name_ + "::predict");
+        return detail::predict_in_blocks(
+            x, surfaces, tasks(), 0.0,
+            ws, [&](const ConstView<T>& xb, const SurfaceIds& sb, InferenceScratch<T>& s) -> const auto& {
+                const Index b = xb.cols(), g = gates(), k = spec_.k;
+                const MatrixView<T>* logits = nullptr;
+                const MatrixView<T>& p = gates_.infer(xb, s.gates_a, s.gates_b, &logits);
+                auto& choice = s.route_choice.resize(k, g * b);
+                auto& weight = s.route_weight.resize(k, g * b);
+                route(*logits, p, choice, weight);
+                s.plan.build(choice.data(), k * g, b, experts(), 0);
+                auto& xp = s.gathered.resize(spec_.input, s.plan.slots);
+                detail::gather(xb, s.plan, xp);
+                const MatrixView<T>& out =
+                    experts_.infer_segments(ConstView<T>(xp), s.plan.offset.data(), false, s.experts_a, s.experts_b);
+                auto& m = s.mix.resize(g * spec_.expert_dim, b);
+                mix(out, s.plan, weight, m);
+                return towers_.predict(m, s, sb);
+            });
     }
 
     /// Gate probabilities ((G E) x B) before the top k, inference path (gate inspection uses it).

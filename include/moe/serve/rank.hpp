@@ -39,14 +39,16 @@ inline bool ranks_before(const std::vector<double>& s, Index a, Index b) {
 /// and sorts best first (ties keep the candidates' order; a NaN score, from a NaN feature, goes last).
 /// The weights live outside the model and may be negative (a dislike task pushes down); tasks not
 /// named weigh 0. Unknown task names, non-finite weights and multiclass tasks (which have no single
-/// score) are config errors. Inference path, evaluation mode.
+/// score) are config errors. Inference path, evaluation mode. A tower-tree model needs the
+/// request's surface (one SurfaceIds for all candidates, or one per candidate).
 ///
 /// This overload is the serving path: with the caller's workspace and result reused, a call with as
 /// many candidates as the previous one allocates nothing. Safe from several threads on one const
 /// model, each with its own workspace and result.
 template <class M, class T = typename M::Scalar>
 void rank_candidates(const M& model, const ConstView<typename M::Scalar>& candidates,
-                     const std::map<std::string, double>& task_weights, InferenceWorkspace<T>& ws, Ranking<T>& out) {
+                     const std::map<std::string, double>& task_weights, InferenceWorkspace<T>& ws, Ranking<T>& out,
+                     const SurfaceIds& surfaces = {}) {
     const auto& tasks = model.tasks();
     out.task_weights.assign(tasks.size(), 0.0);
     for (const auto& [name, weight] : task_weights) {
@@ -56,7 +58,7 @@ void rank_candidates(const M& model, const ConstView<typename M::Scalar>& candid
         detail::require(std::isfinite(weight), "moe::rank_candidates: weight of task '", name, "' is ", weight);
         out.task_weights[t] = weight;
     }
-    const auto& pred = model.predict(candidates, ws);
+    const auto& pred = model.predict(candidates, ws, surfaces);
     const Index n = candidates.cols();
     const auto un = static_cast<std::size_t>(n);
     out.scores.assign(un, 0.0);
@@ -75,10 +77,10 @@ void rank_candidates(const M& model, const ConstView<typename M::Scalar>& candid
 /// As above, returning a new Ranking (allocates a workspace per call: for one-off use).
 template <class M, class T = typename M::Scalar>
 Ranking<T> rank_candidates(const M& model, const ConstView<typename M::Scalar>& candidates,
-                           const std::map<std::string, double>& task_weights) {
+                           const std::map<std::string, double>& task_weights, const SurfaceIds& surfaces = {}) {
     InferenceWorkspace<T> ws;
     Ranking<T> r;
-    rank_candidates(model, candidates, task_weights, ws, r);
+    rank_candidates(model, candidates, task_weights, ws, r, surfaces);
     return r;
 }
 

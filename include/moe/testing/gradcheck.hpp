@@ -25,6 +25,7 @@
 #include "moe/core/parameters.hpp"
 #include "moe/core/rng.hpp"
 #include "moe/layers/dropout.hpp"
+#include "moe/models/surfaces.hpp"
 #include "moe/models/task.hpp"
 #include "moe/tasks/multitask_loss.hpp"
 
@@ -140,15 +141,16 @@ inline Matrix<double> labels_for(const std::vector<TaskSpec>& tasks, Index batch
 /// Gradient check of a whole multi-task model (a Model<M> in double) through a MultiTaskLoss on a
 /// random batch with random labels, optionally masked (mask: T x B or empty), in training mode with
 /// dropout masks frozen. The model's aux losses (aux_loss(), e.g. a gate's regulariser) are part of
-/// the checked objective when it has them.
+/// the checked objective when it has them. A tower tree (spec.surfaces > 1) needs each sample's surface.
 template <class M>
-GradCheckResult check_model(M& model, Index batch, MultiTaskLoss<double>& loss, const Matrix<double>& mask = {}) {
+GradCheckResult check_model(M& model, Index batch, MultiTaskLoss<double>& loss, const Matrix<double>& mask = {},
+                            const SurfaceIds& surfaces = {}) {
     Matrix<double> x = random_matrix(model.in_features(), batch, 11);
     const Matrix<double> y = labels_for(model.tasks(), batch, 12);
     model.train();
     freeze_dropout(model);
     auto f = [&] {
-        double total = loss.forward(model.forward(x), y, mask);
+        double total = loss.forward(surfaces.given() ? model.forward(x, surfaces) : model.forward(x), y, mask);
         if constexpr (detail::has_aux_loss<M>::value) total += model.aux_loss();
         return total;
     };

@@ -6,6 +6,7 @@
 
 #include "moe/core/errors.hpp"
 #include "moe/core/types.hpp"
+#include "moe/models/surfaces.hpp"
 #include "moe/models/task.hpp"
 
 namespace moe {
@@ -34,17 +35,20 @@ void check_labels(const Matrix<T>& labels, const Matrix<T>& mask, const std::vec
 }  // namespace detail
 
 /// Samples as columns. x: features x N; labels: T x N, row t the labels of task t (class index for
-/// multiclass); mask: T x N (non-zero where the label exists) or empty for "all present".
+/// multiclass); mask: T x N (non-zero where the label exists) or empty for "all present";
+/// surfaces: each sample's surface for a tower-tree model (MultiTaskSpec::surfaces > 1), or empty.
 template <class T>
 struct MultiTaskData {
     Matrix<T> x, labels, mask;
+    std::vector<Index> surfaces;
 
     Index size() const { return x.cols(); }
 
     /// Throws shape_error (wrong shapes) or config_error (no samples, a non-finite feature, a mask
     /// value that is negative or not finite, a label that does not fit its task) naming the data set
-    /// (`what`), the sample and the task or feature.
-    void check(Index features, const std::vector<TaskSpec>& tasks, const std::string& what) const {
+    /// (`what`), the sample and the task or feature; the surfaces against a model of `model_surfaces`.
+    void check(Index features, const std::vector<TaskSpec>& tasks, const std::string& what,
+               Index model_surfaces = 1) const {
         const auto n_tasks = static_cast<Index>(tasks.size());
         const std::string who = "moe::MultiTaskData(" + what + ")";
         detail::check_rows(x, features, who, "check", "x");
@@ -57,6 +61,7 @@ struct MultiTaskData {
                     throw config_error(detail::concat(who, ": feature ", i, " of sample ", j, " is ", x(i, j),
                                                       ", expected a finite value"));
         detail::check_labels(labels, mask, tasks, who);
+        detail::check_surface_column(surfaces, x.cols(), model_surfaces, who);
     }
 };
 

@@ -26,16 +26,20 @@ struct TaskMetrics {
     double accuracy = std::numeric_limits<double>::quiet_NaN();
 };
 
-/// Predictions of every task over the whole data set (task t: outputs_t x N), in batches.
+/// Predictions of every task over the whole data set (task t: outputs_t x N), in batches; a tower
+/// tree needs each sample's surface.
 template <class M, class T = typename M::Scalar>
-std::vector<Matrix<T>> predict_all(const M& model, const Matrix<T>& x, Index batch_size = 4096) {
+std::vector<Matrix<T>> predict_all(const M& model, const Matrix<T>& x, Index batch_size = 4096,
+                                   const SurfaceIds& surfaces = {}) {
     detail::require(batch_size > 0, "moe::predict_all: batch_size must be positive, got ", batch_size);
     std::vector<Matrix<T>> out;
     for (const auto& t : model.tasks()) out.emplace_back(t.outputs(), x.cols());
+    surfaces.check(x.cols(), model.surfaces(), "moe::predict_all");
     InferenceWorkspace<T> ws;
     for (Index begin = 0; begin < x.cols(); begin += batch_size) {
         const Index n = std::min(batch_size, x.cols() - begin);
-        const auto& pred = model.predict(ConstView<T>(x.data() + begin * x.rows(), x.rows(), n), ws);
+        const auto& pred =
+            model.predict(ConstView<T>(x.data() + begin * x.rows(), x.rows(), n), ws, surfaces.block(begin, n));
         for (std::size_t t = 0; t < out.size(); ++t) out[t].middleCols(begin, n) = pred[t];
     }
     return out;
@@ -78,8 +82,10 @@ std::vector<TaskMetrics> task_metrics(const std::vector<TaskSpec>& tasks, const 
 /// Per-task metrics of the model on data (inference path).
 template <class M, class T = typename M::Scalar>
 std::vector<TaskMetrics> evaluate(const M& model, const MultiTaskData<T>& data, Index batch_size = 4096) {
-    data.check(model.in_features(), model.tasks(), "evaluate");
-    return detail::task_metrics(model.tasks(), predict_all(model, data.x, batch_size), data.labels, data.mask);
+    data.check(model.in_features(), model.tasks(), "evaluate", model.surfaces());
+    return detail::task_metrics(model.tasks(),
+                                predict_all(model, data.x, batch_size, detail::surface_ids(data.surfaces)), data.labels,
+                                data.mask);
 }
 
 }  // namespace moe

@@ -229,8 +229,13 @@ class DenseFitSource {
 public:
     using T = typename M::Scalar;
     DenseFitSource(Model<M>& model, const MultiTaskData<T>& train, const MultiTaskData<T>* valid, Index batch_size)
-        : model_(model), train_(train), valid_(valid), xb_(train.x.rows(), batch_size),
-          yb_(Index(model.tasks().size()), batch_size), mb_(train.mask.size() ? yb_.rows() : 0, batch_size) {}
+        : model_(model),
+          train_(train),
+          valid_(valid),
+          xb_(train.x.rows(), batch_size),
+          yb_(Index(model.tasks().size()), batch_size),
+          mb_(train.mask.size() ? yb_.rows() : 0, batch_size),
+          sb_(train.surfaces.empty() ? 0 : std::size_t(batch_size)) {}
 
     Index size() const { return train_.size(); }
     const std::vector<ConstView<T>>& forward(const Index* samples, Index n) {
@@ -238,9 +243,11 @@ public:
             xb_.col(j) = train_.x.col(samples[j]);
             yb_.col(j) = train_.labels.col(samples[j]);
             if (mb_.rows()) mb_.col(j) = train_.mask.col(samples[j]);
+            if (!sb_.empty()) sb_[std::size_t(j)] = train_.surfaces[std::size_t(samples[j])];
         }
         n_ = n;
-        return model_.forward(ConstView<T>(xb_.data(), xb_.rows(), n));
+        const ConstView<T> x(xb_.data(), xb_.rows(), n);
+        return sb_.empty() ? model_.forward(x) : model_.forward(x, SurfaceIds(sb_.data(), n));
     }
     ConstView<T> labels() const { return ConstView<T>(yb_.data(), yb_.rows(), n_); }
     ConstView<T> mask() const { return mb_.rows() ? ConstView<T>(mb_.data(), mb_.rows(), n_) : ConstView<T>(); }
@@ -255,6 +262,7 @@ private:
     const MultiTaskData<T>& train_;
     const MultiTaskData<T>* valid_;
     Matrix<T> xb_, yb_, mb_;
+    std::vector<Index> sb_;  // the batch's surfaces (tower trees)
     Index n_ = 0;
 };
 
@@ -280,10 +288,11 @@ FitHistory fit(Model<M>& model, MultiTaskLoss<typename M::Scalar>& loss, const M
     // Everything is checked before the first step: a bad setting must not surface epochs later.
     detail::check_fit_options(o);
     detail::check_fit_loss(model.tasks(), loss);
-    train.check(model.in_features(), model.tasks(), "train");
+    train.check(model.in_features(), model.tasks(), "train", model.surfaces());
     detail::require(train.size() >= 2, "moe::fit: the training set has ", train.size(),
                     " sample; a step needs at least 2 (BatchNorm cannot train on one)");
-    if (valid) valid->check(model.in_features(), model.tasks(), "validation");
+    detail::check_surfaces_trained(train.surfaces, model.surfaces(), "moe::fit");
+    if (valid) valid->check(model.in_features(), model.tasks(), "validation", model.surfaces());
     detail::DenseFitSource<M> source(model, train, valid, o.batch_size);
     return detail::fit_loop(model, loss, source, o);
 }
