@@ -82,7 +82,7 @@ TEST_CASE("MLP inference into caller buffers allocates nothing", "[alloc]") {
 /// Allocations of two training steps (loss, backward, clipping, Adam) and three predicts of a
 /// multi-task model after one of each at the same batch size.
 template <class M>
-long steady_state_allocations(Model<M>& model, MultiTaskLoss<float>& loss) {
+long steady_state_allocations(Model<M>& model, MultiTaskLoss<float>& loss, const std::vector<Index>& surfaces = {}) {
     const Index in = model.in_features();
     Adam<float> adam(AdamOptions{});
     Rng rng(2);
@@ -93,19 +93,20 @@ long steady_state_allocations(Model<M>& model, MultiTaskLoss<float>& loss) {
     auto step = [&] {
         model.zero_grad();
         loss.zero_grad();
-        loss.forward(model.forward(x), y, mask);
+        loss.forward(surfaces.empty() ? model.forward(x) : model.forward(x, surfaces), y, mask);
         model.backward(loss.backward());
         clip_grad_norm(model.params(), 1.0);
         adam.step(model.params());
     };
+    auto predict = [&](InferenceWorkspace<float>& ws) { surfaces.empty() ? model.predict(x, ws) : model.predict(x, ws, surfaces); };
     InferenceWorkspace<float> ws;
     model.train();
     step();
-    model.predict(x, ws);
+    predict(ws);
     const long before = moe::testing::allocations();
     for (int i = 0; i < 2; ++i) step();
     model.eval();
-    for (int i = 0; i < 3; ++i) model.predict(x, ws);
+    for (int i = 0; i < 3; ++i) predict(ws);
     return moe::testing::allocations() - before;
 }
 
@@ -126,6 +127,12 @@ TEST_CASE("MMoE: training steps and predict allocate nothing after the first cal
     Model<MMoE<float>> model(s, 1);
     MultiTaskLoss<float> loss(s.tasks);
     CHECK(steady_state_allocations(model, loss) == 0);
+    // A tower tree: samples gathered by surface in training and predict.
+    s.surfaces = 3;
+    Model<MMoE<float>> tree(s, 1);
+    std::vector<Index> surfaces(300);
+    for (std::size_t j = 0; j < surfaces.size(); ++j) surfaces[j] = Index(j * 7 % 3);
+    CHECK(steady_state_allocations(tree, loss, surfaces) == 0);
 }
 
 TEST_CASE("PLE, CGC: training steps (uncertainty weighting) and predict allocate nothing in steady state", "[alloc]") {

@@ -42,7 +42,8 @@ TEST_CASE("DistillationLoss: (1 - alpha) hard + alpha soft per task, the soft pa
     const double total = loss.forward(out, d.labels, d.teacher, d.mask);
     double soft_click = 0, soft_watch = 0;
     for (Index b = 0; b < 6; ++b) {
-        const double q = 1 / (1 + std::exp(-d.z(0, b) / temp)), p = d.teacher(0, b);
+        const double q = 1 / (1 + std::exp(-d.z(0, b) / temp)), t = d.teacher(0, b);
+        const double p = 1 / (1 + std::exp(-std::log(t / (1 - t)) / temp));  // the teacher softened alike
         soft_click += -(p * std::log(q) + (1 - p) * std::log(1 - q));
         soft_watch += std::pow(d.z(1, b) - d.teacher(1, b), 2);
     }
@@ -52,6 +53,20 @@ TEST_CASE("DistillationLoss: (1 - alpha) hard + alpha soft per task, the soft pa
     CHECK(loss.soft_loss(1) == Approx(soft_watch).epsilon(1e-12));
     CHECK(loss.hard_loss(0) == Approx(hard.task_loss(0)).epsilon(1e-14));
     CHECK(total == Approx(0.3 * hard.task_loss(0) + 0.7 * soft_click + 0.6 * hard.task_loss(1) + 0.4 * soft_watch).epsilon(1e-12));
+}
+
+TEST_CASE("DistillationLoss: a student that predicts the teacher's probabilities has no soft gradient at any temperature",
+          "[distillation]") {
+    Batch d;
+    for (Index b = 0; b < 6; ++b) d.z(0, b) = std::log(d.teacher(0, b) / (1 - d.teacher(0, b))), d.z(1, b) = d.teacher(1, b);
+    for (double temp : {1.0, 2.0, 5.0}) {
+        INFO("temperature " << temp);
+        DistillationLoss<double> soft(kTasks, {{1.0, temp}, {1.0, 1.0}});
+        soft.forward(d.outputs(), d.labels, d.teacher, d.mask);
+        const auto& g = soft.backward();
+        CHECK(Matrix<double>(g[0]).cwiseAbs().maxCoeff() < 1e-15);
+        CHECK(Matrix<double>(g[1]).cwiseAbs().maxCoeff() == 0.0);
+    }
 }
 
 TEST_CASE("DistillationLoss: gradients by finite differences", "[distillation][gradcheck]") {

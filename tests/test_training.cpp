@@ -301,7 +301,7 @@ RunResult train_on_threads(const Spec& spec, int threads) {
     Model<M> model(spec, 7);
     MultiTaskLoss<float> loss(model.tasks());
     const MultiTaskData<double> d = toy(22000, 5);
-    MultiTaskData<float> data{d.x.cast<float>(), d.labels.cast<float>(), d.mask.cast<float>()};
+    MultiTaskData<float> data{d.x.cast<float>(), d.labels.cast<float>(), d.mask.cast<float>(), {}, {}};
     FitOptions o;
     o.epochs = 1;
     o.batch_size = 1100;

@@ -50,6 +50,7 @@
 #include "moe/routing/top_k.hpp"
 
 #include "moe/tasks/calibration.hpp"
+#include "moe/tasks/surface_calibration.hpp"
 #include "moe/tasks/distillation.hpp"
 #include "moe/tasks/losses.hpp"
 #include "moe/tasks/metrics.hpp"
@@ -74,6 +75,7 @@
 #include "moe/features/feature_model.hpp"
 #include "moe/features/table_optimizer.hpp"
 #include "moe/features/vocabulary.hpp"
+#include "moe/io/calibration_json.hpp"
 #include "moe/io/feature_model_file.hpp"
 #include "moe/io/model_file.hpp"
 #include "moe/io/safetensors.hpp"

@@ -14,12 +14,14 @@ namespace moe {
 /// N samples with ID features. `features` holds all of them (dense: spec.dense x N, N bags per ID
 /// feature); labels: T x N, row t the labels of task t; mask: T x N (non-zero where the label
 /// exists) or empty for "all present"; surfaces: each sample's surface for a tower-tree model
-/// (MultiTaskSpec::surfaces > 1), or empty.
+/// (MultiTaskSpec::surfaces > 1), or empty; teacher: a teacher's predictions (T x N, after the
+/// heads) for offline distillation, or empty.
 template <class T>
 struct FeatureData {
     FeatureBatch<T> features;
     Matrix<T> labels, mask;
     std::vector<Index> surfaces;
+    Matrix<T> teacher;
 
     Index size() const { return labels.cols(); }
 

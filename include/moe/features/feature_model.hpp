@@ -14,15 +14,21 @@
 #include "moe/core/module.hpp"
 #include "moe/features/feature_input.hpp"
 #include "moe/models/inference.hpp"
+#include "moe/tasks/surface_calibration.hpp"
 
 namespace moe {
 
-/// What predict() of a FeatureModel reuses between calls: the input block's output and the
-/// model's workspace. One per calling thread.
+/// What predict() of a FeatureModel reuses between calls: the input block's output, the model's
+/// workspace and the calibrated predictions. One per calling thread. After predict, raw() holds the
+/// net's predictions before calibration (per task, outputs x B).
 template <class T>
 struct FeatureWorkspace {
     Buffer<T> input;
     InferenceWorkspace<T> model;
+    std::vector<Buffer<T>> calibrated;
+    std::vector<ConstView<T>> calibrated_out;
+
+    const std::vector<ConstView<T>>& raw() const { return model.out; }
 };
 
 /// A FeatureInput in front of a Model<Net>. Shapes: a FeatureBatch of B samples in; per task the
@@ -76,10 +82,24 @@ public:
     void backward(const std::vector<ConstView<T>>& doutputs) { input_.backward(net_.backward(doutputs, true)); }
 
     /// Predictions after the heads, per task, evaluation semantics; safe from several threads, one
-    /// workspace each.
+    /// workspace each. With a calibration set (set_calibration) and `calibrated`, binary tasks'
+    /// predictions are calibrated by each sample's surface; ws.raw() holds them uncalibrated either way.
     const std::vector<ConstView<T>>& predict(const FeatureBatch<T>& batch, FeatureWorkspace<T>& ws,
-                                             const SurfaceIds& surfaces = {}) const {
-        return net_.predict(input_.infer(batch, ws.input), ws.model, surfaces);
+                                             const SurfaceIds& surfaces = {}, bool calibrated = true) const {
+        const auto& raw = net_.predict(input_.infer(batch, ws.input), ws.model, surfaces);
+        if (!calibrated || calibration_.empty()) return raw;
+        calibration_.apply(raw, surfaces, ws.calibrated, ws.calibrated_out);
+        return ws.calibrated_out;
+    }
+
+    /// The calibration predict applies (per surface and task; empty: none). Fit it with
+    /// Calibration::fit on held-out predictions (see fit_calibration); saved in the model file.
+    const Calibration& calibration() const { return calibration_; }
+    /// Sets the calibration; it must be for this model's surfaces and tasks (config_error). An empty
+    /// Calibration removes it.
+    void set_calibration(Calibration c) {
+        if (!c.empty()) c.check_fits(surfaces(), tasks(), "moe::FeatureModel::set_calibration");
+        calibration_ = std::move(c);
     }
 
 private:
@@ -96,6 +116,7 @@ private:
 
     FeatureInput<T> input_;
     Model<Net> net_;
+    Calibration calibration_;
 };
 
 }  // namespace moe

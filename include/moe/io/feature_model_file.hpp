@@ -2,7 +2,8 @@
 // Model files of a FeatureModel: the net's model file (io/model_file.hpp) plus the input block.
 //
 //   __metadata__: as the net's file, and "features": "<the FeatureSpec as JSON, vocabularies included>",
-//                 ["table_optimizer": "sparse_adam" | "sparse_adagrad"]
+//                 ["table_optimizer": "sparse_adam" | "sparse_adagrad"],
+//                 ["calibration": the model's Calibration as JSON (io/calibration_json.hpp), when it has one]
 //   tensors:      the net's tensors under their usual names (and its Adam state), each table as
 //                 "tables.<table>.weight" (rows x dim, PyTorch's nn.EmbeddingBag weight), and with the
 //                 table optimizer "optimizer.tables.<table>.<state>" (exp_avg, exp_avg_sq or sum:
@@ -19,6 +20,7 @@
 
 #include "moe/features/feature_model.hpp"
 #include "moe/features/table_optimizer.hpp"
+#include "moe/io/calibration_json.hpp"
 #include "moe/io/model_file.hpp"
 
 namespace moe {
@@ -41,6 +43,7 @@ void save(const FeatureModel<Net>& model, const std::string& path, const Adam<ty
     SafetensorsFile file = detail::model_file_contents(model.net(), adam);
     const FeatureInput<T>& in = model.input();
     file.metadata["features"] = detail::spec_to_json(in.spec()).dump();
+    if (!model.calibration().empty()) file.metadata["calibration"] = detail::calibration_to_json(model.calibration()).dump();
     detail::require(!tables || tables->tables() == in.tables(), "moe::save: the table optimizer has ",
                     tables ? tables->tables() : 0, " tables, the model ", in.tables());
     for (Index t = 0; t < in.tables(); ++t) {
@@ -96,6 +99,16 @@ FeatureModel<Net> load_feature_model(const std::string& path, const LoadOptions&
     }
     FeatureModel<Net>& model = *built;
     FeatureInput<T>& in = model.input();
+    Calibration calibration;
+    if (const auto cal = file.metadata.find("calibration"); cal != file.metadata.end()) {
+        try {
+            calibration = detail::calibration_from_json(nlohmann::json::parse(cal->second), model.surfaces(), model.tasks());
+        } catch (const nlohmann::json::exception& e) {
+            throw io_error(concat(path, ": calibration is not valid JSON (", e.what(), ")"));
+        } catch (const std::invalid_argument& e) {  // config_error, shape_error
+            throw io_error(concat(path, ": ", e.what()));
+        }
+    }
 
     // Tables and their optimizer state: checked before the net's tensors are loaded (which may set adam).
     if (tables) {
@@ -156,6 +169,7 @@ FeatureModel<Net> load_feature_model(const std::string& path, const LoadOptions&
         std::copy(values.begin(), values.end(), in.table(t).data());
         if (tables) tables->table_optimizer(t).set_state(states[std::size_t(t)], steps[std::size_t(t)]);
     }
+    model.set_calibration(std::move(calibration));
     model.eval();
     return std::move(*built);
 }

@@ -120,7 +120,7 @@ public:
     const std::vector<ConstView<T>>& predict(const ConstView<T>& x, InferenceWorkspace<T>& ws,
                                              const SurfaceIds& surfaces = {}) const {
         detail::check_rows(x, spec_.input, name_, "predict");
-        surfaces.check(x.cols(), spec_.surfaces, name_ + "::predict");
+        surfaces.check(x.cols(), spec_.surfaces, name_, "predict");
         return detail::predict_in_blocks(
             x, surfaces, tasks(), macs_per_sample_,
             ws, [&](const ConstView<T>& xb, const SurfaceIds& sb, InferenceScratch<T>& s) -> const auto& {

@@ -57,7 +57,7 @@ public:
     const std::vector<ConstView<T>>& predict(const ConstView<T>& x, InferenceWorkspace<T>& ws,
                                              const SurfaceIds& surfaces = {}) const {
         detail::check_rows(x, spec_.input, name_, "predict");
-        surfaces.check(x.cols(), spec_.surfaces, name_ + "::predict");
+        surfaces.check(x.cols(), spec_.surfaces, name_, "predict");
         double macs = 0, in = double(spec_.input);
         for (Index h : spec_.bottom_hidden) macs += in * double(h), in = double(h);
         macs += in * double(spec_.bottom_dim) * (1.0 + double(spec_.tasks.size()));  // a rough tower estimate

@@ -35,28 +35,34 @@ public:
 
     /// Checks the ids against a batch of `batch` samples and a model of `surfaces` surfaces:
     /// shape_error when there is not one id per sample, config_error naming the sample when an id
-    /// is outside [0, surfaces).
-    void check(Index batch, Index surfaces, const std::string& who) const {
+    /// is outside [0, surfaces). Errors name `who` and, when given, `fn` ("who::fn"); nothing is
+    /// allocated unless there is an error.
+    template <class Who>  // a std::string or a literal: no string is built unless there is an error
+    void check(Index batch, Index surfaces, const Who& who, const char* fn = nullptr) const {
+        const char* sep = fn ? "::" : "";
+        const char* f = fn ? fn : "";
         if (!given_) {
-            detail::require(surfaces == 1, who, ": the model has ", surfaces,
+            detail::require(surfaces == 1, who, sep, f, ": the model has ", surfaces,
                             " surfaces (a tower per task and surface); pass each sample's surface (SurfaceIds)");
             return;
         }
         if (!per_sample()) {
-            detail::require(uniform_ >= 0 && uniform_ < surfaces, who, ": surface ", uniform_,
-                            " is unknown (the model has ", surfaces,
-                            surfaces == 1 ? " surface: 0)" : " surfaces: 0 to " + std::to_string(surfaces - 1) + ")");
+            if (uniform_ < 0 || uniform_ >= surfaces)
+                throw config_error(detail::concat(who, sep, f, ": surface ", uniform_, " is unknown (the model has ", known(surfaces), ")"));
             return;
         }
-        if (n_ != batch)
-            throw shape_error(detail::concat(who, ": ", n_, " surface ids for a batch of ", batch, " samples"));
+        if (n_ != batch) throw shape_error(detail::concat(who, sep, f, ": ", n_, " surface ids for a batch of ", batch, " samples"));
         for (Index j = 0; j < n_; ++j)
-            detail::require(ids_[j] >= 0 && ids_[j] < surfaces, who, ": surface ", ids_[j], " of sample ", j,
-                            " is unknown (the model has ", surfaces,
-                            surfaces == 1 ? " surface: 0)" : " surfaces: 0 to " + std::to_string(surfaces - 1) + ")");
+            if (ids_[j] < 0 || ids_[j] >= surfaces)
+                throw config_error(
+                    detail::concat(who, sep, f, ": surface ", ids_[j], " of sample ", j, " is unknown (the model has ", known(surfaces), ")"));
     }
 
 private:
+    static std::string known(Index surfaces) {
+        return surfaces == 1 ? "1 surface: 0" : detail::concat(surfaces, " surfaces: 0 to ", surfaces - 1);
+    }
+
     const Index* ids_ = nullptr;
     Index n_ = 0;
     Index uniform_ = 0;

@@ -54,7 +54,7 @@ public:
     /// sample through its surface's towers.
     const std::vector<ConstView<T>>& forward(const ConstView<T>& m, const SurfaceIds& surfaces) {
         const Index batch = m.cols();
-        surfaces.check(batch, surfaces_, name_ + "::forward");
+        surfaces.check(batch, surfaces_, name_, "forward");
         grouped_ = surfaces_ > 1 && surfaces.per_sample();
         if (!grouped_) {
             uniform_ = surfaces[0];

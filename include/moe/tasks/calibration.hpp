@@ -152,10 +152,12 @@ public:
     /// The calibrated value of a score: linear between the fitted points, clipped outside them.
     /// A NaN score gives NaN.
     double operator()(double score) const {
-        detail::require(!x_.empty(), "moe::IsotonicRegression: not fitted (make one with IsotonicRegression::fit)");
+        // An explicit throw (not require): GCC then knows the points below exist (-Wnull-dereference).
+        if (x_.empty()) throw config_error("moe::IsotonicRegression: not fitted (make one with IsotonicRegression::fit)");
         if (std::isnan(score)) return score;
-        if (score <= x_.front()) return y_.front();
-        if (score >= x_.back()) return y_.back();
+        const std::size_t last = x_.size() - 1;
+        if (score <= x_[0]) return y_[0];
+        if (score >= x_[last]) return y_[last];
         const std::size_t hi = std::size_t(std::upper_bound(x_.begin(), x_.end(), score) - x_.begin()), lo = hi - 1;
         const double t = (score - x_[lo]) / (x_[hi] - x_[lo]);
         return y_[lo] + t * (y_[hi] - y_[lo]);
@@ -164,6 +166,27 @@ public:
     /// The fitted points: distinct training scores, increasing, and their fitted values.
     const std::vector<double>& thresholds() const { return x_; }
     const std::vector<double>& values() const { return y_; }
+
+    /// A fit from its points (as thresholds() and values() gave them, e.g. read from a model
+    /// file): thresholds finite and strictly increasing, values finite and non-decreasing, at least
+    /// one point. Errors name `who`.
+    static IsotonicRegression from_points(std::vector<double> thresholds, std::vector<double> values,
+                                          const std::string& who = "moe::IsotonicRegression::from_points") {
+        if (thresholds.size() != values.size())
+            throw shape_error(detail::concat(who, ": ", thresholds.size(), " thresholds but ", values.size(), " values"));
+        detail::require(!thresholds.empty(), who, ": no points");
+        for (std::size_t i = 0; i < thresholds.size(); ++i) {
+            detail::require(std::isfinite(thresholds[i]) && std::isfinite(values[i]), who, ": point ", i, " is (",
+                            thresholds[i], ", ", values[i], "), expected finite values");
+            detail::require(i == 0 || (thresholds[i] > thresholds[i - 1] && values[i] >= values[i - 1]), who, ": point ", i,
+                            " is (", thresholds[i], ", ", values[i], ") after (", i ? thresholds[i - 1] : 0.0, ", ",
+                            i ? values[i - 1] : 0.0, "); thresholds must increase and values not decrease");
+        }
+        IsotonicRegression r;
+        r.x_ = std::move(thresholds);
+        r.y_ = std::move(values);
+        return r;
+    }
 
 private:
     std::vector<double> x_, y_;
@@ -183,26 +206,45 @@ inline void check_probabilities(const std::vector<double>& probabilities, const 
 }
 }  // namespace detail
 
+/// One bin of a reliability curve: the samples whose prediction falls in [lower, upper).
+struct ReliabilityBin {
+    double lower = 0, upper = 0;
+    Index count = 0;
+    double mean_prediction = 0;  ///< 0 when the bin is empty
+    double fraction_positive = 0;
+};
+
+/// The reliability curve over `bins` equal-width bins of [0, 1] (a probability of exactly 1 falls
+/// in the last bin): per bin the mean prediction against the fraction of positives. Probabilities
+/// must be in [0, 1], labels 0 or 1; bins in [1, 2^20].
+inline std::vector<ReliabilityBin> reliability_curve(const std::vector<double>& probabilities, const std::vector<double>& labels,
+                                                     Index bins = 10, const char* who = "moe::reliability_curve") {
+    detail::check_probabilities(probabilities, labels, who);
+    detail::require(bins > 0 && bins <= (Index(1) << 20), who, ": bins must be in [1, 2^20], got ", bins);
+    std::vector<ReliabilityBin> curve(static_cast<std::size_t>(bins));
+    for (std::size_t b = 0; b < curve.size(); ++b)
+        curve[b].lower = double(b) / double(bins), curve[b].upper = double(b + 1) / double(bins);
+    for (std::size_t i = 0; i < labels.size(); ++i) {
+        const double p = probabilities[i];
+        ReliabilityBin& bin = curve[std::min(std::size_t(bins) - 1, std::size_t(p * double(bins)))];
+        ++bin.count;
+        bin.mean_prediction += p;
+        bin.fraction_positive += labels[i];
+    }
+    for (ReliabilityBin& bin : curve)
+        if (bin.count > 0) bin.mean_prediction /= double(bin.count), bin.fraction_positive /= double(bin.count);
+    return curve;
+}
+
 /// Expected calibration error over `bins` equal-width bins of [0, 1] (a probability of exactly 1
 /// falls in the last bin): sum over bins of (samples in the bin / n) |mean prediction - mean
 /// label|. Probabilities must be in [0, 1], labels 0 or 1.
 inline double expected_calibration_error(const std::vector<double>& probabilities, const std::vector<double>& labels,
                                          Index bins = 10) {
-    const char* who = "moe::expected_calibration_error";
-    detail::check_probabilities(probabilities, labels, who);
-    detail::require(bins > 0 && bins <= (Index(1) << 20), who, ": bins must be in [1, 2^20], got ", bins);
-    std::vector<double> sum_p(std::size_t(bins), 0.0), sum_y(std::size_t(bins), 0.0), count(std::size_t(bins), 0.0);
-    for (std::size_t i = 0; i < labels.size(); ++i) {
-        const double p = probabilities[i];
-        const std::size_t b = std::min(std::size_t(bins) - 1, std::size_t(p * double(bins)));
-        sum_p[b] += p;
-        sum_y[b] += labels[i];
-        count[b] += 1;
-    }
     double ece = 0;
-    for (std::size_t b = 0; b < std::size_t(bins); ++b)
-        if (count[b] > 0) ece += std::abs(sum_p[b] - sum_y[b]) / double(labels.size());
-    return ece;
+    for (const ReliabilityBin& bin : reliability_curve(probabilities, labels, bins, "moe::expected_calibration_error"))
+        ece += double(bin.count) * std::abs(bin.mean_prediction - bin.fraction_positive);
+    return ece / double(labels.size());
 }
 
 /// Calibration ratio: sum of predictions / sum of labels (1 is calibrated on average; NaN when the

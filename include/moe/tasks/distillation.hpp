@@ -12,7 +12,8 @@
 namespace moe {
 
 /// How one task learns from the teacher: loss = (1 - alpha) hard + alpha soft, alpha in [0, 1];
-/// temperature > 0 softens a binary task's logits (Hinton et al. 2015).
+/// temperature > 0 softens a binary task's logits, the teacher's and the student's alike (Hinton
+/// et al. 2015).
 struct Distillation {
     double alpha = 0.5;
     double temperature = 1.0;
@@ -22,14 +23,18 @@ struct Distillation {
 /// the task's loss on the labels exactly as MultiTaskLoss computes it (loss kind, weight w_t, label
 /// mask) and soft_t its loss against the teacher's prediction, over every sample (a teacher
 /// predicts where a label is missing too):
-///   binary      T^2 mean BCE(sigmoid(z / T), p): p the teacher's probability (in [0, 1]), z the
-///               student's logit; the T^2 keeps the soft gradients' size as T grows (Hinton et al.)
+///   binary      T^2 mean BCE(sigmoid(z / T), p_T): z the student's logit, p the teacher's probability
+///               (in [0, 1]) and p_T = sigmoid(logit(p) / T) its softened version (p_T = p at T = 1;
+///               0 and 1 stay 0 and 1); the optimum is z = logit(p) at every T, and the T^2 keeps
+///               the soft gradients' size as T grows (Hinton et al.)
 ///   regression  mean (z - p)^2: p the teacher's output
 /// Multiclass tasks are not supported yet (config_error). Shapes: outputs one 1 x B per task,
 /// labels, teacher and mask T x B (mask may be empty).
 template <class T>
 class DistillationLoss {
 public:
+    using Scalar = T;
+
     DistillationLoss(std::vector<TaskSpec> tasks, std::vector<Distillation> per_task, std::vector<TaskLoss> losses = {})
         : hard_(tasks, std::move(losses)), tasks_(std::move(tasks)), spec_(std::move(per_task)) {
         detail::require(spec_.size() == tasks_.size(), name_, ": ", spec_.size(), " distillation settings for ", tasks_.size(),
@@ -46,6 +51,7 @@ public:
         soft_.assign(tasks_.size(), T(0));
         total_.assign(tasks_.size(), T(0));
         grad_buffers_.resize(tasks_.size());
+        targets_.resize(tasks_.size());
     }
 
     const std::vector<TaskSpec>& tasks() const { return tasks_; }
@@ -65,15 +71,16 @@ public:
                                 tasks_[t].kind == TaskKind::binary ? ", expected a probability in [0, 1]" : ", expected a finite value");
             }
         hard_.forward(outputs, labels, mask);  // checks outputs, labels and mask
-        teacher_ = teacher;
         outputs_.assign(outputs.begin(), outputs.end());  // views: the outputs must live until backward
         T total = 0;
         for (std::size_t t = 0; t < tasks_.size(); ++t) {
             const T a = T(spec_[t].alpha), temp = T(spec_[t].temperature);
             const ConstView<T>& z = outputs[t];
             T s = 0;
+            auto& targets = targets_[t].resize(1, batch);
             for (Index b = 0; b < batch; ++b) {
-                const T p = teacher(Index(t), b);
+                const T p = tasks_[t].kind == TaskKind::binary ? soften(teacher(Index(t), b), temp) : teacher(Index(t), b);
+                targets(0, b) = p;
                 if (tasks_[t].kind == TaskKind::binary) {
                     const T u = z(0, b) / temp;  // BCE(sigmoid(u), p) = softplus(u) - p u
                     s += (u > 0 ? u + std::log1p(std::exp(-u)) : std::log1p(std::exp(u))) - p * u;
@@ -101,7 +108,7 @@ public:
             const Index batch = z.cols();
             auto& g = grad_buffers_[t].resize(1, batch);
             for (Index b = 0; b < batch; ++b) {
-                const T p = teacher_(Index(t), b);
+                const T p = targets_[t].view()(0, b);
                 T ds;
                 if (tasks_[t].kind == TaskKind::binary) {
                     const T u = z(0, b) / temp, q = u >= 0 ? 1 / (1 + std::exp(-u)) : std::exp(u) / (1 + std::exp(u));
@@ -116,8 +123,27 @@ public:
         return grads_;
     }
 
+    /// The teacher's probability p softened at temperature temp: sigmoid(logit(p) / temp), exactly
+    /// p at temp = 1 and for p = 0 or 1.
+    static T soften(T p, T temp) {
+        if (temp == T(1) || p <= T(0) || p >= T(1)) return p;
+        const T u = std::log(p / (1 - p)) / temp;
+        return u >= 0 ? 1 / (1 + std::exp(-u)) : std::exp(u) / (1 + std::exp(u));
+    }
+
     /// Task t's combined, hard and soft losses of the last forward (unweighted).
     T task_loss(std::size_t t) const { return total_.at(t); }
+    const std::vector<T>& task_losses() const { return total_; }
+    /// The factor of task t's loss in the total (its weight, following the weight schedule).
+    T effective_weight(std::size_t t) const { return hard_.effective_weight(t); }
+    /// Moves the hard losses' weight schedule to a 0-based epoch (as MultiTaskLoss::set_epoch).
+    void set_epoch(int epoch) { hard_.set_epoch(epoch); }
+
+    // What fit() asks of any loss: learned task weights (uncertainty weighting), which distillation
+    // does not have (its hard losses use fixed weights): empty.
+    Vector<T>& log_variances() { return no_log_variances_; }
+    Vector<T>& log_variance_grads() { return no_log_variances_; }
+    void zero_grad() {}
     T hard_loss(std::size_t t) const { return hard_.task_loss(t); }
     T soft_loss(std::size_t t) const { return soft_.at(t); }
 
@@ -127,10 +153,11 @@ private:
     std::vector<TaskSpec> tasks_;
     std::vector<Distillation> spec_;
     std::vector<T> soft_, total_;
-    ConstView<T> teacher_;
     std::vector<ConstView<T>> outputs_;
     std::vector<Buffer<T>> grad_buffers_;
+    std::vector<Buffer<T>> targets_;  // each task's soft targets of the last forward (1 x B)
     std::vector<ConstView<T>> grads_;
+    Vector<T> no_log_variances_;
 };
 
 }  // namespace moe

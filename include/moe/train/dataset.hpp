@@ -36,11 +36,13 @@ void check_labels(const Matrix<T>& labels, const Matrix<T>& mask, const std::vec
 
 /// Samples as columns. x: features x N; labels: T x N, row t the labels of task t (class index for
 /// multiclass); mask: T x N (non-zero where the label exists) or empty for "all present";
-/// surfaces: each sample's surface for a tower-tree model (MultiTaskSpec::surfaces > 1), or empty.
+/// surfaces: each sample's surface for a tower-tree model (MultiTaskSpec::surfaces > 1), or empty;
+/// teacher: a teacher's predictions (T x N, after the heads) for offline distillation, or empty.
 template <class T>
 struct MultiTaskData {
     Matrix<T> x, labels, mask;
     std::vector<Index> surfaces;
+    Matrix<T> teacher;
 
     Index size() const { return x.cols(); }
 

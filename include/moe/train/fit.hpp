@@ -18,6 +18,7 @@
 #include "moe/optim/adam.hpp"
 #include "moe/optim/clip.hpp"
 #include "moe/optim/schedule.hpp"
+#include "moe/tasks/distillation.hpp"
 #include "moe/tasks/multitask_loss.hpp"
 #include "moe/train/evaluate.hpp"
 
@@ -112,18 +113,69 @@ inline std::string format_metrics(const std::vector<TaskMetrics>& ms) {
 
 namespace detail {
 
-/// The loop of fit(), shared by plain models and FeatureModel. `source` owns the batches and the
-/// model's forward and backward:
+/// The loss of a batch: a MultiTaskLoss against the labels; a DistillationLoss against the labels
+/// and the teacher's predictions of the batch.
+template <class T, class Source>
+T batch_loss(MultiTaskLoss<T>& loss, const std::vector<ConstView<T>>& out, const Source& source) {
+    return loss.forward(out, source.labels(), source.mask());
+}
+template <class T, class Source>
+T batch_loss(DistillationLoss<T>& loss, const std::vector<ConstView<T>>& out, const Source& source) {
+    return loss.forward(out, source.labels(), source.teacher(), source.mask());
+}
+
+/// Where the sources of fit() take a teacher's predictions from when distilling: a column of the
+/// data (offline: T x N) or a teacher model run on each batch (online); neither without
+/// distillation. Gathered per batch into T x n.
+template <class T, class Input>
+struct BatchTeacher {
+    const Matrix<T>* column = nullptr;
+    /// The teacher model's predictions (evaluation semantics) of a batch and its surfaces.
+    std::function<const std::vector<ConstView<T>>&(const Input&, const SurfaceIds&)> model;
+    Matrix<T> batch;
+
+    void gather(const Index* samples, Index n, const Input& input, const SurfaceIds& surfaces) {
+        if (column) {
+            if (batch.rows() != column->rows() || batch.cols() < n) batch.resize(column->rows(), n);
+            for (Index j = 0; j < n; ++j) batch.col(j) = column->col(samples[j]);
+        } else if (model) {
+            const auto& p = model(input, surfaces);
+            if (batch.rows() != Index(p.size()) || batch.cols() < n) batch.resize(Index(p.size()), n);
+            for (std::size_t t = 0; t < p.size(); ++t) batch.row(Index(t)).head(n) = p[t].row(0);
+        }
+    }
+    ConstView<T> view(Index n) const { return ConstView<T>(batch.data(), batch.rows(), n, batch.rows()); }
+};
+
+/// Checks a teacher-prediction column (T x N) against the tasks before training: finite, and a
+/// probability in [0, 1] for binary tasks. Errors name the data set, the task and the sample.
+template <class T>
+void check_teacher_column(const Matrix<T>& teacher, const std::vector<TaskSpec>& tasks, Index n, const std::string& who) {
+    require(teacher.size() != 0, who, ": distillation from the data needs its teacher predictions (teacher: ", tasks.size(),
+            " x ", n, "), but it holds none");
+    check_shape(teacher, Index(tasks.size()), n, who, "check", "teacher");
+    for (Index t = 0; t < teacher.rows(); ++t)
+        for (Index j = 0; j < n; ++j) {
+            const T p = teacher(t, j);
+            const bool binary = tasks[std::size_t(t)].kind == TaskKind::binary;
+            require(std::isfinite(double(p)) && (!binary || (p >= T(0) && p <= T(1))), who, ": teacher prediction of task '",
+                    tasks[std::size_t(t)].name, "' at sample ", j, " is ", p,
+                    binary ? ", expected a probability in [0, 1]" : ", expected a finite value");
+        }
+}
+
+/// The loop of fit(), shared by plain models and FeatureModel, and by every loss (MultiTaskLoss,
+/// DistillationLoss: see batch_loss). `source` owns the batches and the model's forward and backward:
 ///   Index size();                                   the training samples
 ///   outputs forward(const Index* samples, Index n); gathers the samples, training forward
-///   ConstView<T> labels(), mask();                  of the gathered batch (mask may be empty)
+///   ConstView<T> labels(), mask(), teacher();       of the gathered batch (mask may be empty)
 ///   void backward(const outputs& d);                backward of the last forward
 ///   bool extra_grads_finite();                      gradients outside params() (the tables)
 ///   void step_extra(double lr_factor);              their optimizer step, lr scaled by the schedule
 ///   std::vector<TaskMetrics> validate();            metrics on the validation data (or empty)
 ///   bool has_validation();
-template <class M, class Source>
-FitHistory fit_loop(M& model, MultiTaskLoss<typename M::Scalar>& loss, Source& source, const FitOptions& o) {
+template <class M, class Loss, class Source>
+FitHistory fit_loop(M& model, Loss& loss, Source& source, const FitOptions& o) {
     using T = typename M::Scalar;
     const StreamStateGuard stream_guard(o.out);
     Progress progress = o.progress;
@@ -167,7 +219,7 @@ FitHistory fit_loop(M& model, MultiTaskLoss<typename M::Scalar>& loss, Source& s
             model.zero_grad();
             loss.zero_grad();
             const auto& out = source.forward(order.data() + begin, size);
-            const T total = loss.forward(out, source.labels(), source.mask());
+            const T total = batch_loss(loss, out, source);
             if (!std::isfinite(static_cast<double>(total))) {
                 std::size_t bad = 0;
                 while (bad + 1 < loss.task_losses().size() && std::isfinite(double(loss.task_loss(bad)))) ++bad;
@@ -237,6 +289,9 @@ public:
           mb_(train.mask.size() ? yb_.rows() : 0, batch_size),
           sb_(train.surfaces.empty() ? 0 : std::size_t(batch_size)) {}
 
+    /// Distillation: the teacher's predictions of each batch.
+    BatchTeacher<T, ConstView<T>>& teacher_source() { return teacher_; }
+
     Index size() const { return train_.size(); }
     const std::vector<ConstView<T>>& forward(const Index* samples, Index n) {
         for (Index j = 0; j < n; ++j) {
@@ -247,9 +302,12 @@ public:
         }
         n_ = n;
         const ConstView<T> x(xb_.data(), xb_.rows(), n);
-        return sb_.empty() ? model_.forward(x) : model_.forward(x, SurfaceIds(sb_.data(), n));
+        const SurfaceIds surfaces = sb_.empty() ? SurfaceIds() : SurfaceIds(sb_.data(), n);
+        teacher_.gather(samples, n, x, surfaces);
+        return model_.forward(x, surfaces);
     }
     ConstView<T> labels() const { return ConstView<T>(yb_.data(), yb_.rows(), n_); }
+    ConstView<T> teacher() const { return teacher_.view(n_); }
     ConstView<T> mask() const { return mb_.rows() ? ConstView<T>(mb_.data(), mb_.rows(), n_) : ConstView<T>(); }
     void backward(const std::vector<ConstView<T>>& d) { model_.backward(d); }
     bool extra_grads_finite() const { return true; }
@@ -263,16 +321,45 @@ private:
     const MultiTaskData<T>* valid_;
     Matrix<T> xb_, yb_, mb_;
     std::vector<Index> sb_;  // the batch's surfaces (tower trees)
+    BatchTeacher<T, ConstView<T>> teacher_;
     Index n_ = 0;
 };
 
 /// fit()'s checks of the loss against the model.
-template <class T>
-void check_fit_loss(const std::vector<TaskSpec>& model_tasks, const MultiTaskLoss<T>& loss) {
+template <class Loss>
+void check_fit_loss(const std::vector<TaskSpec>& model_tasks, const Loss& loss) {
     require(same_tasks(loss.tasks(), model_tasks), "moe::fit: the loss was built for the tasks [", describe_tasks(loss.tasks()),
             "], the model has [", describe_tasks(model_tasks), "] (same names, kinds and order needed)");
 }
 
+}  // namespace detail
+
+namespace detail {
+/// fit() of a plain model with any loss; `teacher` (when distilling) fills the source's teacher.
+template <class M, class Loss, class SetTeacher>
+FitHistory fit_dense(Model<M>& model, Loss& loss, const MultiTaskData<typename M::Scalar>& train,
+                     const MultiTaskData<typename M::Scalar>* valid, const FitOptions& o, SetTeacher&& teacher) {
+    // Everything is checked before the first step: a bad setting must not surface epochs later.
+    check_fit_options(o);
+    check_fit_loss(model.tasks(), loss);
+    train.check(model.in_features(), model.tasks(), "train", model.surfaces());
+    require(train.size() >= 2, "moe::fit: the training set has ", train.size(),
+            " sample; a step needs at least 2 (BatchNorm cannot train on one)");
+    check_surfaces_trained(train.surfaces, model.surfaces(), "moe::fit");
+    if (valid) valid->check(model.in_features(), model.tasks(), "validation", model.surfaces());
+    DenseFitSource<M> source(model, train, valid, o.batch_size);
+    teacher(source.teacher_source());
+    return fit_loop(model, loss, source, o);
+}
+
+/// The checks of an online teacher: a model of the student's tasks and surfaces and input width.
+template <class Student, class Teacher>
+void check_teacher_model(const Student& student, const Teacher& teacher) {
+    require(same_tasks(student.tasks(), teacher.tasks()), "moe::fit: the teacher's tasks are [", describe_tasks(teacher.tasks()),
+            "], the student's [", describe_tasks(student.tasks()), "] (same names, kinds and order needed)");
+    require(teacher.surfaces() == 1 || teacher.surfaces() == student.surfaces(), "moe::fit: the teacher has ", teacher.surfaces(),
+            " surfaces, the student ", student.surfaces(), " (a teacher of surfaces needs the student's)");
+}
 }  // namespace detail
 
 /// Trains model on train (and evaluates on valid when given, which may be null) with Adam.
@@ -281,20 +368,37 @@ void check_fit_loss(const std::vector<TaskSpec>& model_tasks, const MultiTaskLos
 /// the epoch, the batch and the task; no optimizer step is taken with it, so the parameters are those
 /// of the last good step. The model is left in evaluation mode. The loss's weight schedule moves to
 /// each epoch (set_epoch(epoch - 1)); under uncertainty weighting its log-variances are trained by
-/// a second Adam with the same learning rate and no weight decay.
+/// a second Adam with the same learning rate and no weight decay. A tower tree (surfaces > 1) needs
+/// the data's surface column, and every surface among the training samples.
 template <class M>
 FitHistory fit(Model<M>& model, MultiTaskLoss<typename M::Scalar>& loss, const MultiTaskData<typename M::Scalar>& train,
                const MultiTaskData<typename M::Scalar>* valid, const FitOptions& o) {
-    // Everything is checked before the first step: a bad setting must not surface epochs later.
-    detail::check_fit_options(o);
-    detail::check_fit_loss(model.tasks(), loss);
-    train.check(model.in_features(), model.tasks(), "train", model.surfaces());
-    detail::require(train.size() >= 2, "moe::fit: the training set has ", train.size(),
-                    " sample; a step needs at least 2 (BatchNorm cannot train on one)");
-    detail::check_surfaces_trained(train.surfaces, model.surfaces(), "moe::fit");
-    if (valid) valid->check(model.in_features(), model.tasks(), "validation", model.surfaces());
-    detail::DenseFitSource<M> source(model, train, valid, o.batch_size);
-    return detail::fit_loop(model, loss, source, o);
+    return detail::fit_dense(model, loss, train, valid, o, [](auto&) {});
+}
+
+/// Knowledge distillation from a teacher's predictions stored in the data (offline): train.teacher
+/// (T x N, probabilities for binary tasks) is checked before the first step. Otherwise as fit().
+template <class M>
+FitHistory fit(Model<M>& model, DistillationLoss<typename M::Scalar>& loss, const MultiTaskData<typename M::Scalar>& train,
+               const MultiTaskData<typename M::Scalar>* valid, const FitOptions& o) {
+    detail::check_teacher_column(train.teacher, model.tasks(), train.size(), "moe::MultiTaskData(train)");
+    return detail::fit_dense(model, loss, train, valid, o, [&](auto& t) { t.column = &train.teacher; });
+}
+
+/// Knowledge distillation from a teacher model in memory (online): every batch is predicted by
+/// `teacher` (evaluation semantics: its predict, calibrated if it holds a calibration) and the
+/// student learns from those predictions. The teacher must have the student's tasks.
+template <class M, class TM>
+FitHistory fit(Model<M>& model, DistillationLoss<typename M::Scalar>& loss, const Model<TM>& teacher,
+               const MultiTaskData<typename M::Scalar>& train, const MultiTaskData<typename M::Scalar>* valid, const FitOptions& o) {
+    using T = typename M::Scalar;
+    detail::check_teacher_model(model, teacher);
+    InferenceWorkspace<T> ws;
+    return detail::fit_dense(model, loss, train, valid, o, [&](auto& t) {
+        t.model = [&teacher, &ws](const ConstView<T>& x, const SurfaceIds& s) -> const std::vector<ConstView<T>>& {
+            return teacher.surfaces() == 1 ? teacher.predict(x, ws) : teacher.predict(x, ws, s);
+        };
+    });
 }
 
 }  // namespace moe
