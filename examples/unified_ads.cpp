@@ -11,12 +11,14 @@
 //
 // 1. Per surface: SharedBottom and MMoE trained on that surface alone, against SharedBottom and
 //    MMoE trained on all surfaces with surface tower trees (a tower per task and surface; the
-//    surface id is also an ID feature, so the gates see it). Test AUC of click and conversion.
+//    surface id is also an ID feature, so the gates see it). Test AUC of click and conversion. The
+//    user's history is pooled by mean and by target attention against the ad (DIN).
 // 2. Calibration of the unified MMoE per surface and task (Platt and isotonic, fitted on held-out
 //    data): ECE before and after, and a reliability plot per surface (PNG).
-// 3. Distillation of the unified MMoE into a student of a quarter of its multiply-adds: the
-//    teacher, the student trained on labels only, the distilled student (AUC), and the predict time
-//    of each for 300 candidates.
+// 3. Distillation of the unified MMoE into a student of a quarter of its multiply-adds (a smaller
+//    MMoE without the attention): the teacher, the student trained on labels only, the student
+//    distilled offline from the teacher's predictions (AUC), and the predict time of each for 300
+//    candidates.
 //
 // Usage: unified_ads [--quick] [--seeds N] [--out DIR]   (seeded; a few minutes on 2 cores)
 #include <moe/data/reliability_plot.hpp>
@@ -34,7 +36,7 @@
 namespace {
 
 using T = float;
-constexpr moe::Index kLatent = 8, kSurfaces = 3, kDense = 16, kMaxHistory = 30;
+constexpr moe::Index kLatent = 8, kSurfaces = 3, kDense = 16, kMaxHistory = 30, kAttentionHidden = 16;
 const char* const kSurfaceNames[kSurfaces] = {"home feed", "search", "related"};
 const std::vector<moe::TaskSpec> kTasks = {moe::binary_task("click"), moe::binary_task("conversion")};
 
@@ -101,6 +103,7 @@ moe::FeatureData<T> make_impressions(const World& w, moe::Index n, moe::Rng& rng
     auto& ad = d.features.sparse["ad_id"];
     auto& surface = d.features.sparse["surface"];
     auto& history = d.features.sparse["history"];
+    auto& attended = d.features.sparse["history_attention"];
     const auto n_users = std::uint64_t(w.users.cols()), n_ads = std::uint64_t(w.ads.cols());
     const double click_base[kSurfaces] = {-2.0, -0.3, -1.4}, conv_base[kSurfaces] = {-1.2, 0.4, -0.6};
     const double noise[kSurfaces] = {0.8, 0.3, 0.5};
@@ -127,7 +130,8 @@ moe::FeatureData<T> make_impressions(const World& w, moe::Index n, moe::Rng& rng
         surface.ids.push_back(s);
         const auto& h = w.history[std::size_t(u)];
         history.ids.insert(history.ids.end(), h.begin(), h.end());
-        for (auto* bags : {&user, &ad, &surface, &history}) bags->offsets.push_back(std::int64_t(bags->ids.size()));
+        attended.ids.insert(attended.ids.end(), h.begin(), h.end());
+        for (auto* bags : {&user, &ad, &surface, &history, &attended}) bags->offsets.push_back(std::int64_t(bags->ids.size()));
     }
     return d;
 }
@@ -149,7 +153,9 @@ moe::FeatureData<T> surface_subset(const moe::FeatureData<T>& d, moe::Index s, b
     return out;
 }
 
-moe::FeatureSpec features(moe::Index n_users, moe::Index n_ads) {
+/// The features: dense context, user, ad, surface, the user's history by mean and (unless
+/// `attention` is false) by target attention against the ad.
+moe::FeatureSpec features(moe::Index n_users, moe::Index n_ads, bool attention = true) {
     moe::FeatureSpec f;
     f.dense = kDense;
     f.add_table("users", n_users, 8).add_table("ads", n_ads, 8).add_table("surfaces", kSurfaces, 4);
@@ -157,6 +163,8 @@ moe::FeatureSpec features(moe::Index n_users, moe::Index n_ads) {
         .add_feature("ad_id", "ads")
         .add_feature("surface", "surfaces")  // the gates see the surface
         .add_feature("history", "ads", moe::PoolingMode::mean, kMaxHistory);
+    // The same history weighted by its relevance to the candidate ad (DIN's target attention).
+    if (attention) f.add_attention_feature("history_attention", "ads", "ad_id", kMaxHistory, {kAttentionHidden});
     return f;
 }
 
@@ -178,6 +186,18 @@ moe::SharedBottomSpec bottom_spec(moe::Index surfaces) {
     s.tasks = kTasks;
     s.surfaces = surfaces;
     return s;
+}
+
+/// The samples of d without the attention feature, for a student that does not have it.
+moe::FeatureData<T> without_attention(moe::FeatureData<T> d) {
+    d.features.sparse.erase("history_attention");
+    return d;
+}
+
+/// Multiply-adds per sample of the history's target attention (its MLP on every history item).
+double attention_macs(const moe::FeatureData<T>& d, moe::Index dim) {
+    const double items = double(d.features.sparse.at("history_attention").ids.size()) / double(d.size());
+    return items * (4.0 * double(dim) * double(kAttentionHidden) + double(kAttentionHidden));
 }
 
 /// Multiply-adds of one sample through an MMoE (the tables' lookups aside).
@@ -355,25 +375,32 @@ int main(int argc, char** argv) {
     std::printf("\n");
 
     // --- 3. distillation into a quarter of the multiply-adds ---------------------------------------
+    // The student: a smaller MMoE without the attention feature (the teacher's largest cost), trained
+    // on labels only, or distilled offline from the teacher's predictions stored with the data.
     teacher.set_calibration({});  // the student learns from the teacher's own probabilities
-    const moe::MMoESpec small = mmoe_spec(kSurfaces, 2, 16, 8, 8);
-    const moe::Index width = f.width();
-    const double teacher_macs = mmoe_macs(mmoe3, width), student_macs = mmoe_macs(small, width);
-    moe::FeatureModel<moe::MMoE<T>> labels_only(f, small, 2), distilled(f, small, 2);
-    moe::fit(labels_only, loss, train, nullptr, fit_options(epochs, 2));
+    const moe::FeatureSpec fs = features(n_users, n_ads, false);
+    const moe::MMoESpec small = mmoe_spec(kSurfaces, 3, 24, 12, 8);
+    const double teacher_macs = mmoe_macs(mmoe3, f.width()) + attention_macs(train, 8), student_macs = mmoe_macs(small, fs.width());
+    moe::FeatureData<T> student_train = without_attention(train);
+    const auto teacher_preds = moe::predict_all(teacher, train.features, 4096, moe::SurfaceIds(train.surfaces));
+    student_train.teacher.resize(2, train.size());
+    for (std::size_t t = 0; t < 2; ++t) student_train.teacher.row(moe::Index(t)) = teacher_preds[t];
+    const moe::FeatureData<T> student_test = without_attention(test);
+    moe::FeatureModel<moe::MMoE<T>> labels_only(fs, small, 2), distilled(fs, small, 2);
+    moe::fit(labels_only, loss, student_train, nullptr, fit_options(epochs, 2));
     moe::DistillationLoss<T> distill(kTasks, {{0.5, 2.0}, {0.5, 2.0}});
-    moe::fit(distilled, distill, teacher, train, nullptr, fit_options(epochs, 2));
+    moe::fit(distilled, distill, student_train, nullptr, fit_options(epochs, 2));
     const int reps = quick ? 5 : 51;
     std::printf("\n## Distillation into a student of %.0f%% of the teacher's multiply-adds (%.0f vs %.0f per sample)\n\n",
                 100 * student_macs / teacher_macs, student_macs, teacher_macs);
     std::printf("| model | click AUC | conversion AUC | predict 300 (ms) |\n|---|---:|---:|---:|\n");
-    const auto row = [&](const char* name, const moe::FeatureModel<moe::MMoE<T>>& m) {
-        const auto a = aucs(m, test);
-        std::printf("| %s | %.4f | %.4f | %.3f |\n", name, a[0], a[1], 1e3 * predict_seconds(m, test, reps));
+    const auto row = [&](const char* name, const moe::FeatureModel<moe::MMoE<T>>& m, const moe::FeatureData<T>& data) {
+        const auto a = aucs(m, data);
+        std::printf("| %s | %.4f | %.4f | %.3f |\n", name, a[0], a[1], 1e3 * predict_seconds(m, data, reps));
     };
-    row("teacher (unified MMoE)", teacher);
-    row("student, labels only", labels_only);
-    row("student, distilled (alpha 0.5, T 2)", distilled);
+    row("teacher (unified MMoE, attention)", teacher, test);
+    row("student, labels only", labels_only, student_test);
+    row("student, distilled (alpha 0.5, T 2)", distilled, student_test);
     std::printf("\ntotal time %.0f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     return 0;
 }

@@ -24,23 +24,7 @@ import safetensors_io  # noqa: E402
 OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures")
 
 
-class TargetAttention(torch.nn.Module):
-    """include/moe/layers/target_attention.hpp in PyTorch."""
-
-    def __init__(self, dim, hidden, softmax):
-        super().__init__()
-        self.softmax = softmax
-        self.mlp = moe_torch.mlp([4 * dim] + hidden + [1])
-
-    def forward(self, history, offsets, target):
-        lengths = offsets[1:] - offsets[:-1]
-        sample = torch.repeat_interleave(torch.arange(target.shape[0]), lengths)
-        t = target[sample]
-        s = self.mlp(torch.cat([history, t, history - t, history * t], dim=1)).squeeze(1)
-        if self.softmax:
-            parts = [torch.softmax(s[offsets[b]:offsets[b + 1]], dim=0) for b in range(target.shape[0])]
-            s = torch.cat(parts)
-        return torch.zeros_like(target).index_add(0, sample, s[:, None] * history)
+TargetAttention = moe_torch.TargetAttention
 
 
 def case(dtype):

@@ -59,10 +59,21 @@ def offsets(lengths):
     return torch.tensor(out, dtype=torch.int64)
 
 
-def make(dtype):
+# The attention case: the same features plus a history of items pooled by target attention against
+# item_id (DIN; an MLP 12 -> 5 -> 1, unnormalised weights), with padding ids, an empty history and
+# one of padding only. Written as features_attention_{f64,f32}[_io].safetensors; its io file holds
+# the forward and the gradients (grad.attention.history.mlp.* too), no optimizer steps.
+ATTENTION_FEATURES = dict(FEATURES, sparse=FEATURES["sparse"] + [
+    {"name": "history", "table": "items", "pooling": "sum", "max_length": 5, "attention_target": "item_id",
+     "attention_hidden": [5], "attention_softmax": False}])
+ATTENTION_CFG = dict(CFG, input_dim=15)
+ATTENTION_BAGS = dict(BAGS, history=([4, 0, 6, 6, 2, 0, 0, 7, 1, 3], [2, 3, 0, 2, 1, 2]))
+
+
+def make(dtype, name="features_mmoe", features=FEATURES, cfg=CFG, bags=BAGS, steps=True):
     torch.manual_seed(3)
-    net = moe_torch.MMoE(CFG).to(dtype)
-    model = moe_torch.FeatureModel(net, FEATURES).to(dtype)
+    net = moe_torch.MMoE(cfg).to(dtype)
+    model = moe_torch.FeatureModel(net, features).to(dtype)
     with torch.no_grad():  # non-zero padding rows would hide nothing: PyTorch keeps them at zero too
         for t in model.tables.children():
             t.weight.normal_()
@@ -70,20 +81,20 @@ def make(dtype):
                 t.weight[t.padding_idx].zero_()
     dense = torch.randn(6, 2, dtype=dtype)
     sparse, io = {}, {"dense": dense}
-    for name, (ids, lengths) in BAGS.items():
+    for feature, (ids, lengths) in bags.items():
         ids_t = torch.tensor(ids, dtype=torch.int64)
-        w = torch.randn(len(ids), dtype=dtype) if name == "category" else None
-        sparse[name] = (ids_t, offsets(lengths), w)
-        io[name + ".ids"], io[name + ".offsets"] = ids_t, offsets(lengths)
+        w = torch.randn(len(ids), dtype=dtype) if feature == "category" else None
+        sparse[feature] = (ids_t, offsets(lengths), w)
+        io[feature + ".ids"], io[feature + ".offsets"] = ids_t, offsets(lengths)
         if w is not None:
-            io[name + ".weights"] = w
+            io[feature + ".weights"] = w
     labels = torch.stack([(torch.rand(6) < 0.5).to(dtype), torch.randn(6, dtype=dtype)], dim=1)
     io["labels"] = labels
 
     state = {n: t.detach().clone() for n, t in model.state_dict().items()}
     model.train()
     outs = model(dense, sparse)
-    loss = sum(moe_torch.task_loss(task, out, labels[:, t:t + 1]) for t, (task, out) in enumerate(zip(CFG["tasks"], outs)))
+    loss = sum(moe_torch.task_loss(task, out, labels[:, t:t + 1]) for t, (task, out) in enumerate(zip(cfg["tasks"], outs)))
     loss.backward()
     for t, o in enumerate(outs):
         io[f"out.{t}"] = o.detach()
@@ -99,6 +110,9 @@ def make(dtype):
             p.grad = p.grad.to_sparse(1)
     grads = {n: p.grad.clone() for n, p in tables.items()}
     before = {n: p.detach().clone() for n, p in tables.items()}
+    if not steps:
+        save(dtype, name, cfg, features, state, io)
+        return
 
     torch.optim.Adam([p for _, p in net_params], lr=0.01).step()
     torch.optim.SparseAdam(list(tables.values()), lr=0.01).step()
@@ -114,16 +128,21 @@ def make(dtype):
     for n, p in tables.items():
         io["adagrad." + n] = p.detach().clone()
 
+    save(dtype, name, cfg, features, state, io)
+
+
+def save(dtype, name, cfg, features, state, io):
     tag = "f64" if dtype == torch.float64 else "f32"
-    path = os.path.join(OUT, f"features_mmoe_{tag}.safetensors")
+    path = os.path.join(OUT, f"{name}_{tag}.safetensors")
     meta = {"format": "moe-model", "version": "1", "kind": "mmoe",
             "dtype": "float64" if dtype == torch.float64 else "float32",
-            "config": json.dumps(export_pytorch.moe_config("mmoe", CFG)), "features": json.dumps(FEATURES)}
+            "config": json.dumps(export_pytorch.moe_config("mmoe", cfg)), "features": json.dumps(features)}
     safetensors_io.save(path, state, meta)
-    safetensors_io.save(os.path.join(OUT, f"features_mmoe_{tag}_io.safetensors"), io)
+    safetensors_io.save(os.path.join(OUT, f"{name}_{tag}_io.safetensors"), io)
     print("wrote", path)
 
 
 if __name__ == "__main__":
-    make(torch.float64)
-    make(torch.float32)
+    for dtype in (torch.float64, torch.float32):
+        make(dtype)
+        make(dtype, "features_attention", ATTENTION_FEATURES, ATTENTION_CFG, ATTENTION_BAGS, steps=False)

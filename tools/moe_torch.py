@@ -271,6 +271,27 @@ def task_loss(task, out, label, mask=None):
     return (per * m).sum() / (m != 0).sum().clamp(min=1)
 
 
+class TargetAttention(nn.Module):
+    """include/moe/layers/target_attention.hpp: DIN's attention of each target over its history.
+    history (N, dim) with offsets (B + 1), target (B, dim) -> (B, dim); scores from an MLP over
+    [h, t, h - t, h * t], unnormalised or softmax per sample; an empty history gives zeros."""
+
+    def __init__(self, dim, hidden, softmax):
+        super().__init__()
+        self.softmax = softmax
+        self.mlp = mlp([4 * dim] + list(hidden) + [1])
+
+    def forward(self, history, offsets, target):
+        lengths = offsets[1:] - offsets[:-1]
+        sample = torch.repeat_interleave(torch.arange(target.shape[0]), lengths)
+        t = target[sample]
+        s = self.mlp(torch.cat([history, t, history - t, history * t], dim=1)).squeeze(1)
+        if self.softmax:
+            parts = [torch.softmax(s[offsets[b]:offsets[b + 1]], dim=0) for b in range(target.shape[0])]
+            s = torch.cat(parts)
+        return torch.zeros_like(target).index_add(0, sample, s[:, None] * history)
+
+
 class FeatureModel(nn.Module):
     """A net (any module above) behind the input block of moe::FeatureModel. features is moe's
     FeatureSpec as JSON: dense, dense_mean, dense_std, tables [{name, rows, dim, padding_idx}], sparse
@@ -281,6 +302,9 @@ class FeatureModel(nn.Module):
 
     def __init__(self, net, features):
         super().__init__()
+        # Features pooled by target attention ("attention_target": the feature whose pooled vector
+        # is the target): attention.<feature>.mlp.<i>.*; their padding ids are left out of the bag.
+        self.attention = nn.Module()
         for name, child in net.named_children():  # the net's modules at the top: the net's names
             self.add_module(name, child)
         self.net = [net]  # a list: not a submodule (its parameters are already registered above)
@@ -291,6 +315,11 @@ class FeatureModel(nn.Module):
         for t in features["tables"]:
             self.tables.add_module(t["name"], nn.EmbeddingBag(t["rows"], t["dim"], mode="sum", padding_idx=t.get("padding_idx"),
                                                               sparse=t["name"] not in max_tables))
+        dims = {t["name"]: t["dim"] for t in features["tables"]}
+        for f in features["sparse"]:
+            if f.get("attention_target"):
+                self.attention.add_module(f["name"], TargetAttention(dims[f["table"]], f.get("attention_hidden", []),
+                                                                     f.get("attention_softmax", False)))
 
     def embed(self, dense, sparse):
         parts = []
@@ -301,13 +330,27 @@ class FeatureModel(nn.Module):
                 std = torch.tensor(self.features["dense_std"], dtype=d.dtype)
                 d = (d - mean) / std
             parts.append(d)
+        pooled = {}
         for f in self.features["sparse"]:
+            if f.get("attention_target"):
+                continue
             table = self.tables._modules[f["table"]]
             ids, offsets, weights = sparse[f["name"]]
-            parts.append(torch.nn.functional.embedding_bag(
+            pooled[f["name"]] = torch.nn.functional.embedding_bag(
                 ids, table.weight, offsets, mode=f.get("pooling", "sum"), per_sample_weights=weights,
-                include_last_offset=True, padding_idx=table.padding_idx, sparse=table.sparse))
-        return torch.cat(parts, dim=1)
+                include_last_offset=True, padding_idx=table.padding_idx, sparse=table.sparse)
+        for f in self.features["sparse"]:
+            if not f.get("attention_target"):
+                continue
+            table = self.tables._modules[f["table"]]
+            ids, offsets, _ = sparse[f["name"]]
+            keep = ids != table.padding_idx if table.padding_idx is not None else torch.ones_like(ids, dtype=torch.bool)
+            sample = torch.repeat_interleave(torch.arange(len(offsets) - 1), offsets[1:] - offsets[:-1])
+            kept = torch.zeros(len(offsets) - 1, dtype=torch.int64).index_add(0, sample, keep.to(torch.int64))
+            new_offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(kept, 0)])
+            history = torch.nn.functional.embedding(ids[keep], table.weight, sparse=table.sparse)
+            pooled[f["name"]] = self.attention._modules[f["name"]](history, new_offsets, pooled[f["attention_target"]])
+        return torch.cat(parts + [pooled[f["name"]] for f in self.features["sparse"]], dim=1)
 
     def forward(self, dense, sparse):
         return self.net[0](self.embed(dense, sparse))

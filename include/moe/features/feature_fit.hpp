@@ -67,11 +67,23 @@ std::vector<SurfaceCalibrationMetrics> calibration_metrics(const FeatureModel<Ne
 
 namespace detail {
 
-/// fit()'s batches of a FeatureData, and the tables' optimizer step.
+/// fit()'s batches of a FeatureData, and the optimizer steps outside the net's parameters: the
+/// tables' and (with attention features) Adam on the input's attention parameters, with fit's
+/// Adam settings.
 template <class Net, class Opt>
 class FeatureFitSource {
 public:
     using T = typename Net::Scalar;
+    FeatureFitSource(FeatureModel<Net>& model, const FeatureData<T>& train, const FeatureData<T>* valid,
+                     TableOptimizer<T, Opt>& tables, const FitOptions& o)
+        : FeatureFitSource(model, train, valid, tables, o.batch_size) {
+        AdamOptions ao;
+        ao.lr = o.lr;
+        ao.weight_decay = o.weight_decay;
+        ao.decoupled_weight_decay = o.decoupled_weight_decay;
+        attention_adam_ = Adam<T>(ao);
+        attention_lr_ = o.lr;
+    }
     FeatureFitSource(FeatureModel<Net>& model, const FeatureData<T>& train, const FeatureData<T>* valid,
                      TableOptimizer<T, Opt>& tables, Index batch_size)
         : model_(model),
@@ -106,12 +118,17 @@ public:
     bool extra_grads_finite() const {
         for (Index t = 0; t < model_.input().tables(); ++t)
             if (!model_.input().grad(t).values.view().allFinite()) return false;
-        return true;
+        return model_.input().attention_params().grads().allFinite();
     }
-    /// The tables follow the dense learning rate's schedule: their own lr times its factor.
+    /// The tables follow the dense learning rate's schedule: their own lr times its factor; the
+    /// attention parameters the dense lr itself.
     void step_extra(double lr_factor) {
         tables_.set_lr(base_lr_ * lr_factor);
         tables_.step(model_.input());
+        ParameterStore<T>& attention = model_.input().attention_params();
+        if (attention.size() == 0) return;
+        attention_adam_.set_lr(attention_lr_ * lr_factor);
+        attention_adam_.step(attention);
     }
     bool has_validation() const { return valid_ != nullptr; }
     std::vector<TaskMetrics> validate() const { return valid_ ? evaluate(model_, *valid_) : std::vector<TaskMetrics>{}; }
@@ -124,6 +141,8 @@ private:
     const FeatureData<T>* valid_;
     TableOptimizer<T, Opt>& tables_;
     double base_lr_;
+    Adam<T> attention_adam_{AdamOptions{}};
+    double attention_lr_ = 0;
     FeatureBatch<T> batch_;
     Matrix<T> yb_, mb_;
     std::vector<Index> sb_;  // the batch's surfaces (tower trees)
@@ -155,7 +174,7 @@ FitHistory fit_features(FeatureModel<Net>& model, TableOptimizer<typename Net::S
             " sample; a step needs at least 2 (BatchNorm cannot train on one)");
     check_surfaces_trained(train.surfaces, model.surfaces(), "moe::fit");
     if (valid) valid->check(model.input(), model.tasks(), "validation", model.surfaces());
-    FeatureFitSource<Net, Opt> source(model, train, valid, tables, o.batch_size);
+    FeatureFitSource<Net, Opt> source(model, train, valid, tables, o);
     teacher(source.teacher_source());
     try {
         FitHistory h = fit_loop(model, loss, source, o);

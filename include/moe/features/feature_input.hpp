@@ -3,17 +3,20 @@
 // FeatureSpec and turns a FeatureBatch into the features x B matrix the models take: the dense
 // part (normalised when the spec says so) on top, then one pooled vector per ID feature in the
 // spec's order. Its backward gives each table's row-sparse gradient; the dense part has no
-// parameters and gets no gradient.
+// parameters and gets no gradient. Features pooled by target attention (DIN) have an MLP each,
+// whose parameters are attention_params() (dense, trained by Adam next to the net's).
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "moe/core/buffer.hpp"
+#include "moe/core/model.hpp"
 #include "moe/core/errors.hpp"
 #include "moe/core/rng.hpp"
 #include "moe/core/table_memory.hpp"
 #include "moe/core/threads.hpp"
 #include "moe/core/view.hpp"
+#include "moe/features/attention_pooling.hpp"
 #include "moe/features/feature_spec.hpp"
 #include "moe/features/vocabulary.hpp"
 #include "moe/layers/embedding_bag.hpp"
@@ -24,14 +27,15 @@ namespace moe {
 /// The input block: tables from the spec (each dim x rows, PyTorch's weight byte for byte, N(0, 1)
 /// with the padding row zero), pooled per feature. Shapes: forward(batch) is spec.width() x B;
 /// backward(dx) takes spec.width() x B. A table shared by several features gets one gradient, the
-/// features' parts added in the spec's order (the same bits every run).
+/// features' parts added in the spec's order (the same bits every run). An attention feature's
+/// output is its history pooled by attention against its target feature's output.
 template <class T>
 class FeatureInput {
 public:
     using Scalar = T;
 
     explicit FeatureInput(FeatureSpec spec, std::string name = "moe::FeatureInput")
-        : spec_(detail::checked_feature_spec(spec, name)), name_(std::move(name)) {
+        : spec_(detail::checked_feature_spec(spec, name)), name_(std::move(name)), attention_(spec_) {
         for (const TableSpec& t : spec_.tables) {
             tables_.push_back(detail::table_matrix<T>(t.dim, t.rows, T(0)));
             padding_.push_back(detail::padding_row(t.padding_idx, t.rows, name_));
@@ -55,7 +59,20 @@ public:
         }
         width_ = row;
         merged_.resize(spec_.tables.size());
+        attention_of_.assign(spec_.sparse.size(), -1);
+        for (std::size_t k = 0; k < attention_.size(); ++k) attention_of_[std::size_t(attention_.feature(k))] = Index(k);
+        attention_state_.resize(attention_.size());
     }
+
+    /// The parameters of the attention features' MLPs ("{feature}.mlp.{i}.*"; empty without such
+    /// features): dense parameters, to be trained by Adam (fit does).
+    ParameterStore<T>& attention_params() { return attention_.params(); }
+    const ParameterStore<T>& attention_params() const { return attention_.params(); }
+    /// The attention features' layers as one module (model files read and write its tensors).
+    Model<detail::FeatureAttentions<T>>& attention_module() { return attention_; }
+    /// Attention k's layer (k in the order of the spec's attention features).
+    const TargetAttention<T>& attention(std::size_t k) const { return attention_.layer(k); }
+    std::size_t attentions() const { return attention_.size(); }
 
     const FeatureSpec& spec() const { return spec_; }
     const std::string& name() const { return name_; }
@@ -79,6 +96,7 @@ public:
             for (Index i = 0; i < w.size(); ++i) w.data()[i] = T(rng.normal());
             if (padding_[t]) w.col(Index(*padding_[t])).setZero();
         }
+        static_cast<detail::FeatureAttentions<T>&>(attention_).reset_parameters(rng);  // after the tables: their values as before
     }
 
     /// The batch size of `batch`, after checking all of it against the spec: the dense matrix's
@@ -111,6 +129,8 @@ public:
                 throw shape_error(detail::concat(name_, ": feature '", f.name, "' has ", bags.size(), " bags, the batch has ", b,
                                                  " samples"));
             pooling_[i].check(bags, tables_[std::size_t(table_of_[i])].cols());
+            if (attention_of_[i] >= 0)
+                detail::require(bags.weights.empty(), name_, ": feature '", f.name, "' is pooled by attention and takes no per-id weights");
             if (f.max_length > 0)
                 for (Index s = 0; s < b; ++s) {
                     const std::int64_t len = bags.offsets[std::size_t(s) + 1] - bags.offsets[std::size_t(s)];
@@ -130,23 +150,51 @@ public:
         // Features over the threads: each pools its own rows of y with its own state.
         parallel_for_each(Index(spec_.sparse.size()), pooling_flops(batch), [&](Index f) {
             const std::size_t i = std::size_t(f);
+            if (attention_of_[i] >= 0) return;  // after its target, below
             const Matrix<T>& w = tables_[std::size_t(table_of_[i])];
             pooling_[i].forward(w, batch.sparse.find(spec_.sparse[i].name)->second, y.middleRows(first_row_[i], w.rows()));
         });
+        for (std::size_t k = 0; k < attention_.size(); ++k) {
+            const std::size_t i = std::size_t(attention_.feature(k));
+            const Bags<T>& bags = batch.sparse.find(spec_.sparse[i].name)->second;
+            AttentionState& st = attention_state_[k];
+            detail::drop_padding(bags, padding_[std::size_t(table_of_[i])], st.ids, st.offsets);
+            const MatrixView<T>& h = detail::gather_rows(tables_[std::size_t(table_of_[i])], st.ids, st.history);
+            const Index dim = h.rows();
+            y.middleRows(first_row_[i], dim) =
+                attention_.layer(k).forward(h, st.offsets, rows(y, first_row_[std::size_t(attention_.target(k))], dim));
+        }
         batch_ = b;
         return y;
     }
 
     /// Evaluation into a caller-owned buffer; caches nothing, safe on a const input from many threads.
-    const MatrixView<T>& infer(const FeatureBatch<T>& batch, Buffer<T>& out) const {
+    /// Attention features need scratch: the caller's (one per thread; nothing allocated once it has
+    /// grown), or a temporary one when `scratch` is null.
+    const MatrixView<T>& infer(const FeatureBatch<T>& batch, Buffer<T>& out,
+                               std::vector<detail::AttentionScratch<T>>* scratch = nullptr) const {
         const Index b = check(batch);
         auto& y = out.resize(width(), b);
         put_dense(batch, y);
         parallel_for_each(Index(spec_.sparse.size()), pooling_flops(batch), [&](Index f) {
             const std::size_t i = std::size_t(f);
+            if (attention_of_[i] >= 0) return;
             const Matrix<T>& w = tables_[std::size_t(table_of_[i])];
             pooling_[i].pool(w, batch.sparse.find(spec_.sparse[i].name)->second, y.middleRows(first_row_[i], w.rows()), nullptr);
         });
+        if (attention_.size() == 0) return y;
+        std::vector<detail::AttentionScratch<T>> local;
+        std::vector<detail::AttentionScratch<T>>& sc = scratch ? *scratch : local;
+        if (sc.size() < attention_.size()) sc.resize(attention_.size());
+        for (std::size_t k = 0; k < attention_.size(); ++k) {
+            const std::size_t i = std::size_t(attention_.feature(k));
+            const Bags<T>& bags = batch.sparse.find(spec_.sparse[i].name)->second;
+            detail::drop_padding(bags, padding_[std::size_t(table_of_[i])], sc[k].ids, sc[k].offsets);
+            const MatrixView<T>& h = detail::gather_rows(tables_[std::size_t(table_of_[i])], sc[k].ids, sc[k].history);
+            const Index dim = h.rows();
+            attention_.layer(k).infer(h, sc[k].offsets, rows(y, first_row_[std::size_t(attention_.target(k))], dim), sc[k].features,
+                                      sc[k].a, sc[k].b, y.middleRows(first_row_[i], dim));
+        }
         return y;
     }
 
@@ -156,6 +204,23 @@ public:
         detail::require(batch_ >= 0, name_, "::backward: no forward before it");
         detail::check_shape(dx, width(), batch_, name_, "backward", "gradient");
         grad_source_.assign(tables_.size(), kNoGradient);
+        // Attention features first: their targets' features get the attention's dtarget added to
+        // their own gradient (in a copy of dx), and their tables a gradient per history id.
+        ConstView<T> dxa = dx;
+        if (attention_.size() > 0) {
+            auto& dxl = dx_local_.resize(dx.rows(), dx.cols());
+            dxl = dx;
+            for (std::size_t k = 0; k < attention_.size(); ++k) {
+                const std::size_t i = std::size_t(attention_.feature(k));
+                const Index dim = tables_[std::size_t(table_of_[i])].rows();
+                TargetAttention<T>& layer = attention_.layer(k);
+                layer.backward(rows(dx, first_row_[i], dim));
+                dxl.middleRows(first_row_[std::size_t(attention_.target(k))], dim) += layer.dtarget();
+                AttentionState& st = attention_state_[k];
+                detail::per_id_row_gradient(st.ids, ConstView<T>(layer.dhistory()), st.sorter, st.order, st.slot_of, st.grad);
+            }
+            dxa = dxl;
+        }
         // Each feature's row-sparse gradient on the threads (its own state), then the gradients of
         // shared tables merged in the spec's order, on one thread: the same bits on any thread count.
         double flops = 0;
@@ -163,12 +228,13 @@ public:
             flops += 2.0 * double(pooling_[i].ids()) * double(tables_[std::size_t(table_of_[i])].rows());
         parallel_for_each(Index(spec_.sparse.size()), flops, [&](Index f) {
             const std::size_t i = std::size_t(f);
+            if (attention_of_[i] >= 0) return;
             const Index dim = tables_[std::size_t(table_of_[i])].rows();
-            pooling_[i].backward(dim, ConstView<T>(dx.data() + first_row_[i], dim, dx.cols(), dx.outerStride()));
+            pooling_[i].backward(dim, rows(dxa, first_row_[i], dim));
         });
         for (std::size_t i = 0; i < spec_.sparse.size(); ++i) {
             const std::size_t t = std::size_t(table_of_[i]);
-            const RowSparseGrad<T>& g = pooling_[i].grad();
+            const RowSparseGrad<T>& g = feature_grad(i);
             Index& source = grad_source_[t];
             if (source == kNoGradient) {
                 source = Index(i);
@@ -188,10 +254,29 @@ public:
         const std::size_t t = std::size_t(i);
         detail::require(i >= 0 && i < tables(), name_, "::grad: no table ", i, " (there are ", tables(), ")");
         if (t >= grad_source_.size() || grad_source_[t] == kNoGradient) return empty_;
-        return grad_source_[t] == kMerged ? merged_[t] : pooling_[std::size_t(grad_source_[t])].grad();
+        return grad_source_[t] == kMerged ? merged_[t] : feature_grad(std::size_t(grad_source_[t]));
     }
 
 private:
+    /// What an attention feature keeps from forward to backward.
+    struct AttentionState {
+        std::vector<std::int64_t> ids, offsets;  // the last batch's bags without padding ids
+        Buffer<T> history;
+        detail::IdSorter sorter;
+        std::vector<std::int64_t> order;
+        std::vector<Index> slot_of;
+        RowSparseGrad<T> grad;
+    };
+
+    /// Rows [first, first + n) of a features x B matrix.
+    static ConstView<T> rows(const ConstView<T>& m, Index first, Index n) {
+        return ConstView<T>(m.data() + first, n, m.cols(), m.outerStride());
+    }
+    /// Feature i's gradient of its table from the last backward.
+    const RowSparseGrad<T>& feature_grad(std::size_t i) const {
+        return attention_of_[i] >= 0 ? attention_state_[std::size_t(attention_of_[i])].grad : pooling_[i].grad();
+    }
+
     Index checked_table(const std::string& name) const {
         const Index t = spec_.table_index(name);
         detail::require(t >= 0, name_, ": no table called '", name, "'");
@@ -225,7 +310,8 @@ private:
     Index ids_of_table(std::size_t t) const {
         Index n = 0;
         for (std::size_t i = 0; i < pooling_.size(); ++i)
-            if (std::size_t(table_of_[i]) == t) n += pooling_[i].ids();
+            if (std::size_t(table_of_[i]) == t)
+                n += attention_of_[i] >= 0 ? Index(attention_state_[std::size_t(attention_of_[i])].ids.size()) : pooling_[i].ids();
         return n;
     }
 
@@ -272,6 +358,10 @@ private:
     std::vector<Index> grad_source_;
     std::vector<RowSparseGrad<T>> merged_;        // per shared table: the features' gradients added
     RowSparseGrad<T> scratch_, empty_;
+    Model<detail::FeatureAttentions<T>> attention_;  // the attention features' layers and their parameters
+    std::vector<Index> attention_of_;                // per ID feature: its attention's index, or -1
+    std::vector<AttentionState> attention_state_;
+    Buffer<T> dx_local_;                             // dx with the attentions' target gradients added
 };
 
 }  // namespace moe

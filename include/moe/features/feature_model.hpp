@@ -24,6 +24,7 @@ namespace moe {
 template <class T>
 struct FeatureWorkspace {
     Buffer<T> input;
+    std::vector<detail::AttentionScratch<T>> attention;  // the input's attention features
     InferenceWorkspace<T> model;
     std::vector<Buffer<T>> calibrated;
     std::vector<ConstView<T>> calibrated_out;
@@ -34,8 +35,9 @@ struct FeatureWorkspace {
 /// A FeatureInput in front of a Model<Net>. Shapes: a FeatureBatch of B samples in; per task the
 /// tower output (outputs x B) out, as Net's. The net's spec takes the input's width as its `input`
 /// (0 in the spec means exactly that; any other value must equal it). The dense parameters are
-/// params() (train them with Adam/AdamW/SGD); the tables are input().table(i), with row-sparse
-/// gradients input().grad(i) (train them with a TableOptimizer).
+/// params() (train them with Adam/AdamW/SGD) and, with attention features, input().attention_params()
+/// (a second store: step it too); the tables are input().table(i), with row-sparse gradients
+/// input().grad(i) (train them with a TableOptimizer). fit() trains all three.
 template <class Net>
 class FeatureModel {
 public:
@@ -57,7 +59,11 @@ public:
     const auto& tasks() const { return net_.tasks(); }
     /// Surfaces of the net's tower tree (1: one tower per task).
     Index surfaces() const { return net_.surfaces(); }
-    void zero_grad() { net_.zero_grad(); }
+    /// Zeroes the dense gradients: the net's and the input's attention features'.
+    void zero_grad() {
+        net_.zero_grad();
+        input_.attention_params().zero_grad();
+    }
     void train() { net_.train(); }
     void eval() { net_.eval(); }
     /// The net's auxiliary loss (e.g. a DSelect-k gate's regulariser), 0 when it has none.
@@ -86,7 +92,7 @@ public:
     /// predictions are calibrated by each sample's surface; ws.raw() holds them uncalibrated either way.
     const std::vector<ConstView<T>>& predict(const FeatureBatch<T>& batch, FeatureWorkspace<T>& ws,
                                              const SurfaceIds& surfaces = {}, bool calibrated = true) const {
-        const auto& raw = net_.predict(input_.infer(batch, ws.input), ws.model, surfaces);
+        const auto& raw = net_.predict(input_.infer(batch, ws.input, &ws.attention), ws.model, surfaces);
         if (!calibrated || calibration_.empty()) return raw;
         calibration_.apply(raw, surfaces, ws.calibrated, ws.calibrated_out);
         return ws.calibrated_out;

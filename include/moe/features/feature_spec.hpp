@@ -9,7 +9,8 @@
 //   spec.add_feature("item_id", "items", PoolingMode::sum); // one id per sample
 //   spec.add_feature("recent_items", "items", PoolingMode::mean, 50); // the same table, up to 50 ids
 //   spec.add_feature("user_id", "users", PoolingMode::sum);
-//   spec.width();                                           // 13 + 16 + 16 + 16 = 61
+//   spec.add_attention_feature("attended", "items", "item_id", 50); // the history by target attention
+//   spec.width();                                           // 13 + 16 + 16 + 16 + 16 = 77
 //
 // The input layer (FeatureInput) concatenates, per sample, the dense features (normalised when a
 // mean and std are given) and one pooled vector per ID feature, in the order of the spec.
@@ -39,11 +40,18 @@ struct TableSpec {
 
 /// An ID feature: a bag of ids per sample, looked up in `table` and pooled. max_length > 0 refuses
 /// bags longer than that (a history of at most that many items); 0 means no limit.
+/// With attention_target (the name of another ID feature, e.g. the candidate item), the bag is
+/// pooled by target attention instead (DIN, TargetAttention): its vectors weighted by an MLP
+/// (hidden widths attention_hidden, ReLU) over [h, t, h - t, h * t] against that feature's pooled
+/// vector t, the weights softmax-normalised per sample when attention_softmax (DIN does not).
 struct SparseFeatureSpec {
     std::string name;
     std::string table;
     PoolingMode pooling = PoolingMode::sum;
     Index max_length = 0;
+    std::string attention_target;
+    std::vector<Index> attention_hidden;
+    bool attention_softmax = false;
 };
 
 /// A model's input: `dense` numbers per sample, then one pooled vector per ID feature.
@@ -61,8 +69,21 @@ struct FeatureSpec {
     }
     FeatureSpec& add_feature(std::string name, std::string table, PoolingMode pooling = PoolingMode::sum,
                              Index max_length = 0) {
-        sparse.push_back({std::move(name), std::move(table), pooling, max_length});
+        sparse.push_back({std::move(name), std::move(table), pooling, max_length, {}, {}, false});
         return *this;
+    }
+    /// A history pooled by target attention against the ID feature `target` (which must read a
+    /// table of the same dim and not be pooled by attention itself).
+    FeatureSpec& add_attention_feature(std::string name, std::string table, std::string target, Index max_length = 0,
+                                       std::vector<Index> hidden = {36}, bool softmax = false) {
+        sparse.push_back({std::move(name), std::move(table), PoolingMode::sum, max_length, std::move(target), std::move(hidden), softmax});
+        return *this;
+    }
+    /// The index of the ID feature called `name`, or -1.
+    Index feature_index(const std::string& name) const {
+        for (std::size_t i = 0; i < sparse.size(); ++i)
+            if (sparse[i].name == name) return Index(i);
+        return -1;
     }
 
     /// The index of the table called `name`, or -1.
@@ -122,6 +143,22 @@ inline const FeatureSpec& checked_feature_spec(const FeatureSpec& s, const std::
         for (std::size_t j = 0; j < i; ++j) require(s.sparse[j].name != f.name, layer, ": two ID features are called '", f.name, "'");
         require(s.table_index(f.table) >= 0, layer, ": feature '", f.name, "' uses table '", f.table, "', which the spec does not have");
         require(f.max_length >= 0, layer, ": feature '", f.name, "': max_length must be >= 0 (0: no limit), got ", f.max_length);
+        if (f.attention_target.empty()) {
+            require(f.attention_hidden.empty() && !f.attention_softmax, layer, ": feature '", f.name,
+                    "' has attention settings but no attention_target");
+            continue;
+        }
+        const Index t = s.feature_index(f.attention_target);
+        require(t >= 0, layer, ": feature '", f.name, "' attends to '", f.attention_target, "', which is not an ID feature of the spec");
+        const SparseFeatureSpec& target = s.sparse[std::size_t(t)];
+        require(target.attention_target.empty(), layer, ": feature '", f.name, "' attends to '", target.name,
+                "', which is pooled by attention itself (the target must be a plainly pooled feature)");
+        const Index dim = s.tables[std::size_t(s.table_index(f.table))].dim;
+        if (const Index tt = s.table_index(target.table); tt >= 0)
+            require(s.tables[std::size_t(tt)].dim == dim, layer, ": feature '", f.name, "' (dim ", dim, ") attends to '", target.name,
+                    "' of dim ", s.tables[std::size_t(tt)].dim, "; they must have the same dim");
+        for (Index h : f.attention_hidden)
+            require(h > 0 && h <= kMaxSize, layer, ": feature '", f.name, "': attention_hidden widths must be positive, got ", h);
     }
     return s;
 }

@@ -8,6 +8,7 @@
 //                 "tables.<table>.weight" (rows x dim, PyTorch's nn.EmbeddingBag weight), and with the
 //                 table optimizer "optimizer.tables.<table>.<state>" (exp_avg, exp_avg_sq or sum:
 //                 rows x dim, or rows for row-wise Adagrad) and "optimizer.tables.<table>.step" (I64, []).
+//                 With attention features, their MLPs as "attention.<feature>.mlp.<i>.weight" / ".bias".
 //
 // Loading checks everything (the net's tensors as load() does, every table's shape, dtype and finite
 // values, the optimizer states' shapes) before anything is copied, so a bad file changes neither the
@@ -57,6 +58,8 @@ void save(const FeatureModel<Net>& model, const std::string& path, const Adam<ty
         file.tensors["optimizer.tables." + name + ".step"] = detail::make_count(opt.steps());
     }
     if (tables) file.metadata["table_optimizer"] = Opt::kind;
+    for (const auto& [name, slot] : detail::model_tensors(const_cast<FeatureInput<T>&>(in).attention_module()))
+        file.tensors["attention." + name] = detail::make_tensor<T>(slot.shape, slot.data);
     write_safetensors(path, file);
 }
 
@@ -149,13 +152,25 @@ FeatureModel<Net> load_feature_model(const std::string& path, const LoadOptions&
         if (step < 0) throw io_error(concat(path, ": tensor 'optimizer.tables.", name, ".step' is ", step));
         steps[std::size_t(t)] = step;
     }
+    // The attention features' MLPs.
+    const auto attention_slots = detail::model_tensors(in.attention_module());
+    std::vector<std::vector<T>> attention_values;
+    for (const auto& [name, slot] : attention_slots)
+        attention_values.push_back(find("attention." + name, slot.shape, false).template values<T>());
     // The net: every other tensor, checked as load() does (strict: no tensor may be left over).
     std::map<std::string, const Tensor*> net_tensors;
     for (const auto& [name, t] : file.tensors)
-        if (name.rfind("tables.", 0) != 0 && name.rfind("optimizer.tables.", 0) != 0) net_tensors[name] = &t;
+        if (name.rfind("tables.", 0) != 0 && name.rfind("optimizer.tables.", 0) != 0 && name.rfind("attention.", 0) != 0)
+            net_tensors[name] = &t;
     if (options.strict)
         for (const auto& [name, t] : file.tensors) {
             (void)t;
+            if (name.rfind("attention.", 0) == 0) {
+                if (!attention_slots.count(name.substr(10)))
+                    throw io_error(concat(path, ": tensor '", name,
+                                          "' is not a parameter of the features' attention (LoadOptions::strict = false ignores it)"));
+                continue;
+            }
             if (name.rfind("tables.", 0) != 0) continue;
             bool known = false;  // "tables.<a table of the features>.weight"
             for (const TableSpec& table : in.spec().tables) known = known || name == "tables." + table.name + ".weight";
@@ -163,7 +178,13 @@ FeatureModel<Net> load_feature_model(const std::string& path, const LoadOptions&
                 throw io_error(concat(path, ": tensor '", name, "' is not a table of the features (LoadOptions::strict = false ignores it)"));
         }
     detail::load_tensors(model.net(), net_tensors, path, detail::model_kind<Net>::value, options, adam);
-    // Everything checked: copy the tables and the optimizers' state.
+    // Everything checked: copy the tables, the attention parameters and the optimizers' state.
+    std::size_t a = 0;
+    for (const auto& [name, slot] : attention_slots) {
+        (void)name;
+        std::copy(attention_values[a].begin(), attention_values[a].end(), slot.data);
+        ++a;
+    }
     for (Index t = 0; t < in.tables(); ++t) {
         const auto values = file.tensors.at("tables." + in.spec().tables[std::size_t(t)].name + ".weight").template values<T>();
         std::copy(values.begin(), values.end(), in.table(t).data());

@@ -134,6 +134,9 @@ auto visit_fields(S& s, V&& v) -> std::enable_if_t<std::is_same_v<std::remove_co
     v("table", s.table);
     v("pooling", s.pooling);
     v("max_length", s.max_length);
+    v("attention_target", s.attention_target);
+    v("attention_hidden", s.attention_hidden);
+    v("attention_softmax", s.attention_softmax);
 }
 
 template <class S, class V>

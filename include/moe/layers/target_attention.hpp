@@ -78,6 +78,43 @@ public:
         return y;
     }
 
+    /// Evaluation into out (dim x B, any writable block) with the caller's scratch (features, a, b);
+    /// caches nothing, safe on a const layer from several threads with a scratch each. Checked as
+    /// forward.
+    template <class Out>
+    void infer(const ConstView<T>& history, const std::vector<std::int64_t>& offsets, const ConstView<T>& target,
+               Buffer<T>& features, Buffer<T>& a, Buffer<T>& b, Out&& out) const {
+        check(history, offsets, target);
+        const Index n = history.cols(), batch = target.cols(), d = dim_;
+        auto& x = features.resize(4 * d, n);
+        for (Index s = 0; s < batch; ++s)
+            for (auto i = offsets[std::size_t(s)]; i < offsets[std::size_t(s) + 1]; ++i) {
+                const Index c = Index(i);
+                x.col(c) << history.col(c), target.col(s), history.col(c) - target.col(s), history.col(c).cwiseProduct(target.col(s));
+            }
+        if (n == 0) {
+            out.setZero();
+            return;
+        }
+        // The scores, then (softmax) their normalisation per sample in `features`, which the MLP no
+        // longer needs: the same arithmetic as forward, so predict and the evaluation forward agree.
+        const MatrixView<T>& scores = mlp_.infer(ConstView<T>(x), a, b);
+        auto& w = features.resize(1, n);
+        w = scores;
+        if (softmax_)
+            for (Index s = 0; s < batch; ++s) {
+                const Index begin = Index(offsets[std::size_t(s)]), len = Index(offsets[std::size_t(s) + 1]) - begin;
+                if (len == 0) continue;
+                auto ws = w.middleCols(begin, len);
+                const T top = ws.maxCoeff();
+                ws = (ws.array() - top).exp().matrix();
+                ws /= ws.sum();
+            }
+        out.setZero();
+        for (Index s = 0; s < batch; ++s)
+            for (auto i = offsets[std::size_t(s)]; i < offsets[std::size_t(s) + 1]; ++i) out.col(s) += w(0, Index(i)) * history.col(Index(i));
+    }
+
     /// Back-propagates dy (dim x B): adds the MLP's parameter gradients and fills dhistory()
     /// (dim x N) and dtarget() (dim x B).
     void backward(const ConstView<T>& dy) {
