@@ -178,53 +178,62 @@ TEST_CASE("SparseMoE: forward and backward allocate nothing in steady state", "[
 }
 
 TEST_CASE("FeatureModel: steps with other ids each batch allocate nothing in steady state", "[alloc][features]") {
-    FeatureSpec f;
-    f.dense = 4;
-    f.add_table("items", 1000, 8).add_table("users", 300, 8);
-    f.add_feature("item_id", "items").add_feature("recent_items", "items", PoolingMode::mean).add_feature("user_id", "users");
-    MMoESpec s;
-    s.experts = 3;
-    s.expert_hidden = {16};
-    s.expert_dim = 8;
-    s.tower_hidden = {4};
-    s.tasks = {binary_task("click")};
-    FeatureModel<MMoE<float>> model(f, s, 1);
-    Adam<float> adam;
-    TableOptimizer<float> tables(model.input());
-    MultiTaskLoss<float> loss(model.tasks());
-    Rng rng(3);
-    const Index n = 64;
-    // Five batches of the same shape (lengths) with different ids: the tables' gradients touch
-    // different numbers of rows each time.
-    std::vector<FeatureBatch<float>> batches(5);
-    for (std::size_t k = 0; k < batches.size(); ++k) {
-        FeatureBatch<float>& b = batches[k];
-        b.dense = Matrix<float>::Random(4, n);
-        std::vector<std::int64_t> items, recent, users, ones(std::size_t(n), 1), fives(std::size_t(n), 5);
-        const std::int64_t spread = k == 0 ? 10 : 1000;  // the first batch repeats ids: few rows
-        for (Index i = 0; i < n; ++i) items.push_back(std::int64_t(rng.uniform() * double(spread)) % 1000);
-        for (Index i = 0; i < 5 * n; ++i) recent.push_back(std::int64_t(rng.uniform() * double(spread)) % 1000);
-        for (Index i = 0; i < n; ++i) users.push_back(std::int64_t(rng.uniform() * 300.0) % 300);
-        b.sparse["item_id"] = Bags<float>::from_lengths(items, ones);
-        b.sparse["recent_items"] = Bags<float>::from_lengths(recent, fives);
-        b.sparse["user_id"] = Bags<float>::from_lengths(users, ones);
+    for (bool attention : {false, true}) {  // the history by mean, or by target attention against the item
+        INFO("attention " << attention);
+        FeatureSpec f;
+        f.dense = 4;
+        f.add_table("items", 1000, 8).add_table("users", 300, 8);
+        f.add_feature("item_id", "items");
+        if (attention)
+            f.add_attention_feature("recent_items", "items", "item_id", 0, {6});
+        else
+            f.add_feature("recent_items", "items", PoolingMode::mean);
+        f.add_feature("user_id", "users");
+        MMoESpec s;
+        s.experts = 3;
+        s.expert_hidden = {16};
+        s.expert_dim = 8;
+        s.tower_hidden = {4};
+        s.tasks = {binary_task("click")};
+        FeatureModel<MMoE<float>> model(f, s, 1);
+        Adam<float> adam, attention_adam;
+        TableOptimizer<float> tables(model.input());
+        MultiTaskLoss<float> loss(model.tasks());
+        Rng rng(3);
+        const Index n = 64;
+        // Five batches of the same shape (lengths) with different ids: the tables' gradients touch
+        // different numbers of rows each time.
+        std::vector<FeatureBatch<float>> batches(5);
+        for (std::size_t k = 0; k < batches.size(); ++k) {
+            FeatureBatch<float>& b = batches[k];
+            b.dense = Matrix<float>::Random(4, n);
+            std::vector<std::int64_t> items, recent, users, ones(std::size_t(n), 1), fives(std::size_t(n), 5);
+            const std::int64_t spread = k == 0 ? 10 : 1000;  // the first batch repeats ids: few rows
+            for (Index i = 0; i < n; ++i) items.push_back(std::int64_t(rng.uniform() * double(spread)) % 1000);
+            for (Index i = 0; i < 5 * n; ++i) recent.push_back(std::int64_t(rng.uniform() * double(spread)) % 1000);
+            for (Index i = 0; i < n; ++i) users.push_back(std::int64_t(rng.uniform() * 300.0) % 300);
+            b.sparse["item_id"] = Bags<float>::from_lengths(items, ones);
+            b.sparse["recent_items"] = Bags<float>::from_lengths(recent, fives);
+            b.sparse["user_id"] = Bags<float>::from_lengths(users, ones);
+        }
+        Matrix<float> y(1, n);
+        for (Index i = 0; i < n; ++i) y(0, i) = float(rng.uniform() < 0.5);
+        auto step = [&](const FeatureBatch<float>& b) {
+            loss.forward(model.forward(b), y);
+            model.zero_grad();
+            model.backward(loss.backward());
+            adam.step(model.params());
+            if (attention) attention_adam.step(model.input().attention_params());
+            tables.step(model.input());
+        };
+        FeatureWorkspace<float> ws;
+        step(batches[0]);
+        model.predict(batches[0], ws);
+        const long before = moe::testing::allocations();
+        for (std::size_t k = 1; k < batches.size(); ++k) step(batches[k]);
+        for (std::size_t k = 0; k < batches.size(); ++k) model.predict(batches[k], ws);
+        CHECK(moe::testing::allocations() - before == 0);
     }
-    Matrix<float> y(1, n);
-    for (Index i = 0; i < n; ++i) y(0, i) = float(rng.uniform() < 0.5);
-    auto step = [&](const FeatureBatch<float>& b) {
-        loss.forward(model.forward(b), y);
-        model.zero_grad();
-        model.backward(loss.backward());
-        adam.step(model.params());
-        tables.step(model.input());
-    };
-    FeatureWorkspace<float> ws;
-    step(batches[0]);
-    model.predict(batches[0], ws);
-    const long before = moe::testing::allocations();
-    for (std::size_t k = 1; k < batches.size(); ++k) step(batches[k]);
-    for (std::size_t k = 0; k < batches.size(); ++k) model.predict(batches[k], ws);
-    CHECK(moe::testing::allocations() - before == 0);
 }
 
 TEST_CASE("rank_candidates with the caller's workspace allocates nothing in steady state", "[alloc][serve]") {
