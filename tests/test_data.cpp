@@ -97,6 +97,18 @@ TEST_CASE("read_table: plain and .gz give the same columns; numbers, categories,
     }
     fmt.max_rows = 2;
     CHECK(read_table(dir.file("t.csv.gz"), cols, fmt).rows == 2);
+    // Shards: data rows 0 and 2 for shard 0 of 2 (the blank line is not a row), row 1 for shard 1.
+    fmt.max_rows = 0;
+    fmt.shards = 2;
+    const Table first = read_table(dir.file("t.csv.gz"), cols, fmt);
+    REQUIRE(first.rows == 2);
+    CHECK(first.column("n").numbers == std::vector<double>{1.5, -2.0});
+    fmt.shard = 1;
+    const Table second = read_table(dir.file("t.csv"), cols, fmt);
+    REQUIRE(second.rows == 1);
+    CHECK(second.category(second.column("c"), 0) == "blue");
+    fmt.shard = 2;
+    CHECK_THROWS_WITH(read_table(dir.file("t.csv"), cols, fmt), Catch::Matchers::Contains("shard 2 of 2 shards"));
 }
 
 TEST_CASE("TabularEncoder: sorted one-hot with an other slot, standardised numbers, missing as the mean", "[data]") {

@@ -24,8 +24,9 @@ moe_ensure_packages() {
 }
 
 # What building the library, its tests, examples and benchmarks needs.
+# Open MPI for moe::mpi (data-parallel training) and its 2-rank tests.
 MOE_BUILD_PACKAGES=(g++ cmake ninja-build pkg-config libeigen3-dev nlohmann-json3-dev zlib1g-dev catch2 libbenchmark-dev
-                    libopenblas-serial-dev)
+                    libopenblas-serial-dev libopenmpi-dev openmpi-bin)
 # The BLAS backends (moe::blas): Debian's serial builds, since moe threads the products itself.
 MOE_BLAS_PACKAGES=(libopenblas-serial-dev libblis-serial-dev)
 

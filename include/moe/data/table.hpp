@@ -27,6 +27,10 @@ struct TableFormat {
     std::string missing = "?";    ///< a missing value: NaN in a numeric column, a category of its own otherwise
     std::string line_end;         ///< stripped from the end of each line when present ("." in the UCI files)
     Index max_rows = 0;           ///< stop after this many rows; 0 reads them all
+    /// Read only the data rows r (counted from 0, empty lines not counted) with r % shards == shard:
+    /// one process's shard in data-parallel training (moe::mpi). The other rows are skipped
+    /// unparsed. max_rows counts the rows kept.
+    Index shard = 0, shards = 1;
 };
 
 /// A column as read: numbers (numeric; NaN where missing) or codes into values (categorical,
@@ -59,6 +63,8 @@ struct Table {
 inline Table read_table(const std::string& path, const std::vector<ColumnSpec>& columns, const TableFormat& format = {}) {
     detail::require(!columns.empty(), "moe::read_table: no columns given for '", path, "'");
     detail::require(!format.separator.empty(), "moe::read_table: the separator is empty");
+    detail::require(format.shards >= 1 && format.shard >= 0 && format.shard < format.shards, "moe::read_table: shard ",
+                    format.shard, " of ", format.shards, " shards (expected shards >= 1 and 0 <= shard < shards)");
     Table table;
     table.path = path;
     for (const auto& spec : columns) table.columns.push_back(TableColumn{spec.name, spec.kind, {}, {}, {}});
@@ -66,12 +72,14 @@ inline Table read_table(const std::string& path, const std::vector<ColumnSpec>& 
     LineReader reader(path);
     std::string line, number;
     std::vector<std::string_view> fields;
+    Index data_row = 0;
     while ((format.max_rows == 0 || table.rows < format.max_rows) && reader.next(line)) {
         std::string_view text = line;
         if (!format.line_end.empty() && text.size() >= format.line_end.size() &&
             text.substr(text.size() - format.line_end.size()) == format.line_end)
             text.remove_suffix(format.line_end.size());
         if (text.find_first_not_of(" \t") == std::string_view::npos) continue;
+        if (data_row++ % format.shards != format.shard) continue;
         split_fields(text, format.separator, fields);
         if (fields.size() != columns.size())
             throw io_error(detail::concat("moe::read_table: '", path, "' line ", reader.line_number(), ": ", fields.size(),

@@ -84,6 +84,7 @@ public:
                 default: losses_.emplace_back(CrossEntropyLoss<T>()); break;
             }
             std::visit([&](auto& loss) { loss.set_normalization(l.normalization); }, losses_.back());
+            normalizations_.push_back(l.normalization);
             base_weights_.push_back(l.weight);
             gammas_.push_back(l.gamma);
             weights_.push_back(T(l.weight));
@@ -91,6 +92,7 @@ public:
         }
         values_.assign(tasks_.size(), T(0));
         counted_.assign(tasks_.size(), 0);
+        divisors_.assign(tasks_.size(), 0);
         grads_.resize(tasks_.size());
         const auto n = static_cast<Index>(tasks_.size());
         log_vars_ = Vector<T>::Zero(weighting_ == TaskWeighting::uncertainty ? n : 0);
@@ -153,6 +155,7 @@ public:
                 throw config_error(name_ + ": task '" + tasks_[t].name + "': " + e.what());
             }
             counted_[t] = detail::counted_samples(w, batch);
+            divisors_[t] = normalizations_[t] == LossNormalization::batch ? batch : counted_[t];
             total += effective_weight(t) * values_[t];
             if (weighting_ == TaskWeighting::uncertainty && counted_[t] > 0) total += T(0.5) * log_vars_(ti);
         }
@@ -173,6 +176,10 @@ public:
 
     /// The unweighted loss of task t in the last forward.
     T task_loss(std::size_t t) const { return values_.at(t); }
+    /// What task t's loss was divided by in the last forward: its counted samples, or the batch
+    /// size under LossNormalization::batch (data-parallel training weighs each process's gradient
+    /// by its share of the global divisor).
+    Index divisor(std::size_t t) const { return divisors_.at(t); }
     const std::vector<T>& task_losses() const { return values_; }
 
 private:
@@ -182,7 +189,8 @@ private:
     TaskWeighting weighting_;
     std::vector<double> base_weights_, gammas_;
     std::vector<T> weights_, values_, likelihood_factor_;
-    std::vector<Index> counted_;
+    std::vector<Index> counted_, divisors_;
+    std::vector<LossNormalization> normalizations_;
     int epoch_ = 0;
     Vector<T> log_vars_, log_var_grads_;
     std::vector<ConstView<T>> grads_;

@@ -124,6 +124,18 @@ T batch_loss(DistillationLoss<T>& loss, const std::vector<ConstView<T>>& out, co
     return loss.forward(out, source.labels(), source.teacher(), source.mask());
 }
 
+/// A batch's loss as the source agrees on it: a source that trains with others (data-parallel
+/// training) may turn it non-finite or throw when another process's is not finite, so that all
+/// stop at the same step; the others return it unchanged.
+template <class Source, class T>
+auto agreed_loss(Source& source, T total, int) -> decltype(source.agree_on_loss(total)) {
+    return source.agree_on_loss(total);
+}
+template <class Source, class T>
+T agreed_loss(Source&, T total, long) {
+    return total;
+}
+
 /// Where the sources of fit() take a teacher's predictions from when distilling: a column of the
 /// data (offline: T x N) or a teacher model run on each batch (online); neither without
 /// distillation. Gathered per batch into T x n.
@@ -219,7 +231,7 @@ FitHistory fit_loop(M& model, Loss& loss, Source& source, const FitOptions& o) {
             model.zero_grad();
             loss.zero_grad();
             const auto& out = source.forward(order.data() + begin, size);
-            const T total = batch_loss(loss, out, source);
+            const T total = agreed_loss(source, batch_loss(loss, out, source), 0);
             if (!std::isfinite(static_cast<double>(total))) {
                 std::size_t bad = 0;
                 while (bad + 1 < loss.task_losses().size() && std::isfinite(double(loss.task_loss(bad)))) ++bad;
