@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "moe/moe.hpp"
+#include "moe/mpi/distributed_feature_fit.hpp"
 #include "moe/mpi/distributed_fit.hpp"
 #include "moe/testing/gradcheck.hpp"
 #include "support/catch.hpp"
@@ -183,6 +184,83 @@ TEST_CASE("mpi::fit: a bad shard or a non-finite loss on one rank stops every ra
 
     MultiTaskLoss<double> uncertainty(kTasks, {}, TaskWeighting::uncertainty);
     CHECK_THROWS_WITH(mpi::fit(model, uncertainty, mine, nullptr, options(1, 8), comm), Contains("uncertainty weighting is not supported"));
+}
+
+TEST_CASE("mpi::fit of a FeatureModel: the tables' row-sparse gradients summed over the ranks; 20 steps equal one process's",
+          "[mpi][features]") {
+    mpi::Communicator comm;
+    const Index per_rank = 8, steps = 20, n = 2 * per_rank * steps;
+    // An item table read by item_id and by a history pooled by attention against it, a user table.
+    FeatureSpec f;
+    f.dense = 2;
+    f.add_table("items", 30, 3).add_table("users", 12, 2);
+    f.add_feature("item_id", "items").add_attention_feature("history", "items", "item_id", 4, {4}).add_feature("user_id", "users");
+    FeatureData<double> all;
+    Rng rng(21);
+    all.features.dense = testing::random_matrix(2, n, 22);
+    all.labels.resize(3, n);
+    all.mask = Matrix<double>::Ones(3, n);
+    for (Index j = 0; j < n; ++j) {
+        const auto item = std::int64_t(rng.below(30));
+        all.features.sparse["item_id"].ids.push_back(item);
+        for (auto len = rng.below(5); len > 0; --len) all.features.sparse["history"].ids.push_back(std::int64_t(rng.below(30)));
+        all.features.sparse["user_id"].ids.push_back(std::int64_t(rng.below(12)));
+        for (const char* name : {"item_id", "history", "user_id"})
+            all.features.sparse[name].offsets.push_back(std::int64_t(all.features.sparse[name].ids.size()));
+        all.labels(0, j) = item % 3 == 0 ? 1 : 0;
+        all.labels(1, j) = all.features.dense(0, j);
+        all.labels(2, j) = rng.uniform() < 0.5 ? 1 : 0;
+        all.mask(2, j) = rng.uniform() < 0.4 ? 1 : 0;
+    }
+    MMoESpec s = spec();
+    s.input = 0;
+    FeatureModel<MMoE<double>> model(f, s, std::uint64_t(5 + comm.rank()));  // fit starts from rank 0's values
+    MultiTaskLoss<double> loss(kTasks);
+    SparseAdamOptions so;
+    so.lr = 0.02;
+    TableOptimizer<double> tables(model.input(), so);
+    const FitOptions o = options(1, per_rank);
+    mpi::fit(model, tables, loss, mpi::shard(all, comm), nullptr, o, comm);
+    CHECK(spread(model.params().values(), comm) == 0.0);
+    CHECK(spread(model.input().attention_params().values(), comm) == 0.0);
+    for (Index t = 0; t < model.input().tables(); ++t) {
+        const Matrix<double>& w = model.input().table(t);
+        CHECK(spread(Eigen::Map<const Vector<double>>(w.data(), w.size()), comm) == 0.0);
+    }
+
+    // One process on the same global batches: Adam on the net and the attention, SparseAdam on the tables.
+    FeatureModel<MMoE<double>> ref(f, s, 5);
+    MultiTaskLoss<double> ref_loss(kTasks);
+    AdamOptions ao;
+    ao.lr = o.lr;
+    Adam<double> adam(ao), attention_adam(ao);
+    TableOptimizer<double> ref_tables(ref.input(), so);
+    std::vector<Index> order(std::size_t(n / 2));
+    std::iota(order.begin(), order.end(), Index(0));
+    Rng shuffle_rng(o.seed);
+    moe::shuffle(order.begin(), order.end(), shuffle_rng);
+    ref.train();
+    FeatureBatch<double> batch;
+    for (Index b = 0; b < steps; ++b) {
+        std::vector<Index> samples;
+        Matrix<double> y(3, 2 * per_rank), m(3, 2 * per_rank);
+        for (Index r = 0; r < 2; ++r)
+            for (Index k = 0; k < per_rank; ++k) samples.push_back(2 * order[std::size_t(b * per_rank + k)] + r);
+        gather_samples(all.features, samples.data(), Index(samples.size()), batch);
+        for (std::size_t k = 0; k < samples.size(); ++k) y.col(Index(k)) = all.labels.col(samples[k]), m.col(Index(k)) = all.mask.col(samples[k]);
+        ref.zero_grad();
+        ref_loss.forward(ref.forward(batch), y, m);
+        ref.backward(ref_loss.backward());
+        adam.step(ref.params());
+        attention_adam.step(ref.input().attention_params());
+        ref_tables.step(ref.input());
+    }
+    double diff = (model.params().values() - ref.params().values()).cwiseAbs().maxCoeff();
+    diff = std::max(diff, (model.input().attention_params().values() - ref.input().attention_params().values()).cwiseAbs().maxCoeff());
+    for (Index t = 0; t < model.input().tables(); ++t)
+        diff = std::max(diff, (model.input().table(t) - ref.input().table(t)).cwiseAbs().maxCoeff());
+    INFO("largest difference to one process " << diff);
+    CHECK(diff < 1e-12);
 }
 
 int main(int argc, char** argv) {

@@ -257,6 +257,24 @@ public:
         return grad_source_[t] == kMerged ? merged_[t] : feature_grad(std::size_t(grad_source_[t]));
     }
 
+    /// Table i's gradient of the last backward as a buffer of the input's own, which the caller
+    /// may replace (data-parallel training sums it over processes before the optimizer step);
+    /// grad(i) returns it from then on, until the next backward.
+    RowSparseGrad<T>& own_grad(Index i) {
+        const std::size_t t = std::size_t(i);
+        detail::require(i >= 0 && i < tables(), name_, "::own_grad: no table ", i, " (there are ", tables(), ")");
+        if (grad_source_.size() != tables_.size()) grad_source_.assign(tables_.size(), kNoGradient);
+        if (grad_source_[t] != kMerged) {
+            const RowSparseGrad<T>& g = grad(i);
+            RowSparseGrad<T>& out = merged_[t];
+            out.rows.assign(g.rows.begin(), g.rows.end());
+            const auto& v = g.values.view();
+            out.values.resize(tables_[t].rows(), Index(g.rows.size())) = v;
+            grad_source_[t] = kMerged;
+        }
+        return merged_[t];
+    }
+
 private:
     /// What an attention feature keeps from forward to backward.
     struct AttentionState {

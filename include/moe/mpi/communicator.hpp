@@ -5,6 +5,7 @@
 // instead of leaving the others waiting in a collective.
 #include <mpi.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -49,16 +50,20 @@ public:
     int size() const { return size_; }
     MPI_Comm get() const { return comm_; }
 
-    /// data[0, n) of rank `root` to every rank.
+    /// data[0, n) of rank `root` to every rank (in pieces of 2^30 values: MPI counts are ints, an
+    /// embedding table may hold more).
     template <class T>
     void broadcast(T* data, Index n, int root = 0) const {
-        check(MPI_Bcast(data, count(n), detail::datatype<T>(), root, comm_), "MPI_Bcast");
+        for (Index begin = 0; begin < n; begin += kPiece)
+            check(MPI_Bcast(data + begin, count(std::min(kPiece, n - begin)), detail::datatype<T>(), root, comm_), "MPI_Bcast");
     }
     /// data[0, n) summed over the ranks, in place on every rank (one MPI_Allreduce on the whole
-    /// buffer).
+    /// buffer, or on pieces of 2^30 values).
     template <class T>
     void sum(T* data, Index n) const {
-        check(MPI_Allreduce(MPI_IN_PLACE, data, count(n), detail::datatype<T>(), MPI_SUM, comm_), "MPI_Allreduce");
+        for (Index begin = 0; begin < n; begin += kPiece)
+            check(MPI_Allreduce(MPI_IN_PLACE, data + begin, count(std::min(kPiece, n - begin)), detail::datatype<T>(), MPI_SUM, comm_),
+                  "MPI_Allreduce");
     }
     template <class T>
     T sum(T v) const {
@@ -125,6 +130,7 @@ public:
     }
 
 private:
+    static constexpr Index kPiece = Index(1) << 30;
     static int count(Index n) {
         ::moe::detail::require(n >= 0 && n <= 2147483647, "moe::mpi: a message of ", n, " values is more than MPI's int counts hold");
         return int(n);

@@ -54,6 +54,27 @@ MultiTaskData<T> shard(const MultiTaskData<T>& all, const Communicator& comm) {
     return shard(all, comm.rank(), comm.size());
 }
 
+namespace detail {
+/// Per-task metrics of every rank's predictions (task t: outputs_t x n_rank), labels and mask
+/// (T x n_rank; empty for "all counted"), gathered on every rank: the metrics of the whole data set.
+template <class T>
+std::vector<TaskMetrics> gathered_metrics(const std::vector<TaskSpec>& tasks, const std::vector<Matrix<T>>& preds,
+                                          const Matrix<T>& labels, const Matrix<T>& mask, const Communicator& comm) {
+    auto gather = [&](const Matrix<T>& m) {
+        const std::vector<T> all = comm.all_gather(std::vector<T>(m.data(), m.data() + m.size()));
+        return Matrix<T>(Eigen::Map<const Matrix<T>>(all.data(), m.rows(), Index(all.size()) / std::max<Index>(1, m.rows())));
+    };
+    std::vector<Matrix<T>> all_preds;
+    for (const auto& p : preds) all_preds.push_back(gather(p));
+    const Matrix<T> all_labels = gather(labels);
+    // A rank without a mask counts every sample: it sends ones, so that the shapes line up.
+    const int masked = comm.sum(mask.size() ? 1 : 0);
+    Matrix<T> all_mask;
+    if (masked > 0) all_mask = gather(mask.size() ? mask : Matrix<T>(Matrix<T>::Ones(labels.rows(), labels.cols())));
+    return ::moe::detail::task_metrics(tasks, all_preds, all_labels, all_mask);
+}
+}  // namespace detail
+
 /// Per-task metrics of the model over all ranks' shards of a data set: each rank predicts its own
 /// shard, the predictions, labels and masks are gathered on every rank, and the metrics are those
 /// of the whole data set (an exact AUC, not a mean of per-rank AUCs). Every rank gets the same.
@@ -64,21 +85,49 @@ std::vector<TaskMetrics> evaluate(const M& model, const MultiTaskData<T>& mine, 
         mine.check(model.in_features(), model.tasks(), "evaluate", model.surfaces());
         preds = predict_all(model, mine.x, batch_size, ::moe::detail::surface_ids(mine.surfaces));
     });
-    auto gather = [&](const Matrix<T>& m) {
-        const std::vector<T> all = comm.all_gather(std::vector<T>(m.data(), m.data() + m.size()));
-        return Matrix<T>(Eigen::Map<const Matrix<T>>(all.data(), m.rows(), Index(all.size()) / std::max<Index>(1, m.rows())));
-    };
-    std::vector<Matrix<T>> all_preds;
-    for (const auto& p : preds) all_preds.push_back(gather(p));
-    const Matrix<T> labels = gather(mine.labels);
-    // A rank without a mask counts every sample: gather ones for it so that the shapes line up.
-    const int masked = comm.sum(mine.mask.size() ? 1 : 0);
-    Matrix<T> mask;
-    if (masked > 0) mask = gather(mine.mask.size() ? mine.mask : Matrix<T>(Matrix<T>::Ones(mine.labels.rows(), mine.labels.cols())));
-    return ::moe::detail::task_metrics(model.tasks(), all_preds, labels, mask);
+    return detail::gathered_metrics(model.tasks(), preds, mine.labels, mine.mask, comm);
 }
 
 namespace detail {
+
+/// A batch's loss, agreed on by every rank: when it is not finite on some ranks, those return it
+/// (fit then stops with its own message) and the others throw numeric_error, all before the step.
+template <class T>
+T agreed_loss(T total, const Communicator& comm) {
+    const int bad = comm.sum(std::isfinite(double(total)) ? 0 : 1);
+    if (bad > 0 && std::isfinite(double(total)))
+        throw numeric_error(::moe::detail::concat("moe::mpi::fit: the loss of ", bad, " other rank(s) is not finite at this step; "
+                                                  "stopped on every rank before the step, the parameters are those of the last good step"));
+    return total;
+}
+
+/// The output gradients of a rank's batch, each task's scaled by the rank's share of the task's
+/// divisor over all ranks (counted samples, or batch sizes): summed over the ranks afterwards, the
+/// model's gradients are those of the global batch's loss. Buffers reused.
+template <class T>
+class TaskShares {
+public:
+    const std::vector<ConstView<T>>& scale(const MultiTaskLoss<T>& loss, const std::vector<ConstView<T>>& d, const Communicator& comm) {
+        mine_.resize(d.size());
+        scaled_.resize(d.size());
+        views_.resize(d.size());
+        for (std::size_t t = 0; t < d.size(); ++t) mine_[t] = double(loss.divisor(t));
+        totals_ = mine_;
+        comm.sum(totals_.data(), Index(totals_.size()));
+        for (std::size_t t = 0; t < d.size(); ++t) {
+            const T share = totals_[t] > 0 ? T(mine_[t] / totals_[t]) : T(0);
+            auto& s = scaled_[t].resize(d[t].rows(), d[t].cols());
+            s = d[t] * share;
+            views_[t] = s;
+        }
+        return views_;
+    }
+
+private:
+    std::vector<double> mine_, totals_;
+    std::vector<Buffer<T>> scaled_;
+    std::vector<ConstView<T>> views_;
+};
 
 /// fit()'s batches on one rank: the plain source's, with the gradient summed over the ranks after
 /// backward (each rank's share weighted by its part of every task's divisor, so that the sum is
@@ -91,34 +140,15 @@ public:
 
     DistributedSource(Model<M>& model, MultiTaskLoss<T>& loss, const MultiTaskData<T>& train, const MultiTaskData<T>* valid,
                       Index batch_size, Index samples, const Communicator& comm)
-        : Base(model, train, valid, batch_size), model_(model), loss_(loss), valid_(valid), samples_(samples), comm_(comm) {
-        shares_.resize(loss.tasks().size());
-        scaled_.resize(loss.tasks().size());
-        views_.resize(loss.tasks().size());
-    }
+        : Base(model, train, valid, batch_size), model_(model), loss_(loss), valid_(valid), samples_(samples), comm_(comm) {}
 
     /// Every rank steps through the same number of batches: the smallest shard's sample count.
     Index size() const { return samples_; }
 
-    T agree_on_loss(T total) {
-        const int bad = comm_.sum(std::isfinite(double(total)) ? 0 : 1);
-        if (bad > 0 && std::isfinite(double(total)))
-            throw numeric_error(::moe::detail::concat("moe::mpi::fit: the loss of ", bad, " other rank(s) is not finite at this step; "
-                                                      "stopped on every rank before the step, the parameters are those of the last good step"));
-        return total;
-    }
+    T agree_on_loss(T total) { return agreed_loss(total, comm_); }
 
     void backward(const std::vector<ConstView<T>>& d) {
-        for (std::size_t t = 0; t < d.size(); ++t) shares_[t] = double(loss_.divisor(t));
-        std::vector<double> totals = shares_;
-        comm_.sum(totals.data(), Index(totals.size()));
-        for (std::size_t t = 0; t < d.size(); ++t) {
-            const T share = totals[t] > 0 ? T(shares_[t] / totals[t]) : T(0);
-            auto& s = scaled_[t].resize(d[t].rows(), d[t].cols());
-            s = d[t] * share;
-            views_[t] = s;
-        }
-        Base::backward(views_);
+        Base::backward(shares_.scale(loss_, d, comm_));
         auto& g = model_.params().grads();
         comm_.sum(g.data(), g.size());
     }
@@ -131,10 +161,53 @@ private:
     const MultiTaskData<T>* valid_;
     Index samples_;
     const Communicator& comm_;
-    std::vector<double> shares_;
-    std::vector<Buffer<T>> scaled_;
-    std::vector<ConstView<T>> views_;
+    TaskShares<T> shares_;
 };
+
+/// The settings distributed training refuses, checked on every rank.
+template <class T>
+void check_distributed(int has_valid, const MultiTaskLoss<T>& loss, const Communicator& comm) {
+    ::moe::detail::require(has_valid == 0 || has_valid == comm.size(), "moe::mpi::fit: ", has_valid, " of ", comm.size(),
+                           " ranks have validation data; give it on every rank or on none");
+    ::moe::detail::require(loss.weighting() == TaskWeighting::fixed,
+                           "moe::mpi::fit: uncertainty weighting is not supported in distributed training yet");
+}
+
+/// Every surface of a tower tree among all ranks' training samples.
+inline void check_surfaces_trained(const std::vector<Index>& mine, Index surfaces, const Communicator& comm) {
+    if (surfaces == 1) return;
+    std::vector<long long> seen(std::size_t(surfaces), 0);
+    comm.agree([&] {
+        for (Index s : mine) {
+            ::moe::detail::require(s >= 0 && s < surfaces, "moe::mpi::fit: surface ", s, " is unknown");
+            ++seen[std::size_t(s)];
+        }
+    });
+    comm.sum(seen.data(), Index(seen.size()));
+    comm.agree([&] {
+        for (Index s = 0; s < surfaces; ++s)
+            ::moe::detail::require(seen[std::size_t(s)] > 0, "moe::mpi::fit: surface ", s, " has no training samples on any rank");
+    });
+}
+
+/// fit's per-epoch callback made collective: the user's callback runs on every rank (an error in it
+/// on one rank stops all), rank 0 writes the checkpoint (`save`) when one is asked for, and rank
+/// 0's decision to go on is every rank's. Progress is printed by rank 0 only.
+template <class Save>
+void distribute_callback(FitOptions& o, const Communicator& comm, const DistributedOptions& d, Save save) {
+    if (comm.rank() != 0) o.progress = Progress::silent;
+    if (!o.on_epoch && d.checkpoint.empty()) return;
+    const auto user = o.on_epoch;
+    o.on_epoch = [&comm, &d, user, save](const EpochReport& r) {
+        int go = 1;
+        comm.agree([&] {
+            if (user) go = user(r) ? 1 : 0;
+            if (!d.checkpoint.empty() && comm.rank() == 0) save();
+        });
+        comm.broadcast(&go, 1, 0);
+        return go != 0;
+    };
+}
 
 }  // namespace detail
 
@@ -163,10 +236,7 @@ FitHistory fit(Model<M>& model, MultiTaskLoss<typename M::Scalar>& loss, const M
                const DistributedOptions& d = {}) {
     const int has_valid = comm.sum(valid ? 1 : 0);
     comm.agree([&] {
-        ::moe::detail::require(has_valid == 0 || has_valid == comm.size(), "moe::mpi::fit: ", has_valid, " of ", comm.size(),
-                               " ranks have validation data; give it on every rank or on none");
-        ::moe::detail::require(loss.weighting() == TaskWeighting::fixed,
-                               "moe::mpi::fit: uncertainty weighting is not supported in distributed training yet");
+        detail::check_distributed(has_valid, loss, comm);
         ::moe::detail::check_fit_options(o);
         ::moe::detail::check_fit_loss(model.tasks(), loss);
         mine.check(model.in_features(), model.tasks(), "train", model.surfaces());
@@ -174,32 +244,11 @@ FitHistory fit(Model<M>& model, MultiTaskLoss<typename M::Scalar>& loss, const M
                                " sample; a step needs at least 2 (BatchNorm cannot train on one)");
         if (valid) valid->check(model.in_features(), model.tasks(), "validation", model.surfaces());
     });
-    comm.agree([&] {
-        // Every surface of a tower tree among all ranks' training samples.
-        if (model.surfaces() == 1) return;
-        std::vector<long long> seen(std::size_t(model.surfaces()), 0);
-        for (Index s : mine.surfaces) ++seen[std::size_t(s)];
-        comm.sum(seen.data(), Index(seen.size()));
-        for (Index s = 0; s < model.surfaces(); ++s)
-            ::moe::detail::require(seen[std::size_t(s)] > 0, "moe::mpi::fit: surface ", s, " has no training samples on any rank");
-    });
+    detail::check_surfaces_trained(mine.surfaces, model.surfaces(), comm);
     auto& values = model.params().values();
     comm.broadcast(values.data(), values.size(), 0);
-    const Index samples = comm.min(mine.size());
-    if (o.on_epoch || !d.checkpoint.empty()) {
-        const auto user = o.on_epoch;
-        o.on_epoch = [&, user](const EpochReport& r) {
-            int go = 1;
-            comm.agree([&] {
-                if (user) go = user(r) ? 1 : 0;
-                if (!d.checkpoint.empty() && comm.rank() == 0) save(model, d.checkpoint);
-            });
-            comm.broadcast(&go, 1, 0);
-            return go != 0;
-        };
-    }
-    if (comm.rank() != 0) o.progress = Progress::silent;
-    detail::DistributedSource<M> source(model, loss, mine, valid, o.batch_size, samples, comm);
+    detail::distribute_callback(o, comm, d, [&] { save(model, d.checkpoint); });
+    detail::DistributedSource<M> source(model, loss, mine, valid, o.batch_size, comm.min(mine.size()), comm);
     return ::moe::detail::fit_loop(model, loss, source, o);
 }
 
