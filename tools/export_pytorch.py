@@ -47,7 +47,8 @@ def moe_config(kind, cfg):
     tasks = [dict(name=t.get("name", f"task{i}"), kind=_TO_MOE[t["kind"]], classes=t.get("classes", 0),
                   relu_output=t.get("relu_output", False)) for i, t in enumerate(cfg["tasks"])]
     common = dict(input=cfg["input_dim"], tower_hidden=list(cfg["tower_hidden"]), tasks=tasks, activation="relu",
-                  batchnorm=cfg.get("batchnorm", False), tower_dropout=cfg.get("tower_dropout", 0.0))
+                  batchnorm=cfg.get("batchnorm", False), tower_dropout=cfg.get("tower_dropout", 0.0),
+                  surfaces=cfg.get("surfaces", 1))
     if kind in ("mmoe", "omoe"):
         return dict(common, experts=cfg["experts"], expert_hidden=list(cfg["expert_hidden"]), expert_dim=cfg["expert_dim"],
                     gate_hidden=list(cfg.get("gate_hidden", [])), expert_dropout=cfg.get("expert_dropout", 0.0),
@@ -76,7 +77,7 @@ def torch_config(kind, c):
     tasks = [dict(name=t["name"], kind=_FROM_MOE[t["kind"]], classes=t["classes"], relu_output=t["relu_output"])
              for t in c["tasks"]]
     cfg = dict(input_dim=c["input"], tower_hidden=c["tower_hidden"], tasks=tasks, batchnorm=c["batchnorm"],
-               tower_dropout=c["tower_dropout"])
+               tower_dropout=c["tower_dropout"], surfaces=c.get("surfaces", 1))
     if kind in ("mmoe", "omoe", "sparse_mmoe"):
         cfg.update(experts=c["experts"], expert_hidden=c["expert_hidden"], expert_dim=c["expert_dim"],
                    gate_hidden=c["gate_hidden"], expert_dropout=c["expert_dropout"], shared_gate=c["shared_gate"],
@@ -158,9 +159,10 @@ def import_(path, renames=()):
     return model.eval(), kind
 
 
-def predictions(model, x):
+def predictions(model, x, surfaces=None):
+    """Predictions after the heads; a tower-tree model (cfg "surfaces" > 1) needs each sample's surface."""
     with torch.no_grad():
-        outs = model(x)
+        outs = model(x) if isinstance(model, moe_torch.SparseMoE) else model(x, surfaces=surfaces)
     if isinstance(model, moe_torch.SparseMoE):
         return [outs]
     preds = []
