@@ -1,0 +1,238 @@
+#pragma once
+// Multi-head self-attention with torch.nn.MultiheadAttention's parameters and names, computed block
+// by block over the keys with an online softmax (FlashAttention's scheme): memory is O(sequence x
+// block) per head, not O(sequence^2), and backward recomputes the attention weights it needs from
+// the per-query log-sum-exp kept by forward.
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "moe/core/buffer.hpp"
+#include "moe/core/parameters.hpp"
+#include "moe/core/rng.hpp"
+#include "moe/core/view.hpp"
+#include "moe/detail/row_sums.hpp"
+
+namespace moe {
+
+/// Self-attention of B sequences of S tokens each, tokens as columns: x is dim x (B S), sample b's
+/// tokens the columns [b S, (b + 1) S) (batch-first, as nn.MultiheadAttention(batch_first=True) on
+/// (B, S, dim)). Parameters as PyTorch names them: in_proj_weight (3 dim x dim: q, k, v),
+/// in_proj_bias (3 dim), out_proj.weight (dim x dim), out_proj.bias (dim). heads must divide dim.
+/// Masks: `causal` (token i attends to keys j <= i) and a key padding mask (one flag per token,
+/// true: the key is padding and no query attends to it). A query left with no key to attend to gets
+/// zeros (PyTorch gives NaN there). Dropout on the attention weights in training, the same mask
+/// regenerated in backward from a counter-based hash (nothing stored).
+template <class T>
+class MultiheadAttention {
+public:
+    using Scalar = T;
+
+    MultiheadAttention(Index dim, Index heads, double dropout = 0.0, bool causal = false, std::string name = "moe::MultiheadAttention")
+        : name_(std::move(name)), dim_(dim), heads_(heads), dropout_(dropout), causal_(causal), in_w_(3 * dim, dim),
+          in_b_(3 * dim, 1), out_w_(dim, dim), out_b_(dim, 1) {
+        detail::require(dim > 0 && heads > 0, name_, ": dim and heads must be positive, got ", dim, " and ", heads);
+        detail::require(dim % heads == 0, name_, ": dim ", dim, " is not divisible by heads ", heads);
+        detail::require(dropout >= 0 && dropout < 1, name_, ": dropout must be in [0, 1), got ", dropout);
+    }
+
+    Index dim() const { return dim_; }
+    Index heads() const { return heads_; }
+    bool causal() const { return causal_; }
+    const std::string& name() const { return name_; }
+    void set_training(bool on) { training_ = on; }
+    bool training() const { return training_; }
+    /// Keep the dropout mask of the last forward for the next ones (gradient checks), as Dropout does.
+    void freeze_mask(bool on) { frozen_ = on; }
+
+    template <class F>
+    void for_each_parameter(const std::string& prefix, F&& f) {
+        f(join_name(prefix, "in_proj_weight"), in_w_);
+        f(join_name(prefix, "in_proj_bias"), in_b_);
+        f(join_name(prefix, "out_proj.weight"), out_w_);
+        f(join_name(prefix, "out_proj.bias"), out_b_);
+    }
+
+    /// PyTorch's init: in_proj_weight Xavier-uniform, out_proj.weight U(-1/sqrt(dim), 1/sqrt(dim)),
+    /// biases 0; and the dropout stream's seed.
+    void reset_parameters(Rng& rng) {
+        const double a = std::sqrt(6.0 / double(dim_ + 3 * dim_)), b = 1.0 / std::sqrt(double(dim_));
+        for (Index i = 0; i < in_w_.value.size(); ++i) in_w_.value.data()[i] = T(rng.uniform(-a, a));
+        for (Index i = 0; i < out_w_.value.size(); ++i) out_w_.value.data()[i] = T(rng.uniform(-b, b));
+        in_b_.value.setZero();
+        out_b_.value.setZero();
+        seed_ = rng.split();
+    }
+
+    /// Training (or evaluation) forward of x (dim x B S) as B sequences of `seq_len` tokens;
+    /// key_padding (empty, or one flag per token) marks padding keys. x and key_padding must stay
+    /// alive and unchanged until backward.
+    const MatrixView<T>& forward(const ConstView<T>& x, Index seq_len, const std::vector<std::uint8_t>& key_padding = {}) {
+        check(x, seq_len, key_padding);
+        x_ = x;
+        padding_ = &key_padding;
+        seq_ = seq_len;
+        if (!frozen_) ++calls_;  // a new dropout mask per forward
+        auto& qkv = qkv_.resize(3 * dim_, x.cols());
+        qkv.noalias() = in_w_.value * x;
+        qkv.colwise() += in_b_.value_vec();
+        auto& o = o_.resize(dim_, x.cols());
+        auto& lse = lse_.resize(heads_, x.cols());
+        for (Index b = 0; b < x.cols() / seq_len; ++b)
+            for (Index h = 0; h < heads_; ++h) attend(qkv, b, h, o, lse);
+        auto& y = y_.resize(dim_, x.cols());
+        y.noalias() = out_w_.value * o;
+        y.colwise() += out_b_.value_vec();
+        return y;
+    }
+
+    /// dx from dy (dim x B S); adds every parameter's gradient. Recomputes the attention weights.
+    const MatrixView<T>& backward(const ConstView<T>& dy) {
+        detail::require(padding_ != nullptr, name_, "::backward: no forward before it");
+        detail::check_shape(dy, dim_, x_.cols(), name_, "backward", "output gradient");
+        const auto& o = o_.view();
+        out_w_.grad.noalias() += dy * o.transpose();
+        detail::add_row_sums(dy, out_b_.grad_vec());
+        auto& d_o = do_.resize(dim_, dy.cols());
+        d_o.noalias() = out_w_.value.transpose() * dy;
+        auto& dqkv = dqkv_.zeros(3 * dim_, dy.cols());
+        for (Index b = 0; b < dy.cols() / seq_; ++b)
+            for (Index h = 0; h < heads_; ++h) attend_backward(b, h, d_o, dqkv);
+        in_w_.grad.noalias() += dqkv * x_.transpose();
+        const ConstView<T> dq = dqkv;
+        detail::add_row_sums(dq, in_b_.grad_vec());
+        auto& dx = dx_.resize(dim_, dy.cols());
+        dx.noalias() = in_w_.value.transpose() * dqkv;
+        return dx;
+    }
+
+    const MatrixView<T>& output() const { return y_.view(); }
+
+private:
+    static constexpr Index kBlock = 64;  // keys per block of the online softmax
+
+    void check(const ConstView<T>& x, Index seq_len, const std::vector<std::uint8_t>& key_padding) const {
+        detail::check_rows(x, dim_, name_, "forward");
+        detail::require(seq_len > 0, name_, ": seq_len must be positive, got ", seq_len);
+        detail::require(x.cols() % seq_len == 0, name_, ": ", x.cols(), " tokens are not whole sequences of ", seq_len);
+        if (!key_padding.empty() && Index(key_padding.size()) != x.cols())
+            throw shape_error(detail::concat(name_, ": the key padding mask has ", key_padding.size(), " flags for ", x.cols(), " tokens"));
+    }
+
+    bool masked(Index b, Index i, Index j) const {
+        if (causal_ && j > i) return true;
+        return !padding_->empty() && (*padding_)[std::size_t(b * seq_ + j)] != 0;
+    }
+    /// Whether dropout keeps weight (b, h, i, j) in this forward: a hash of the position and the call.
+    T keep(Index b, Index h, Index i, Index j) const {
+        if (!training_ || dropout_ == 0.0) return T(1);
+        std::uint64_t z = seed_ ^ (std::uint64_t(calls_) * 0x9E3779B97F4A7C15ULL) ^
+                          (std::uint64_t(((b * heads_ + h) * seq_ + i) * seq_ + j) * 0xBF58476D1CE4E5B9ULL);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+        z ^= z >> 31;
+        const double u = double(z >> 11) * 0x1.0p-53;
+        return u < dropout_ ? T(0) : T(1.0 / (1.0 - dropout_));
+    }
+
+    /// Head h of sequence b: O = V softmax(K^T Q / sqrt(dh))^T over key blocks, with the running
+    /// maximum and sum of every query (online softmax); keeps log-sum-exp per query for backward.
+    void attend(const MatrixView<T>& qkv, Index b, Index h, MatrixView<T>& o, MatrixView<T>& lse) {
+        const Index dh = dim_ / heads_, s = seq_, c0 = b * s;
+        const T scale = T(1) / std::sqrt(T(dh));
+        const auto q = qkv.block(h * dh, c0, dh, s), k = qkv.block(dim_ + h * dh, c0, dh, s), v = qkv.block(2 * dim_ + h * dh, c0, dh, s);
+        auto acc = o.block(h * dh, c0, dh, s);
+        acc.setZero();
+        running_max_.setConstant(s, -std::numeric_limits<T>::infinity());
+        running_sum_.setZero(s);
+        for (Index j0 = 0; j0 < s; j0 += kBlock) {
+            const Index bk = std::min(kBlock, s - j0);
+            auto& sc = scores_.resize(bk, s);  // keys x queries
+            sc.noalias() = (k.middleCols(j0, bk).transpose() * q) * scale;
+            for (Index i = 0; i < s; ++i) {
+                T m = running_max_(i);
+                for (Index j = 0; j < bk; ++j)
+                    if (!masked(b, i, j0 + j)) m = std::max(m, sc(j, i));
+                if (m == -std::numeric_limits<T>::infinity()) {  // every key so far masked
+                    sc.col(i).setZero();
+                    continue;
+                }
+                const T rescale = running_max_(i) == -std::numeric_limits<T>::infinity() ? T(0) : std::exp(running_max_(i) - m);
+                T sum = 0;
+                for (Index j = 0; j < bk; ++j) {
+                    const T p = masked(b, i, j0 + j) ? T(0) : std::exp(sc(j, i) - m);
+                    sum += p;
+                    sc(j, i) = p * keep(b, h, i, j0 + j);
+                }
+                running_sum_(i) = running_sum_(i) * rescale + sum;
+                acc.col(i) *= rescale;
+                running_max_(i) = m;
+            }
+            acc.noalias() += v.middleCols(j0, bk) * sc;
+        }
+        for (Index i = 0; i < s; ++i) {
+            if (running_sum_(i) > 0) {
+                acc.col(i) /= running_sum_(i);
+                lse(h, c0 + i) = running_max_(i) + std::log(running_sum_(i));
+            } else {
+                acc.col(i).setZero();  // no key to attend to
+                lse(h, c0 + i) = std::numeric_limits<T>::infinity();
+            }
+        }
+    }
+
+    /// Backward of one head of one sequence: P recomputed block by block from the log-sum-exp;
+    /// dV = dO (D P)^T, dS = P (dP~ - rowdot(dO, O)), dQ = K dS / sqrt(dh), dK = Q dS^T / sqrt(dh)
+    /// (D the dropout mask, dP~ = D (V^T dO)).
+    void attend_backward(Index b, Index h, const MatrixView<T>& d_o, MatrixView<T>& dqkv) {
+        const Index dh = dim_ / heads_, s = seq_, c0 = b * s;
+        const T scale = T(1) / std::sqrt(T(dh));
+        const auto& qkv = qkv_.view();
+        const auto q = qkv.block(h * dh, c0, dh, s), k = qkv.block(dim_ + h * dh, c0, dh, s), v = qkv.block(2 * dim_ + h * dh, c0, dh, s);
+        const auto dout = d_o.block(h * dh, c0, dh, s);
+        const auto out = o_.view().block(h * dh, c0, dh, s);
+        auto dq = dqkv.block(h * dh, c0, dh, s);
+        auto dk = dqkv.block(dim_ + h * dh, c0, dh, s);
+        auto dv = dqkv.block(2 * dim_ + h * dh, c0, dh, s);
+        delta_.resize(s);
+        for (Index i = 0; i < s; ++i) delta_(i) = dout.col(i).dot(out.col(i));
+        for (Index j0 = 0; j0 < s; j0 += kBlock) {
+            const Index bk = std::min(kBlock, s - j0);
+            auto& p = scores_.resize(bk, s);  // P, then P with dropout
+            p.noalias() = (k.middleCols(j0, bk).transpose() * q) * scale;
+            auto& dp = dscores_.resize(bk, s);
+            dp.noalias() = v.middleCols(j0, bk).transpose() * dout;  // dP~ before the dropout mask
+            auto& pd = dropped_.resize(bk, s);
+            for (Index i = 0; i < s; ++i) {
+                const T l = lse_.view()(h, c0 + i);
+                for (Index j = 0; j < bk; ++j) {
+                    const T pij = (masked(b, i, j0 + j) || !std::isfinite(l)) ? T(0) : std::exp(p(j, i) - l);
+                    const T kp = keep(b, h, i, j0 + j);
+                    pd(j, i) = pij * kp;
+                    dp(j, i) = pij * (kp * dp(j, i) - delta_(i));  // dS
+                }
+            }
+            dv.middleCols(j0, bk).noalias() += dout * pd.transpose();
+            dq.noalias() += (k.middleCols(j0, bk) * dp) * scale;
+            dk.middleCols(j0, bk).noalias() += (q * dp.transpose()) * scale;
+        }
+    }
+
+    std::string name_;
+    Index dim_, heads_;
+    double dropout_;
+    bool causal_;
+    bool training_ = true, frozen_ = false;
+    Param<T> in_w_, in_b_, out_w_, out_b_;
+    std::uint64_t seed_ = 0x5EED;
+    std::uint64_t calls_ = 0;
+    ConstView<T> x_;
+    const std::vector<std::uint8_t>* padding_ = nullptr;
+    Index seq_ = 0;
+    Buffer<T> qkv_, o_, lse_, y_, do_, dqkv_, dx_, scores_, dscores_, dropped_;
+    Vector<T> running_max_, running_sum_, delta_;
+};
+
+}  // namespace moe

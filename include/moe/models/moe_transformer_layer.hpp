@@ -1,0 +1,142 @@
+#pragma once
+// The Transformer layer of sparse language models (Switch, Mixtral), pre-norm:
+//
+//   h = x + attn(norm1(x)),   y = h + ffn(norm2(h))
+//
+// where ffn is a dense MLP (dim -> ffn -> dim) or a SparseMoE of top-k experts, whose auxiliary
+// losses (load balancing, z-loss) are the layer's aux_loss() and part of its backward.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "moe/core/module.hpp"
+#include "moe/layers/layer_norm.hpp"
+#include "moe/layers/mlp.hpp"
+#include "moe/layers/multihead_attention.hpp"
+#include "moe/models/sparse_moe.hpp"
+
+namespace moe {
+
+enum class NormKind { layer_norm, rms_norm };
+
+/// Configuration of a MoETransformerLayer, checked when it is built.
+struct MoETransformerLayerSpec {
+    Index dim = 0;                   ///< d, the width of a token
+    Index heads = 1;                 ///< attention heads, dividing d
+    bool causal = true;              ///< a language model's mask: token i sees tokens j <= i
+    double attention_dropout = 0.0;  ///< on the attention weights, in training
+    NormKind norm = NormKind::layer_norm;
+    double norm_eps = 1e-5;
+    Index ffn = 0;                   ///< hidden width of the feed-forward (of each expert)
+    ActivationKind activation = ActivationKind::gelu;
+    /// experts = 0: a dense feed-forward; > 0: a SparseMoE of these experts (moe.k, routing and aux
+    /// losses from `moe`; its dim, experts, ffn and activation are taken from here).
+    Index experts = 0;
+    SparseMoESpec moe;
+};
+
+/// One pre-norm Transformer layer. Shapes: x and y are d x (B S): B sequences of S tokens, tokens as
+/// columns, sequences contiguous (see MultiheadAttention). Parameters: "norm1.*", "attn.*"
+/// (nn.MultiheadAttention's names), "norm2.*", and "ffn.0.*", "ffn.2.*" (dense: nn.Sequential(Linear,
+/// act, Linear)) or "ffn.router.*", "ffn.experts.{e}.*" (SparseMoE).
+template <class T>
+class MoETransformerLayer : public Composite<MoETransformerLayer<T>> {
+public:
+    using Scalar = T;
+    using Spec = MoETransformerLayerSpec;
+
+    explicit MoETransformerLayer(const MoETransformerLayerSpec& spec, std::string name = "moe::MoETransformerLayer")
+        : spec_(checked(spec, name)), name_(std::move(name)),
+          attn_(spec.dim, spec.heads, spec.attention_dropout, spec.causal, name_ + ".attn") {
+        for (auto* n : {&norm1_, &norm2_}) {
+            if (spec.norm == NormKind::layer_norm) n->layer.emplace(spec.dim, spec.norm_eps, true, name_ + ".norm");
+            else n->rms.emplace(spec.dim, spec.norm_eps, name_ + ".norm");
+        }
+        if (spec.experts == 0) {
+            dense_.emplace(make_mlp_spec(spec.dim, {spec.ffn}, spec.dim, spec.activation, false, 0.0, false), name_ + ".ffn");
+        } else {
+            SparseMoESpec m = spec.moe;
+            m.dim = spec.dim;
+            m.experts = spec.experts;
+            m.ffn = spec.ffn;
+            m.activation = spec.activation;
+            sparse_.emplace(m, name_ + ".ffn");
+        }
+    }
+
+    const MoETransformerLayerSpec& spec() const { return spec_; }
+    const std::string& name() const { return name_; }
+    /// The feed-forward's auxiliary losses of the last forward (0 for a dense one).
+    double aux_loss() const { return sparse_ ? sparse_->aux_loss() : 0.0; }
+    /// The SparseMoE (its routing statistics), or null for a dense feed-forward.
+    const SparseMoE<T>* sparse_ffn() const { return sparse_ ? &*sparse_ : nullptr; }
+
+    template <class F>
+    void for_each_child(F&& f) {
+        norm1_.visit([&](auto& n) { f("norm1", n); });
+        f("attn", attn_);
+        norm2_.visit([&](auto& n) { f("norm2", n); });
+        if (dense_) f("ffn", *dense_);
+        else f("ffn", *sparse_);
+    }
+
+    /// Training forward of B sequences of seq_len tokens; key_padding as MultiheadAttention's. x and
+    /// key_padding must stay alive and unchanged until backward.
+    const MatrixView<T>& forward(const ConstView<T>& x, Index seq_len, const std::vector<std::uint8_t>& key_padding = {}) {
+        detail::check_rows(x, spec_.dim, name_, "forward");
+        const MatrixView<T>& a = attn_.forward(norm1_.forward(x), seq_len, key_padding);
+        auto& h = h_.resize(x.rows(), x.cols());
+        h = x + a;
+        const MatrixView<T>& f = dense_ ? dense_->forward(norm2_.forward(h)) : sparse_->forward(norm2_.forward(h));
+        auto& y = y_.resize(x.rows(), x.cols());
+        y = h + f;
+        return y;
+    }
+
+    /// dx from dy; adds every parameter's gradient (and the aux losses' through the SparseMoE).
+    const MatrixView<T>& backward(const ConstView<T>& dy) {
+        detail::check_shape(dy, spec_.dim, h_.view().cols(), name_, "backward", "output gradient");
+        const MatrixView<T>& df = dense_ ? dense_->backward(dy, true) : sparse_->backward(dy);
+        auto& dh = dh_.resize(dy.rows(), dy.cols());
+        dh = dy;
+        dh += norm2_.backward(df);
+        const MatrixView<T>& da = attn_.backward(dh);
+        auto& dx = dx_.resize(dy.rows(), dy.cols());
+        dx = dh;
+        dx += norm1_.backward(da);
+        return dx;
+    }
+
+    const MatrixView<T>& output() const { return y_.view(); }
+
+private:
+    /// A LayerNorm or an RMSNorm, chosen by the spec.
+    struct Norm {
+        std::optional<LayerNorm<T>> layer;
+        std::optional<RMSNorm<T>> rms;
+        template <class F>
+        void visit(F&& f) {
+            if (layer) f(*layer);
+            else f(*rms);
+        }
+        const MatrixView<T>& forward(const ConstView<T>& x) { return layer ? layer->forward(x) : rms->forward(x); }
+        const MatrixView<T>& backward(const ConstView<T>& dy) { return layer ? layer->backward(dy) : rms->backward(dy); }
+    };
+
+    static const MoETransformerLayerSpec& checked(const MoETransformerLayerSpec& s, const std::string& name) {
+        detail::require(s.dim > 0, name, ": dim must be positive, got ", s.dim);
+        detail::require(s.ffn > 0, name, ": ffn must be positive, got ", s.ffn);
+        detail::require(s.experts >= 0, name, ": experts must be >= 0 (0: a dense feed-forward), got ", s.experts);
+        return s;
+    }
+
+    MoETransformerLayerSpec spec_;
+    std::string name_;
+    Norm norm1_, norm2_;
+    MultiheadAttention<T> attn_;
+    std::optional<MLP<T>> dense_;
+    std::optional<SparseMoE<T>> sparse_;
+    Buffer<T> h_, dh_, y_, dx_;
+};
+
+}  // namespace moe

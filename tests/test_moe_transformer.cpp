@@ -1,0 +1,109 @@
+// MoETransformerLayer: PyTorch parity of a pre-norm layer with a dense feed-forward (LayerNorm) and
+// with a top-2 SparseMoE (RMSNorm), causal and key-padded (tools/make_transformer_reference.py:
+// outputs, dx, every parameter's gradient); gradient checks with the MoE's aux losses; bad specs.
+#include <vector>
+
+#include "support/catch.hpp"
+#include "support/fixtures.hpp"
+#include "support/specs.hpp"
+
+// Everything below in the file's own namespace: the tests are compiled as one program (unity build).
+namespace test_moe_transformer {
+
+using namespace moe;
+using Catch::Matchers::Contains;
+
+namespace {
+MoETransformerLayerSpec layer_spec(bool moe) {
+    MoETransformerLayerSpec s;
+    s.dim = 8;
+    s.heads = 2;
+    s.ffn = 12;
+    if (moe) {
+        s.norm = NormKind::rms_norm;
+        s.norm_eps = 1e-6;
+        s.experts = 4;
+        s.moe.k = 2;
+    }
+    return s;
+}
+
+/// The layer with its sequence length and padding bound: forward(x) and aux_loss as check_layer wants.
+struct LayerOn {
+    MoETransformerLayer<double>& m;
+    Index seq;
+    const std::vector<std::uint8_t>& pad;
+    const MatrixView<double>& forward(const ConstView<double>& in) { return m.forward(in, seq, pad); }
+    const MatrixView<double>& backward(const ConstView<double>& dy) { return m.backward(dy); }
+    double aux_loss() const { return m.aux_loss(); }
+    template <class F>
+    void for_each_parameter(const std::string& p, F&& fn) {
+        m.for_each_parameter(p, fn);
+    }
+};
+}  // namespace
+
+TEMPLATE_TEST_CASE("MoETransformerLayer matches a PyTorch pre-norm layer: dense and top-2 MoE feed-forward", "[transformer][parity]",
+                   float, double) {
+    using T = TestType;
+    const SafetensorsFile f = read_safetensors(moe::testing::fixture_path(std::string("transformer_") +
+                                                                          (std::is_same_v<T, double> ? "f64" : "f32") + ".safetensors"));
+    std::vector<std::uint8_t> padding;
+    for (std::int64_t v : f.at("padding").template values<std::int64_t>()) padding.push_back(std::uint8_t(v));
+    for (const char* name : {"dense", "moe"}) {
+        INFO(name);
+        const std::string n = name;
+        Model<MoETransformerLayer<T>> layer(layer_spec(n == "moe"));
+        auto& store = layer.params();
+        Index reference_params = 0;
+        for (const auto& [key, tensor] : f.tensors) reference_params += key.rfind("param." + n + ".", 0) == 0;
+        CHECK(reference_params == Index(store.entries().size()));
+        for (const auto& e : store.entries()) store.value(e.name) = f.at("param." + n + "." + e.name).template matrix<T>();
+        const Matrix<T> x = f.at(n + ".x").template batch<T>(), dy = f.at(n + ".dy").template batch<T>();
+        layer.train();
+        MOE_CHECK_CLOSE(Matrix<T>(layer.forward(x, 6, padding)), f.at(n + ".y").template batch<T>(), T);
+        layer.zero_grad();
+        MOE_CHECK_CLOSE(Matrix<T>(layer.backward(dy)), f.at(n + ".dx").template batch<T>(), T);
+        for (const auto& e : store.entries()) {
+            INFO(e.name);
+            MOE_CHECK_CLOSE(Matrix<T>(store.grad(e.name)), f.at(n + ".grad." + e.name).template matrix<T>(), T);
+        }
+    }
+}
+
+TEST_CASE("MoETransformerLayer: gradients of dense and MoE layers, masks, the MoE's aux losses", "[transformer][gradcheck]") {
+    const std::vector<std::uint8_t> padding = {0, 0, 0, 0, 0, 0, 1, 1};
+    for (bool moe : {false, true}) {
+        INFO("moe " << moe);
+        MoETransformerLayerSpec s = layer_spec(moe);
+        s.dim = 6;
+        s.heads = 3;
+        s.ffn = 5;
+        s.moe.balance_coef = 0.05;
+        s.moe.z_coef = 0.01;
+        Model<MoETransformerLayer<double>> layer(s, 4);
+        layer.train();
+        LayerOn bound{layer, 4, padding};
+        const auto r = moe::testing::check_layer(bound, layer.params(), moe::testing::random_matrix(6, 8, 9));
+        INFO(r.report << "worst: " << r.worst);
+        CHECK(r.max_error < 1e-6);
+        if (moe) CHECK(layer.aux_loss() > 0);
+    }
+}
+
+TEST_CASE("MoETransformerLayer: bad specs are refused naming the value", "[transformer][errors]") {
+    MoETransformerLayerSpec s = layer_spec(false);
+    s.heads = 3;
+    CHECK_THROWS_WITH(MoETransformerLayer<double>(s), Contains("dim 8 is not divisible by heads 3"));
+    s = layer_spec(true);
+    s.moe.k = 5;
+    CHECK_THROWS_AS(MoETransformerLayer<double>(s), config_error);
+    s = layer_spec(false);
+    s.ffn = 0;
+    CHECK_THROWS_WITH(MoETransformerLayer<double>(s), Contains("ffn must be positive, got 0"));
+    s = layer_spec(true);
+    s.moe.capacity_factor = -1;
+    CHECK_THROWS_AS(MoETransformerLayer<double>(s), config_error);
+}
+
+}  // namespace test_moe_transformer
