@@ -107,3 +107,59 @@ TEST_CASE("MoETransformerLayer: bad specs are refused naming the value", "[trans
 }
 
 }  // namespace test_moe_transformer
+
+namespace test_moe_transformer {
+namespace {
+MoETransformerSpec lm_spec(bool tied) {
+    MoETransformerSpec s;
+    s.vocab = 7;
+    s.max_positions = 5;
+    s.layers = 2;
+    s.tied_head = tied;
+    s.layer = layer_spec(true);
+    s.layer.dim = 6;
+    s.layer.heads = 2;
+    s.layer.ffn = 5;
+    s.layer.experts = 3;
+    s.layer.moe.balance_coef = 0.05;
+    return s;
+}
+}  // namespace
+
+TEST_CASE("MoETransformer: gradients of a 2-layer MoE language model through cross-entropy, tied and untied head",
+          "[transformer][gradcheck]") {
+    const std::vector<std::int64_t> tokens = {1, 4, 2, 6, 0, 3, 3, 5, 1, 2};  // 2 sequences of 5
+    Matrix<double> next(1, 10);
+    for (Index t = 0; t < 10; ++t) next(0, t) = double(tokens[std::size_t((t + 1) % 10)]);
+    for (bool tied : {false, true}) {
+        INFO("tied " << tied);
+        Model<MoETransformer<double>> lm(lm_spec(tied), 3);
+        lm.train();
+        CrossEntropyLoss<double> ce;
+        auto f = [&] { return ce.forward(lm.forward(tokens, 5), next, ConstView<double>()) + lm.aux_loss(); };
+        lm.zero_grad();
+        f();
+        lm.backward(ce.backward());
+        std::vector<moe::testing::Probe> probes;
+        moe::testing::add_parameter_probes(lm, probes);
+        const auto r = moe::testing::check_gradients(f, probes);
+        INFO(r.report << "worst: " << r.worst);
+        CHECK(r.max_error < 1e-6);
+        CHECK(lm.params().contains("head.weight") == !tied);
+        CHECK(lm.params().contains("layers.1.ffn.experts.2.0.weight"));
+    }
+}
+
+TEST_CASE("MoETransformer: token ids outside the vocabulary and sequences longer than the positions are refused",
+          "[transformer][errors]") {
+    Model<MoETransformer<double>> lm(lm_spec(false), 1);
+    const std::vector<std::int64_t> bad = {1, 7, 2, 0, 1}, six = {1, 2, 3, 4, 5, 6}, odd = {1, 2, 3};
+    CHECK_THROWS_WITH(lm.forward(bad, 5), Contains("token 7 at position 1 is outside the vocabulary of 7"));
+    CHECK_THROWS_WITH(lm.forward(six, 6), Contains("seq_len 6 is outside 1 ..5 (max_positions)"));
+    CHECK_THROWS_WITH(lm.forward(odd, 2), Contains("3 tokens are not whole sequences of 2"));
+    MoETransformerSpec s = lm_spec(false);
+    s.vocab = 0;
+    CHECK_THROWS_AS(MoETransformer<double>(s), config_error);
+}
+
+}  // namespace test_moe_transformer

@@ -34,6 +34,7 @@
 #include "moe/models/inference.hpp"
 #include "moe/models/mixture_gates.hpp"
 #include "moe/models/mmoe.hpp"
+#include "moe/models/moe_transformer.hpp"
 #include "moe/models/moe_transformer_layer.hpp"
 #include "moe/models/ple.hpp"
 #include "moe/models/shared_bottom.hpp"

@@ -24,9 +24,10 @@ moe_ensure_packages() {
 }
 
 # What building the library, its tests, examples and benchmarks needs.
-# Open MPI for moe::mpi (data-parallel training) and its 2-rank tests.
+# Open MPI for moe::mpi (data-parallel training) and its 2-rank tests; fortunes: the text of the
+# char-LM example (examples/char_lm.cpp).
 MOE_BUILD_PACKAGES=(g++ cmake ninja-build pkg-config libeigen3-dev nlohmann-json3-dev zlib1g-dev catch2 libbenchmark-dev
-                    libopenblas-serial-dev libopenmpi-dev openmpi-bin)
+                    libopenblas-serial-dev libopenmpi-dev openmpi-bin fortunes)
 # The BLAS backends (moe::blas): Debian's serial builds, since moe threads the products itself.
 MOE_BLAS_PACKAGES=(libopenblas-serial-dev libblis-serial-dev)
 

@@ -67,12 +67,13 @@ public:
     }
 
     /// Training (or evaluation) forward of x (dim x B S) as B sequences of `seq_len` tokens;
-    /// key_padding (empty, or one flag per token) marks padding keys. x and key_padding must stay
-    /// alive and unchanged until backward.
+    /// key_padding (empty, or one flag per token) marks padding keys (copied). x must stay alive and
+    /// unchanged until backward.
     const MatrixView<T>& forward(const ConstView<T>& x, Index seq_len, const std::vector<std::uint8_t>& key_padding = {}) {
         check(x, seq_len, key_padding);
         x_ = x;
-        padding_ = &key_padding;
+        padding_.assign(key_padding.begin(), key_padding.end());
+        forwarded_ = true;
         seq_ = seq_len;
         if (!frozen_) ++calls_;  // a new dropout mask per forward
         auto& qkv = qkv_.resize(3 * dim_, x.cols());
@@ -90,7 +91,7 @@ public:
 
     /// dx from dy (dim x B S); adds every parameter's gradient. Recomputes the attention weights.
     const MatrixView<T>& backward(const ConstView<T>& dy) {
-        detail::require(padding_ != nullptr, name_, "::backward: no forward before it");
+        detail::require(forwarded_, name_, "::backward: no forward before it");
         detail::check_shape(dy, dim_, x_.cols(), name_, "backward", "output gradient");
         const auto& o = o_.view();
         out_w_.grad.noalias() += dy * o.transpose();
@@ -123,7 +124,7 @@ private:
 
     bool masked(Index b, Index i, Index j) const {
         if (causal_ && j > i) return true;
-        return !padding_->empty() && (*padding_)[std::size_t(b * seq_ + j)] != 0;
+        return !padding_.empty() && padding_[std::size_t(b * seq_ + j)] != 0;
     }
     /// Whether dropout keeps weight (b, h, i, j) in this forward: a hash of the position and the call.
     T keep(Index b, Index h, Index i, Index j) const {
@@ -229,7 +230,8 @@ private:
     std::uint64_t seed_ = 0x5EED;
     std::uint64_t calls_ = 0;
     ConstView<T> x_;
-    const std::vector<std::uint8_t>* padding_ = nullptr;
+    std::vector<std::uint8_t> padding_;  // the key padding flags of the last forward
+    bool forwarded_ = false;
     Index seq_ = 0;
     Buffer<T> qkv_, o_, lse_, y_, do_, dqkv_, dx_, scores_, dscores_, dropped_;
     Vector<T> running_max_, running_sum_, delta_;

@@ -80,8 +80,8 @@ public:
         else f("ffn", *sparse_);
     }
 
-    /// Training forward of B sequences of seq_len tokens; key_padding as MultiheadAttention's. x and
-    /// key_padding must stay alive and unchanged until backward.
+    /// Training forward of B sequences of seq_len tokens; key_padding as MultiheadAttention's. x must
+    /// stay alive and unchanged until backward.
     const MatrixView<T>& forward(const ConstView<T>& x, Index seq_len, const std::vector<std::uint8_t>& key_padding = {}) {
         detail::check_rows(x, spec_.dim, name_, "forward");
         const MatrixView<T>& a = attn_.forward(norm1_.forward(x), seq_len, key_padding);

@@ -57,7 +57,7 @@ public:
         surfaces.check(batch, surfaces_, name_, "forward");
         grouped_ = surfaces_ > 1 && surfaces.per_sample();
         if (!grouped_) {
-            uniform_ = surfaces[0];
+            uniform_ = surfaces_ == 1 ? 0 : surfaces[0];  // [0] is the batch's one surface (and reads no id of an empty batch)
             for (std::size_t t = 0; t < tasks_.size(); ++t) logits_[t] = tower(t, uniform_).forward(block(m, t));
             return logits_;
         }
@@ -129,8 +129,9 @@ public:
         if (s.preds.size() != tasks_.size()) s.preds.resize(tasks_.size());
         if (s.out.size() != tasks_.size()) s.out.resize(tasks_.size());
         if (surfaces_ == 1 || !surfaces.per_sample()) {
+            const Index one = surfaces_ == 1 ? 0 : surfaces[0];
             for (std::size_t t = 0; t < tasks_.size(); ++t)
-                s.out[t] = tower(t, surfaces[0]).predict(block(m, t), s.towers_a, s.towers_b, s.preds[t]);
+                s.out[t] = tower(t, one).predict(block(m, t), s.towers_a, s.towers_b, s.preds[t]);
             return s.out;
         }
         const Index batch = m.cols();
