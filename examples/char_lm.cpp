@@ -3,7 +3,7 @@
 // Two 2-layer pre-norm Transformers of the same active parameters, trained for the same wall time:
 // a dense feed-forward of 256 against a top-2-of-8 MoE of experts of 128 (Switch balance loss
 // 0.01). Prints validation bits per character, tokens/s, each MoE layer's expert load, and a sample
-// of each model.
+// of each model (decoded one character at a time through the KV cache).
 //
 // Usage: char_lm [--seconds S (per model)] [--quick] [--dir DIR]
 #include <moe/moe.hpp>
@@ -115,19 +115,26 @@ std::string generate(moe::Model<moe::MoETransformer<T>>& lm, const Corpus& c, co
     for (char ch : prompt)
         for (std::size_t i = 0; i < c.chars.size(); ++i)
             if (c.chars[i] == static_cast<unsigned char>(ch)) ids.push_back(std::int64_t(i));
+    // One token per step through the KV cache; when the positions run out, start a new cache on the
+    // last half window.
+    auto cache = lm.make_cache(1);
+    const moe::MatrixView<T>* logits = nullptr;
+    auto feed = [&](std::size_t from) {
+        cache = lm.make_cache(1);
+        for (std::size_t i = from; i < ids.size(); ++i) logits = &lm.decode({ids[i]}, cache);
+    };
+    feed(0);
     std::string out = prompt;
     for (int n = 0; n < length; ++n) {
-        // No KV cache yet: the whole window again for every character.
-        std::vector<std::int64_t> window(ids.end() - std::min<std::ptrdiff_t>(std::ptrdiff_t(ids.size()), kSeq), ids.end());
-        const auto len = moe::Index(window.size());
-        const auto& logits = lm.forward(window, len);
-        moe::Vector<double> p = (logits.col(len - 1).cast<double>() / 0.8).array().exp();  // temperature 0.8
+        moe::Vector<double> p = (logits->col(0).cast<double>() / 0.8).array().exp();  // temperature 0.8
         double u = rng.uniform() * p.sum(), acc = 0;
         moe::Index pick = 0;
         for (; pick + 1 < p.size(); ++pick)
             if ((acc += p(pick)) >= u) break;
         ids.push_back(pick);
         out += char(c.chars[std::size_t(pick)]);
+        if (cache.length() == kSeq) feed(ids.size() - std::size_t(kSeq / 2));
+        else logits = &lm.decode({pick}, cache);
     }
     lm.train();
     return out;

@@ -163,3 +163,29 @@ TEST_CASE("MoETransformer: token ids outside the vocabulary and sequences longer
 }
 
 }  // namespace test_moe_transformer
+
+namespace test_moe_transformer {
+TEST_CASE("MoETransformer: decoding with the KV cache gives the full forward's logits at every position", "[transformer]") {
+    for (bool moe_ffn : {false, true}) {
+        INFO("moe " << moe_ffn);
+        MoETransformerSpec s = lm_spec(false);
+        if (!moe_ffn) s.layer.experts = 0;
+        Model<MoETransformer<double>> lm(s, 8);
+        lm.eval();
+        const std::vector<std::int64_t> tokens = {1, 4, 2, 6, 0, 3, 3, 5, 1, 2};  // 2 sequences of 5
+        const Matrix<double> full = lm.forward(tokens, 5);
+        auto cache = lm.make_cache(2);
+        for (Index t = 0; t < 5; ++t) {
+            const std::vector<std::int64_t> next = {tokens[std::size_t(t)], tokens[std::size_t(5 + t)]};
+            const Matrix<double> step = lm.decode(next, cache);
+            INFO("position " << t);
+            CHECK((step.col(0) - full.col(t)).cwiseAbs().maxCoeff() < 1e-12);
+            CHECK((step.col(1) - full.col(5 + t)).cwiseAbs().maxCoeff() < 1e-12);
+        }
+        const std::vector<std::int64_t> one = {1, 2};
+        CHECK_THROWS_WITH(lm.decode(one, cache), Contains("position 5 is beyond max_positions 5"));
+        auto small = lm.make_cache(1);
+        CHECK_THROWS_WITH(lm.decode(one, small), Contains("2 tokens for 1 sequences"));
+    }
+}
+}  // namespace test_moe_transformer

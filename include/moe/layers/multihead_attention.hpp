@@ -111,6 +111,51 @@ public:
 
     const MatrixView<T>& output() const { return y_.view(); }
 
+    /// The keys and values of B sequences decoded so far (one layer's KV cache): K and V are
+    /// dim x (B capacity), sequence b's token t in column b capacity + t.
+    struct Cache {
+        Matrix<T> k, v;
+        Index batch = 0, capacity = 0, length = 0;
+        void reset(Index dim, Index sequences, Index max_length) {
+            batch = sequences, capacity = max_length, length = 0;
+            k.resize(dim, sequences * max_length);
+            v.resize(dim, sequences * max_length);
+        }
+    };
+
+    /// Incremental decoding, evaluation semantics (no dropout): x is dim x B, the next token of each
+    /// of the B sequences; its key and value join the cache and its query attends to every cached
+    /// token of its sequence (causal by construction). Returns dim x B, what forward gives at that
+    /// position. `cache` must have been reset for B sequences; no key padding.
+    const MatrixView<T>& decode(const ConstView<T>& x, Cache& cache) {
+        detail::check_rows(x, dim_, name_, "decode");
+        detail::require(x.cols() == cache.batch, name_, "::decode: ", x.cols(), " tokens for a cache of ", cache.batch, " sequences");
+        detail::require(cache.length < cache.capacity, name_, "::decode: the cache is full (", cache.capacity, " tokens)");
+        const Index dh = dim_ / heads_, len = cache.length + 1;
+        const T scale = T(1) / std::sqrt(T(dh));
+        auto& qkv = qkv_.resize(3 * dim_, x.cols());
+        qkv.noalias() = in_w_.value * x;
+        qkv.colwise() += in_b_.value_vec();
+        auto& o = o_.resize(dim_, x.cols());
+        for (Index b = 0; b < x.cols(); ++b) {
+            const Index c0 = b * cache.capacity;
+            cache.k.col(c0 + cache.length) = qkv.col(b).segment(dim_, dim_);
+            cache.v.col(c0 + cache.length) = qkv.col(b).segment(2 * dim_, dim_);
+            for (Index h = 0; h < heads_; ++h) {
+                const auto keys = cache.k.block(h * dh, c0, dh, len), values = cache.v.block(h * dh, c0, dh, len);
+                Vector<T> p = (keys.transpose() * qkv.col(b).segment(h * dh, dh)) * scale;
+                p = (p.array() - p.maxCoeff()).exp().matrix();
+                p /= p.sum();
+                o.col(b).segment(h * dh, dh).noalias() = values * p;
+            }
+        }
+        ++cache.length;
+        auto& y = y_.resize(dim_, x.cols());
+        y.noalias() = out_w_.value * o;
+        y.colwise() += out_b_.value_vec();
+        return y;
+    }
+
 private:
     static constexpr Index kBlock = 64;  // keys per block of the online softmax
 

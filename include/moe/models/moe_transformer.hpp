@@ -112,6 +112,44 @@ public:
         }
     }
 
+    /// The KV caches of every layer for incremental decoding of B sequences.
+    struct Cache {
+        std::vector<typename MultiheadAttention<T>::Cache> layers;
+        Index length() const { return layers.empty() ? 0 : layers.front().length; }
+    };
+    /// A cache for B sequences of up to max_positions tokens.
+    Cache make_cache(Index sequences) const {
+        detail::require(sequences > 0, name_, "::make_cache: sequences must be positive, got ", sequences);
+        Cache c;
+        c.layers.resize(layers_.size());
+        for (auto& l : c.layers) l.reset(spec_.layer.dim, sequences, spec_.max_positions);
+        return c;
+    }
+
+    /// Incremental decoding (evaluation semantics): the next token of each of B sequences (one id
+    /// each) at position cache.length(); returns the next-token logits (vocab x B), equal to
+    /// forward's at that position. Generation calls it once per token instead of running the whole
+    /// window again.
+    const MatrixView<T>& decode(const std::vector<std::int64_t>& next, Cache& cache) {
+        detail::require(cache.layers.size() == layers_.size(), name_, "::decode: a cache of ", cache.layers.size(), " layers for ",
+                        layers_.size(), " (make it with make_cache)");
+        detail::require(Index(next.size()) == cache.layers.front().batch, name_, "::decode: ", next.size(), " tokens for ",
+                        cache.layers.front().batch, " sequences");
+        const Index pos = cache.length(), d = spec_.layer.dim;
+        detail::require(pos < spec_.max_positions, name_, "::decode: position ", pos, " is beyond max_positions ", spec_.max_positions);
+        for (std::size_t t = 0; t < next.size(); ++t)
+            detail::require(next[t] >= 0 && next[t] < spec_.vocab, name_, ": token ", next[t], " of sequence ", t,
+                            " is outside the vocabulary of ", spec_.vocab);
+        auto& x = x_.resize(d, Index(next.size()));
+        for (Index b = 0; b < x.cols(); ++b) x.col(b) = (tok_.value.row(next[std::size_t(b)]) + pos_.value.row(pos)).transpose();
+        ConstView<T> h = x;
+        for (std::size_t l = 0; l < layers_.size(); ++l) h = layers_[l].decode(h, cache.layers[l]);
+        const MatrixView<T>& z = layer_norm_ ? layer_norm_->infer(h, z_) : rms_norm_->infer(h, z_);
+        auto& logits = logits_.resize(spec_.vocab, x.cols());
+        logits.noalias() = head().value * z;
+        return logits;
+    }
+
 private:
     Param<T>& head() { return spec_.tied_head ? tok_ : head_; }
 
@@ -139,7 +177,7 @@ private:
     std::optional<RMSNorm<T>> rms_norm_;
     const std::vector<std::int64_t>* tokens_ = nullptr;
     Index seq_ = 0;
-    Buffer<T> x_, logits_, dz_;
+    Buffer<T> x_, logits_, dz_, z_;
 };
 
 }  // namespace moe

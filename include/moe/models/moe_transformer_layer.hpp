@@ -109,6 +109,20 @@ public:
 
     const MatrixView<T>& output() const { return y_.view(); }
 
+    /// Incremental decoding of the next token of B sequences (dim x B), evaluation semantics, with
+    /// this layer's KV cache (see MultiheadAttention::decode).
+    const MatrixView<T>& decode(const ConstView<T>& x, typename MultiheadAttention<T>::Cache& cache) {
+        detail::check_rows(x, spec_.dim, name_, "decode");
+        const MatrixView<T>& a = attn_.decode(norm1_.infer(x, n1_), cache);
+        auto& h = h_.resize(x.rows(), x.cols());
+        h = x + a;
+        const MatrixView<T>& n = norm2_.infer(h, n2_);
+        const MatrixView<T>& f = dense_ ? dense_->infer(n, fa_, fb_) : sparse_->forward(n);
+        auto& y = y_.resize(x.rows(), x.cols());
+        y = h + f;
+        return y;
+    }
+
 private:
     /// A LayerNorm or an RMSNorm, chosen by the spec.
     struct Norm {
@@ -121,6 +135,7 @@ private:
         }
         const MatrixView<T>& forward(const ConstView<T>& x) { return layer ? layer->forward(x) : rms->forward(x); }
         const MatrixView<T>& backward(const ConstView<T>& dy) { return layer ? layer->backward(dy) : rms->backward(dy); }
+        const MatrixView<T>& infer(const ConstView<T>& x, Buffer<T>& out) const { return layer ? layer->infer(x, out) : rms->infer(x, out); }
     };
 
     static const MoETransformerLayerSpec& checked(const MoETransformerLayerSpec& s, const std::string& name) {
@@ -136,7 +151,7 @@ private:
     MultiheadAttention<T> attn_;
     std::optional<MLP<T>> dense_;
     std::optional<SparseMoE<T>> sparse_;
-    Buffer<T> h_, dh_, y_, dx_;
+    Buffer<T> h_, dh_, y_, dx_, n1_, n2_, fa_, fb_;
 };
 
 }  // namespace moe
