@@ -5,7 +5,10 @@
 // 0.01). Prints validation bits per character, tokens/s, each MoE layer's expert load, and a sample
 // of each model (decoded one character at a time through the KV cache).
 //
-// Usage: char_lm [--seconds S (per model)] [--quick] [--dir DIR]
+// Writes the learning curves (validation bits/char over training seconds) to a PNG.
+//
+// Usage: char_lm [--seconds S (per model)] [--quick] [--dir DIR] [--plot FILE.png]
+#include <moe/data/line_plot.hpp>
 #include <moe/moe.hpp>
 
 #include <algorithm>
@@ -89,6 +92,7 @@ struct Result {
     double bpc = 0, tokens_per_second = 0;
     long steps = 0;
     std::string load, sample;
+    std::vector<double> curve_seconds, curve_bpc;  // validation along the way (training time only)
 };
 
 /// Validation bits per character over fixed windows (evaluation mode).
@@ -126,11 +130,7 @@ std::string generate(moe::Model<moe::MoETransformer<T>>& lm, const Corpus& c, co
     feed(0);
     std::string out = prompt;
     for (int n = 0; n < length; ++n) {
-        moe::Vector<double> p = (logits->col(0).cast<double>() / 0.8).array().exp();  // temperature 0.8
-        double u = rng.uniform() * p.sum(), acc = 0;
-        moe::Index pick = 0;
-        for (; pick + 1 < p.size(); ++pick)
-            if ((acc += p(pick)) >= u) break;
+        const moe::Index pick = moe::sample_token(logits->col(0), {0.8, 0.95}, rng);  // temperature 0.8, top-p 0.95
         ids.push_back(pick);
         out += char(c.chars[std::size_t(pick)]);
         if (cache.length() == kSeq) feed(ids.size() - std::size_t(kSeq / 2));
@@ -151,8 +151,15 @@ Result train(const Corpus& c, bool moe_ffn, double seconds) {
     moe::Matrix<T> next;
     Result r;
     lm.train();
-    const auto start = Clock::now();
-    while (std::chrono::duration<double>(Clock::now() - start).count() < seconds) {
+    double trained = 0;  // seconds of training, validation left out
+    auto start = Clock::now();
+    while (trained + std::chrono::duration<double>(Clock::now() - start).count() < seconds) {
+        if (r.steps % 100 == 0) {  // a point of the learning curve
+            trained += std::chrono::duration<double>(Clock::now() - start).count();
+            r.curve_seconds.push_back(trained);
+            r.curve_bpc.push_back(validation_bpc(lm, c.valid));
+            start = Clock::now();
+        }
         std::vector<std::size_t> starts;
         for (moe::Index w = 0; w < kBatch; ++w) starts.push_back(std::size_t(rng.below(c.train.size() - kSeq - 1)));
         windows(c.train, starts, in, next);
@@ -163,9 +170,11 @@ Result train(const Corpus& c, bool moe_ffn, double seconds) {
         adam.step(lm.params());
         ++r.steps;
     }
-    const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-    r.tokens_per_second = double(r.steps * kBatch * kSeq) / elapsed;
+    trained += std::chrono::duration<double>(Clock::now() - start).count();
+    r.tokens_per_second = double(r.steps * kBatch * kSeq) / trained;
     r.bpc = validation_bpc(lm, c.valid);
+    r.curve_seconds.push_back(trained);
+    r.curve_bpc.push_back(r.bpc);
     for (moe::Index l = 0; moe_ffn && l < 2; ++l) {
         const moe::SparseMoE<T>* ffn = lm.layer(l).sparse_ffn();
         if (!ffn) break;
@@ -187,13 +196,14 @@ Result train(const Corpus& c, bool moe_ffn, double seconds) {
 
 int main(int argc, char** argv) {
     double seconds = 60;
-    std::string dir = "/usr/share/games/fortunes";
+    std::string dir = "/usr/share/games/fortunes", plot = "char_lm_curve.png";
     for (int i = 1; i < argc; ++i) {
         if (!std::strcmp(argv[i], "--quick")) seconds = 2;
         else if (!std::strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = std::atof(argv[++i]);
         else if (!std::strcmp(argv[i], "--dir") && i + 1 < argc) dir = argv[++i];
+        else if (!std::strcmp(argv[i], "--plot") && i + 1 < argc) plot = argv[++i];
         else {
-            std::fprintf(stderr, "usage: %s [--seconds S] [--quick] [--dir DIR]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--seconds S] [--quick] [--dir DIR] [--plot FILE.png]\n", argv[0]);
             return 2;
         }
     }
@@ -210,5 +220,10 @@ int main(int argc, char** argv) {
     std::printf("| MoE top-2 of 8 x 128 | %ld | %.0f | %.3f |\n", sparse.steps, sparse.tokens_per_second, sparse.bpc);
     std::printf("\nexpert load of the last training batch:\n%s", sparse.load.c_str());
     std::printf("\ndense sample: %s\n\nMoE sample:   %s\n", dense.sample.c_str(), sparse.sample.c_str());
+    moe::write_line_plot(plot,
+                         {{"dense FFN 256", dense.curve_seconds, dense.curve_bpc, {{214, 39, 40}}},
+                          {"MoE top-2 of 8 x 128", sparse.curve_seconds, sparse.curve_bpc, {{31, 119, 180}}}},
+                         "training seconds", "validation bits/char");
+    std::printf("\nlearning curves (red dense, blue MoE): %s\n", plot.c_str());
     return 0;
 }

@@ -50,10 +50,12 @@ TEMPLATE_TEST_CASE("MoETransformerLayer matches a PyTorch pre-norm layer: dense 
                                                                           (std::is_same_v<T, double> ? "f64" : "f32") + ".safetensors"));
     std::vector<std::uint8_t> padding;
     for (std::int64_t v : f.at("padding").template values<std::int64_t>()) padding.push_back(std::uint8_t(v));
-    for (const char* name : {"dense", "moe"}) {
+    for (const char* name : {"dense", "moe", "moe_shared"}) {
         INFO(name);
         const std::string n = name;
-        Model<MoETransformerLayer<T>> layer(layer_spec(n == "moe"));
+        MoETransformerLayerSpec spec = layer_spec(n != "dense");
+        if (n == "moe_shared") spec.shared_experts = 2;
+        Model<MoETransformerLayer<T>> layer(spec);
         auto& store = layer.params();
         Index reference_params = 0;
         for (const auto& [key, tensor] : f.tensors) reference_params += key.rfind("param." + n + ".", 0) == 0;
@@ -73,9 +75,11 @@ TEMPLATE_TEST_CASE("MoETransformerLayer matches a PyTorch pre-norm layer: dense 
 
 TEST_CASE("MoETransformerLayer: gradients of dense and MoE layers, masks, the MoE's aux losses", "[transformer][gradcheck]") {
     const std::vector<std::uint8_t> padding = {0, 0, 0, 0, 0, 0, 1, 1};
-    for (bool moe : {false, true}) {
-        INFO("moe " << moe);
+    for (int variant : {0, 1, 2}) {  // dense, MoE, MoE with a shared expert
+        const bool moe = variant > 0;
+        INFO("variant " << variant);
         MoETransformerLayerSpec s = layer_spec(moe);
+        if (variant == 2) s.shared_experts = 1;
         s.dim = 6;
         s.heads = 3;
         s.ffn = 5;
@@ -104,6 +108,9 @@ TEST_CASE("MoETransformerLayer: bad specs are refused naming the value", "[trans
     s = layer_spec(true);
     s.moe.capacity_factor = -1;
     CHECK_THROWS_AS(MoETransformerLayer<double>(s), config_error);
+    s = layer_spec(false);
+    s.shared_experts = 1;
+    CHECK_THROWS_WITH(MoETransformerLayer<double>(s), Contains("shared_experts must be >= 0 and need routed experts"));
 }
 
 }  // namespace test_moe_transformer
@@ -187,5 +194,30 @@ TEST_CASE("MoETransformer: decoding with the KV cache gives the full forward's l
         auto small = lm.make_cache(1);
         CHECK_THROWS_WITH(lm.decode(one, small), Contains("2 tokens for 1 sequences"));
     }
+}
+}  // namespace test_moe_transformer
+
+namespace test_moe_transformer {
+TEST_CASE("sample_token: greedy, temperature, top-p; bad settings", "[transformer][sampling]") {
+    const Vector<double> logits = (Vector<double>(4) << 1.0, 3.0, 0.5, 2.0).finished();
+    Rng rng(5);
+    CHECK(sample_token(logits, {0.0, 1.0}, rng) == 1);
+    CHECK(sample_token(logits, {1.0, 0.01}, rng) == 1);  // the nucleus is the top token alone
+    // top_p 1: frequencies follow softmax(logits); top_p 0.8: only tokens 1 and 3 (0.64 + 0.24 >= 0.8).
+    std::vector<int> all(4, 0), nucleus(4, 0);
+    for (int i = 0; i < 20000; ++i) {
+        ++all[std::size_t(sample_token(logits, {1.0, 1.0}, rng))];
+        ++nucleus[std::size_t(sample_token(logits, {1.0, 0.8}, rng))];
+    }
+    const Vector<double> p = logits.array().exp() / logits.array().exp().sum();
+    for (Index i = 0; i < 4; ++i) CHECK(std::abs(all[std::size_t(i)] / 20000.0 - p(i)) < 0.015);
+    CHECK(nucleus[0] == 0);
+    CHECK(nucleus[2] == 0);
+    CHECK(std::abs(nucleus[1] / 20000.0 - p(1) / (p(1) + p(3))) < 0.015);
+    CHECK_THROWS_WITH(sample_token(logits, {-1.0, 1.0}, rng), Contains("temperature must be finite and >= 0"));
+    CHECK_THROWS_WITH(sample_token(logits, {1.0, 0.0}, rng), Contains("top_p must be in (0, 1], got 0"));
+    Vector<double> nan = logits;
+    nan(2) = std::nan("");
+    CHECK_THROWS_WITH(sample_token(nan, {1.0, 1.0}, rng), Contains("logit 2 is NaN"));
 }
 }  // namespace test_moe_transformer

@@ -6,6 +6,7 @@
 
 #include <zlib.h>
 
+#include "moe/data/line_plot.hpp"
 #include "moe/data/reliability_plot.hpp"
 #include "support/catch.hpp"
 #include "support/temp_dir.hpp"
@@ -74,6 +75,25 @@ TEST_CASE("write_reliability_plot: a valid PNG whose dots sit at the bins' point
 TEST_CASE("write_reliability_plot: bad sizes and unwritable paths are refused", "[calibration][plot][errors]") {
     CHECK_THROWS_WITH(write_reliability_plot("/tmp/x.png", {}, 50), Contains("size must be in [100, 4000], got 50"));
     CHECK_THROWS_AS(write_reliability_plot("/nonexistent-dir/plot.png", {}), io_error);
+}
+
+TEST_CASE("write_line_plot: curves on axes from the data; bad curves refused", "[plot]") {
+    testing::TempDir dir("line_plot");
+    const std::string path = dir.file("curve.png");
+    LineCurve a{"dense", {0, 1, 2}, {3.0, 2.5, 2.0}, {{200, 30, 40}}}, b{"moe", {0, 2}, {3.0, 1.0}, {{31, 119, 180}}};
+    write_line_plot(path, {a, b}, "seconds", "bits/char", 240, 120);
+    std::ifstream f(path, std::ios::binary | std::ios::ate);
+    std::string png(std::size_t(f.tellg()), '\0');
+    f.seekg(0);
+    f.read(&png[0], std::streamsize(png.size()));
+    CHECK(png.compare(0, 8, std::string("\x89PNG\r\n\x1a\n", 8)) == 0);
+    CHECK(png.find("dense: rgb(200,30,40)") != std::string::npos);
+    CHECK(png.find("y bits/char from 1 to 3") != std::string::npos);
+    LineCurve bad{"bad", {0, 1}, {1.0}, {{0, 0, 0}}};
+    CHECK_THROWS_WITH(write_line_plot(path, {bad}, "x", "y"), Contains("curve 'bad' has 2 x values and 1 y values"));
+    bad.y = {1.0, std::nan("")};
+    CHECK_THROWS_WITH(write_line_plot(path, {bad}, "x", "y"), Contains("point 1 is not finite"));
+    CHECK_THROWS_WITH(write_line_plot(path, {a}, "x", "y", 50, 400), Contains("size must be in [100, 4000]"));
 }
 
 }  // namespace test_reliability_plot

@@ -10,6 +10,7 @@ are key padding): h = x + attn(norm1(x)), y = h + ffn(norm2(h)).
   dense: LayerNorm, ffn nn.Sequential(Linear(8, 12), GELU, Linear(12, 8))
   moe:   RMSNorm (eps 1e-6), ffn moe_torch.SparseMoE: 4 GELU experts of 12, top-2 renormalised, no
          bias, no noise, no aux losses (moe_torch's has none)
+  moe_shared: as moe, plus 2 shared experts as one MLP "shared" (Linear(8, 24), GELU, Linear(24, 8))
 Names: param.<case>.<name> (the module's state_dict), <case>.x, <case>.dy (12, 8), <case>.y, <case>.dx,
 <case>.grad.<name>, padding (12,) int64.
 """
@@ -37,8 +38,9 @@ class RMSNorm(nn.Module):
 
 
 class Layer(nn.Module):
-    def __init__(self, moe):
+    def __init__(self, moe, shared=0):
         super().__init__()
+        self.shared = nn.Sequential(nn.Linear(8, 12 * shared), nn.GELU(), nn.Linear(12 * shared, 8)) if shared else None
         self.norm1 = RMSNorm(8) if moe else nn.LayerNorm(8)
         self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
         self.norm2 = RMSNorm(8) if moe else nn.LayerNorm(8)
@@ -52,7 +54,9 @@ class Layer(nn.Module):
         b, s, d = x.shape
         a, _ = self.attn(self.norm1(x), self.norm1(x), self.norm1(x), attn_mask=mask, key_padding_mask=pad, need_weights=False)
         h = x + a
-        return h + self.ffn(self.norm2(h).reshape(b * s, d)).reshape(b, s, d)
+        n = self.norm2(h).reshape(b * s, d)
+        f = self.ffn(n) + (self.shared(n) if self.shared is not None else 0)
+        return h + f.reshape(b, s, d)
 
 
 def case(dtype):
@@ -62,8 +66,8 @@ def case(dtype):
     pad[1, -2:] = True
     t["padding"] = pad.reshape(12).to(torch.int64)
     mask = torch.triu(torch.ones(6, 6, dtype=torch.bool), diagonal=1)
-    for name, moe in (("dense", False), ("moe", True)):
-        layer = Layer(moe).to(dtype)
+    for name, moe, shared in (("dense", False, 0), ("moe", True, 0), ("moe_shared", True, 2)):
+        layer = Layer(moe, shared).to(dtype)
         with torch.no_grad():
             for n, p in layer.named_parameters():
                 if "norm" in n or n.endswith("bias"):

@@ -37,6 +37,7 @@
 #include "moe/models/moe_transformer.hpp"
 #include "moe/models/moe_transformer_layer.hpp"
 #include "moe/models/ple.hpp"
+#include "moe/models/sampling.hpp"
 #include "moe/models/shared_bottom.hpp"
 #include "moe/models/sparse_mmoe.hpp"
 #include "moe/models/sparse_moe.hpp"

@@ -33,12 +33,17 @@ struct MoETransformerLayerSpec {
     /// losses from `moe`; its dim, experts, ffn and activation are taken from here).
     Index experts = 0;
     SparseMoESpec moe;
+    /// Shared experts (DeepSeekMoE): with experts > 0, this many feed-forwards of width ffn that every
+    /// token goes through next to its routed ones, added to their output. Built as one MLP of width
+    /// shared_experts x ffn ("shared.0.*", "shared.2.*"): the same function as separate experts summed.
+    Index shared_experts = 0;
 };
 
 /// One pre-norm Transformer layer. Shapes: x and y are d x (B S): B sequences of S tokens, tokens as
 /// columns, sequences contiguous (see MultiheadAttention). Parameters: "norm1.*", "attn.*"
 /// (nn.MultiheadAttention's names), "norm2.*", and "ffn.0.*", "ffn.2.*" (dense: nn.Sequential(Linear,
-/// act, Linear)) or "ffn.router.*", "ffn.experts.{e}.*" (SparseMoE).
+/// act, Linear)) or "ffn.router.*", "ffn.experts.{e}.*" (SparseMoE), and "shared.*" with shared
+/// experts.
 template <class T>
 class MoETransformerLayer : public Composite<MoETransformerLayer<T>> {
 public:
@@ -61,6 +66,9 @@ public:
             m.ffn = spec.ffn;
             m.activation = spec.activation;
             sparse_.emplace(m, name_ + ".ffn");
+            if (spec.shared_experts > 0)
+                shared_.emplace(make_mlp_spec(spec.dim, {spec.shared_experts * spec.ffn}, spec.dim, spec.activation, false, 0.0, false),
+                                name_ + ".shared");
         }
     }
 
@@ -78,6 +86,7 @@ public:
         norm2_.visit([&](auto& n) { f("norm2", n); });
         if (dense_) f("ffn", *dense_);
         else f("ffn", *sparse_);
+        if (shared_) f("shared", *shared_);
     }
 
     /// Training forward of B sequences of seq_len tokens; key_padding as MultiheadAttention's. x must
@@ -87,19 +96,27 @@ public:
         const MatrixView<T>& a = attn_.forward(norm1_.forward(x), seq_len, key_padding);
         auto& h = h_.resize(x.rows(), x.cols());
         h = x + a;
-        const MatrixView<T>& f = dense_ ? dense_->forward(norm2_.forward(h)) : sparse_->forward(norm2_.forward(h));
+        const MatrixView<T>& n = norm2_.forward(h);
+        const MatrixView<T>& f = dense_ ? dense_->forward(n) : sparse_->forward(n);
         auto& y = y_.resize(x.rows(), x.cols());
         y = h + f;
+        if (shared_) y += shared_->forward(n);
         return y;
     }
 
     /// dx from dy; adds every parameter's gradient (and the aux losses' through the SparseMoE).
     const MatrixView<T>& backward(const ConstView<T>& dy) {
         detail::check_shape(dy, spec_.dim, h_.view().cols(), name_, "backward", "output gradient");
-        const MatrixView<T>& df = dense_ ? dense_->backward(dy, true) : sparse_->backward(dy);
+        const MatrixView<T>* df = dense_ ? &dense_->backward(dy, true) : &sparse_->backward(dy);
+        if (shared_) {
+            auto& both = dn_.resize(dy.rows(), dy.cols());
+            both = *df;
+            both += shared_->backward(dy, true);
+            df = &both;
+        }
         auto& dh = dh_.resize(dy.rows(), dy.cols());
         dh = dy;
-        dh += norm2_.backward(df);
+        dh += norm2_.backward(*df);
         const MatrixView<T>& da = attn_.backward(dh);
         auto& dx = dx_.resize(dy.rows(), dy.cols());
         dx = dh;
@@ -120,6 +137,7 @@ public:
         const MatrixView<T>& f = dense_ ? dense_->infer(n, fa_, fb_) : sparse_->forward(n);
         auto& y = y_.resize(x.rows(), x.cols());
         y = h + f;
+        if (shared_) y += shared_->infer(n, fa_, fb_);
         return y;
     }
 
@@ -142,6 +160,9 @@ private:
         detail::require(s.dim > 0, name, ": dim must be positive, got ", s.dim);
         detail::require(s.ffn > 0, name, ": ffn must be positive, got ", s.ffn);
         detail::require(s.experts >= 0, name, ": experts must be >= 0 (0: a dense feed-forward), got ", s.experts);
+        detail::require(s.shared_experts >= 0 && (s.shared_experts == 0 || s.experts > 0), name,
+                        ": shared_experts must be >= 0 and need routed experts (experts > 0), got ", s.shared_experts, " with ",
+                        s.experts, " experts");
         return s;
     }
 
@@ -151,7 +172,8 @@ private:
     MultiheadAttention<T> attn_;
     std::optional<MLP<T>> dense_;
     std::optional<SparseMoE<T>> sparse_;
-    Buffer<T> h_, dh_, y_, dx_, n1_, n2_, fa_, fb_;
+    std::optional<MLP<T>> shared_;
+    Buffer<T> h_, dh_, dn_, y_, dx_, n1_, n2_, fa_, fb_;
 };
 
 }  // namespace moe
