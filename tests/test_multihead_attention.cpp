@@ -5,6 +5,10 @@
 #include <cmath>
 #include <vector>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "support/catch.hpp"
 #include "support/fixtures.hpp"
 #include "support/specs.hpp"
@@ -114,6 +118,36 @@ TEST_CASE("MultiheadAttention: evaluation has no dropout; a query with no key ge
     CHECK_THROWS_AS(mha.forward(x, 3, short_pad), shape_error);
     const Matrix<double> wrong = Matrix<double>::Zero(5, 6);
     CHECK_THROWS_AS(mha.forward(wrong, 3), shape_error);
+}
+
+TEST_CASE("MultiheadAttention: the same bits on 1 and 2 threads (heads run on the threads)", "[layers][attention][threads]") {
+#ifdef _OPENMP
+    const int before = omp_get_max_threads();
+    const bool forced = moe::detail::always_parallel();
+    moe::detail::always_parallel() = true;  // thread even this small case
+    auto run = [](int threads) {
+        omp_set_num_threads(threads);
+        MultiheadAttention<double> mha(8, 4, 0.2, true);
+        ParameterStore<double> store;
+        store.bind(mha);
+        Rng rng(2);
+        mha.reset_parameters(rng);
+        const Matrix<double> x = moe::testing::random_matrix(8, 3 * 70, 4), dy = moe::testing::random_matrix(8, 3 * 70, 5);
+        Matrix<double> out = mha.forward(x, 70);
+        store.zero_grad();
+        const Matrix<double> dx = mha.backward(dy);
+        out.conservativeResize(out.rows(), out.cols() + dx.cols());
+        out.rightCols(dx.cols()) = dx;
+        return std::make_pair(out, Vector<double>(store.grads()));
+    };
+    const auto one = run(1), two = run(2);
+    omp_set_num_threads(before);
+    moe::detail::always_parallel() = forced;
+    CHECK(one.first == two.first);
+    CHECK(one.second == two.second);
+#else
+    WARN("skipped: built without OpenMP");
+#endif
 }
 
 }  // namespace test_multihead_attention

@@ -12,6 +12,7 @@
 #include "moe/core/buffer.hpp"
 #include "moe/core/parameters.hpp"
 #include "moe/core/rng.hpp"
+#include "moe/core/threads.hpp"
 #include "moe/core/view.hpp"
 #include "moe/detail/row_sums.hpp"
 
@@ -81,8 +82,7 @@ public:
         qkv.colwise() += in_b_.value_vec();
         auto& o = o_.resize(dim_, x.cols());
         auto& lse = lse_.resize(heads_, x.cols());
-        for (Index b = 0; b < x.cols() / seq_len; ++b)
-            for (Index h = 0; h < heads_; ++h) attend(qkv, b, h, o, lse);
+        for_each_head(x.cols() / seq_len, [&](Index b, Index h, Scratch& s) { attend(qkv, b, h, o, lse, s); });
         auto& y = y_.resize(dim_, x.cols());
         y.noalias() = out_w_.value * o;
         y.colwise() += out_b_.value_vec();
@@ -99,8 +99,7 @@ public:
         auto& d_o = do_.resize(dim_, dy.cols());
         d_o.noalias() = out_w_.value.transpose() * dy;
         auto& dqkv = dqkv_.zeros(3 * dim_, dy.cols());
-        for (Index b = 0; b < dy.cols() / seq_; ++b)
-            for (Index h = 0; h < heads_; ++h) attend_backward(b, h, d_o, dqkv);
+        for_each_head(dy.cols() / seq_, [&](Index b, Index h, Scratch& s) { attend_backward(b, h, d_o, dqkv, s); });
         in_w_.grad.noalias() += dqkv * x_.transpose();
         const ConstView<T> dq = dqkv;
         detail::add_row_sums(dq, in_b_.grad_vec());
@@ -159,6 +158,28 @@ public:
 private:
     static constexpr Index kBlock = 64;  // keys per block of the online softmax
 
+    /// One thread's scratch: a block of scores and the per-query running statistics.
+    struct Scratch {
+        Buffer<T> scores, dscores, dropped;
+        Vector<T> running_max, running_sum, delta;
+    };
+
+    /// f(b, h, scratch) for every head of every sequence, the (sequence, head) pairs cut into one
+    /// contiguous range per thread, each range with its own scratch. A pair's arithmetic does not
+    /// depend on which thread runs it: the same bits on any thread count.
+    template <class F>
+    void for_each_head(Index sequences, F&& f) {
+        const Index pairs = sequences * heads_, dh = dim_ / heads_;
+        const double flops = 4.0 * double(pairs) * double(seq_) * double(seq_) * double(dh);
+        const Index threads = detail::threads_for(flops, pairs);
+        const Index per = (pairs + threads - 1) / threads;
+        if (scratch_.size() < std::size_t(threads)) scratch_.resize(std::size_t(threads));
+        parallel_for(pairs, per, flops, [&](Index begin, Index end) {
+            Scratch& s = scratch_[std::size_t(begin / per)];
+            for (Index i = begin; i < end; ++i) f(i / heads_, i % heads_, s);
+        });
+    }
+
     void check(const ConstView<T>& x, Index seq_len, const std::vector<std::uint8_t>& key_padding) const {
         detail::check_rows(x, dim_, name_, "forward");
         detail::require(seq_len > 0, name_, ": seq_len must be positive, got ", seq_len);
@@ -185,43 +206,45 @@ private:
 
     /// Head h of sequence b: O = V softmax(K^T Q / sqrt(dh))^T over key blocks, with the running
     /// maximum and sum of every query (online softmax); keeps log-sum-exp per query for backward.
-    void attend(const MatrixView<T>& qkv, Index b, Index h, MatrixView<T>& o, MatrixView<T>& lse) {
+    void attend(const MatrixView<T>& qkv, Index b, Index h, MatrixView<T>& o, MatrixView<T>& lse, Scratch& st) const {
         const Index dh = dim_ / heads_, s = seq_, c0 = b * s;
         const T scale = T(1) / std::sqrt(T(dh));
         const auto q = qkv.block(h * dh, c0, dh, s), k = qkv.block(dim_ + h * dh, c0, dh, s), v = qkv.block(2 * dim_ + h * dh, c0, dh, s);
         auto acc = o.block(h * dh, c0, dh, s);
         acc.setZero();
-        running_max_.setConstant(s, -std::numeric_limits<T>::infinity());
-        running_sum_.setZero(s);
+        Vector<T>& running_max = st.running_max;
+        Vector<T>& running_sum = st.running_sum;
+        running_max.setConstant(s, -std::numeric_limits<T>::infinity());
+        running_sum.setZero(s);
         for (Index j0 = 0; j0 < s; j0 += kBlock) {
             const Index bk = std::min(kBlock, s - j0);
-            auto& sc = scores_.resize(bk, s);  // keys x queries
+            auto& sc = st.scores.resize(bk, s);  // keys x queries
             sc.noalias() = (k.middleCols(j0, bk).transpose() * q) * scale;
             for (Index i = 0; i < s; ++i) {
-                T m = running_max_(i);
+                T m = running_max(i);
                 for (Index j = 0; j < bk; ++j)
                     if (!masked(b, i, j0 + j)) m = std::max(m, sc(j, i));
                 if (m == -std::numeric_limits<T>::infinity()) {  // every key so far masked
                     sc.col(i).setZero();
                     continue;
                 }
-                const T rescale = running_max_(i) == -std::numeric_limits<T>::infinity() ? T(0) : std::exp(running_max_(i) - m);
+                const T rescale = running_max(i) == -std::numeric_limits<T>::infinity() ? T(0) : std::exp(running_max(i) - m);
                 T sum = 0;
                 for (Index j = 0; j < bk; ++j) {
                     const T p = masked(b, i, j0 + j) ? T(0) : std::exp(sc(j, i) - m);
                     sum += p;
                     sc(j, i) = p * keep(b, h, i, j0 + j);
                 }
-                running_sum_(i) = running_sum_(i) * rescale + sum;
+                running_sum(i) = running_sum(i) * rescale + sum;
                 acc.col(i) *= rescale;
-                running_max_(i) = m;
+                running_max(i) = m;
             }
             acc.noalias() += v.middleCols(j0, bk) * sc;
         }
         for (Index i = 0; i < s; ++i) {
-            if (running_sum_(i) > 0) {
-                acc.col(i) /= running_sum_(i);
-                lse(h, c0 + i) = running_max_(i) + std::log(running_sum_(i));
+            if (running_sum(i) > 0) {
+                acc.col(i) /= running_sum(i);
+                lse(h, c0 + i) = running_max(i) + std::log(running_sum(i));
             } else {
                 acc.col(i).setZero();  // no key to attend to
                 lse(h, c0 + i) = std::numeric_limits<T>::infinity();
@@ -232,7 +255,7 @@ private:
     /// Backward of one head of one sequence: P recomputed block by block from the log-sum-exp;
     /// dV = dO (D P)^T, dS = P (dP~ - rowdot(dO, O)), dQ = K dS / sqrt(dh), dK = Q dS^T / sqrt(dh)
     /// (D the dropout mask, dP~ = D (V^T dO)).
-    void attend_backward(Index b, Index h, const MatrixView<T>& d_o, MatrixView<T>& dqkv) {
+    void attend_backward(Index b, Index h, const MatrixView<T>& d_o, MatrixView<T>& dqkv, Scratch& st) const {
         const Index dh = dim_ / heads_, s = seq_, c0 = b * s;
         const T scale = T(1) / std::sqrt(T(dh));
         const auto& qkv = qkv_.view();
@@ -242,22 +265,23 @@ private:
         auto dq = dqkv.block(h * dh, c0, dh, s);
         auto dk = dqkv.block(dim_ + h * dh, c0, dh, s);
         auto dv = dqkv.block(2 * dim_ + h * dh, c0, dh, s);
-        delta_.resize(s);
-        for (Index i = 0; i < s; ++i) delta_(i) = dout.col(i).dot(out.col(i));
+        Vector<T>& delta = st.delta;
+        delta.resize(s);
+        for (Index i = 0; i < s; ++i) delta(i) = dout.col(i).dot(out.col(i));
         for (Index j0 = 0; j0 < s; j0 += kBlock) {
             const Index bk = std::min(kBlock, s - j0);
-            auto& p = scores_.resize(bk, s);  // P, then P with dropout
+            auto& p = st.scores.resize(bk, s);  // P, then P with dropout
             p.noalias() = (k.middleCols(j0, bk).transpose() * q) * scale;
-            auto& dp = dscores_.resize(bk, s);
+            auto& dp = st.dscores.resize(bk, s);
             dp.noalias() = v.middleCols(j0, bk).transpose() * dout;  // dP~ before the dropout mask
-            auto& pd = dropped_.resize(bk, s);
+            auto& pd = st.dropped.resize(bk, s);
             for (Index i = 0; i < s; ++i) {
                 const T l = lse_.view()(h, c0 + i);
                 for (Index j = 0; j < bk; ++j) {
                     const T pij = (masked(b, i, j0 + j) || !std::isfinite(l)) ? T(0) : std::exp(p(j, i) - l);
                     const T kp = keep(b, h, i, j0 + j);
                     pd(j, i) = pij * kp;
-                    dp(j, i) = pij * (kp * dp(j, i) - delta_(i));  // dS
+                    dp(j, i) = pij * (kp * dp(j, i) - delta(i));  // dS
                 }
             }
             dv.middleCols(j0, bk).noalias() += dout * pd.transpose();
@@ -278,8 +302,8 @@ private:
     std::vector<std::uint8_t> padding_;  // the key padding flags of the last forward
     bool forwarded_ = false;
     Index seq_ = 0;
-    Buffer<T> qkv_, o_, lse_, y_, do_, dqkv_, dx_, scores_, dscores_, dropped_;
-    Vector<T> running_max_, running_sum_, delta_;
+    Buffer<T> qkv_, o_, lse_, y_, do_, dqkv_, dx_;
+    std::vector<Scratch> scratch_;  // one per thread of for_each_head
 };
 
 }  // namespace moe
