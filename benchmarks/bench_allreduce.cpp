@@ -17,6 +17,8 @@
 #include "moe/moe.hpp"
 #include "moe/mpi/communicator.hpp"
 
+#include "bench_specs.hpp"
+
 namespace {
 
 using T = float;
@@ -27,16 +29,7 @@ double median(std::vector<double> v) {
     return v[v.size() / 2];
 }
 
-moe::MMoESpec default_spec() {
-    moe::MMoESpec s;
-    s.input = 64;
-    s.experts = 8;
-    s.expert_hidden = {256};
-    s.expert_dim = 128;
-    s.tower_hidden = {64};
-    s.tasks = {moe::binary_task("click"), moe::binary_task("like"), moe::regression_task("watch")};
-    return s;
-}
+moe::MMoESpec default_spec() { return default_mmoe_spec(); }
 
 /// Median seconds of an all-reduce of n floats (every rank), after a warm-up.
 double allreduce_seconds(const moe::mpi::Communicator& comm, moe::Index n, int reps) {

@@ -18,6 +18,7 @@
 // The GFLOP/s counter counts the multiply-adds of the GEMMs (2 flops each): forward, plus dW and dx
 // in training (no dx for the layers that read the input). Thread counts: MOE_BENCH_THREADS.
 #include "bench_common.hpp"
+#include "bench_specs.hpp"
 
 #include <chrono>
 
@@ -25,16 +26,7 @@ namespace {
 
 using T = float;
 
-moe::MMoESpec default_spec() {
-    moe::MMoESpec s;
-    s.input = 64;
-    s.experts = 8;
-    s.expert_hidden = {256};
-    s.expert_dim = 128;
-    s.tower_hidden = {64};
-    s.tasks = {moe::binary_task("click"), moe::binary_task("like"), moe::regression_task("watch")};
-    return s;
-}
+moe::MMoESpec default_spec() { return default_mmoe_spec(); }
 
 moe::MMoESpec bn_spec() {
     moe::MMoESpec s = default_spec();

@@ -219,5 +219,12 @@ TEST_CASE("sample_token: greedy, temperature, top-p; bad settings", "[transforme
     Vector<double> nan = logits;
     nan(2) = std::nan("");
     CHECK_THROWS_WITH(sample_token(nan, {1.0, 1.0}, rng), Contains("logit 2 is NaN"));
+    Vector<double> inf = logits;
+    inf(2) = INFINITY;
+    inf(0) = -INFINITY;
+    for (int i = 0; i < 20; ++i) CHECK(sample_token(inf, {1.0, 1.0}, rng) == 2);
+    inf(2) = 1.0;
+    for (int i = 0; i < 200; ++i) CHECK(sample_token(inf, {1.0, 1.0}, rng) != 0);  // -inf: never
+    CHECK_THROWS_WITH(sample_token(Vector<double>::Constant(3, -INFINITY), {1.0, 1.0}, rng), Contains("every logit is -inf"));
 }
 }  // namespace test_moe_transformer

@@ -76,24 +76,16 @@ public:
     using T = typename Net::Scalar;
     FeatureFitSource(FeatureModel<Net>& model, const FeatureData<T>& train, const FeatureData<T>* valid,
                      TableOptimizer<T, Opt>& tables, const FitOptions& o)
-        : FeatureFitSource(model, train, valid, tables, o.batch_size) {
-        AdamOptions ao;
-        ao.lr = o.lr;
-        ao.weight_decay = o.weight_decay;
-        ao.decoupled_weight_decay = o.decoupled_weight_decay;
-        attention_adam_ = Adam<T>(ao);
-        attention_lr_ = o.lr;
-    }
-    FeatureFitSource(FeatureModel<Net>& model, const FeatureData<T>& train, const FeatureData<T>* valid,
-                     TableOptimizer<T, Opt>& tables, Index batch_size)
         : model_(model),
           train_(train),
           valid_(valid),
           tables_(tables),
           base_lr_(tables.options().lr),
-          yb_(Index(model.tasks().size()), batch_size),
-          mb_(train.mask.size() ? yb_.rows() : 0, batch_size),
-          sb_(train.surfaces.empty() ? 0 : std::size_t(batch_size)) {}
+          attention_adam_(adam_options(o)),
+          attention_lr_(o.lr),
+          yb_(Index(model.tasks().size()), o.batch_size),
+          mb_(train.mask.size() ? yb_.rows() : 0, o.batch_size),
+          sb_(train.surfaces.empty() ? 0 : std::size_t(o.batch_size)) {}
 
     /// Distillation: the teacher's predictions of each batch.
     BatchTeacher<T, FeatureBatch<T>>& teacher_source() { return teacher_; }
@@ -141,8 +133,8 @@ private:
     const FeatureData<T>* valid_;
     TableOptimizer<T, Opt>& tables_;
     double base_lr_;
-    Adam<T> attention_adam_{AdamOptions{}};
-    double attention_lr_ = 0;
+    Adam<T> attention_adam_;
+    double attention_lr_;
     FeatureBatch<T> batch_;
     Matrix<T> yb_, mb_;
     std::vector<Index> sb_;  // the batch's surfaces (tower trees)

@@ -16,8 +16,9 @@ namespace moe {
 
 namespace detail {
 /// What LayerNorm and RMSNorm share: the affine weight (and LayerNorm's bias), the cached
-/// normalised input and 1 / sigma per column, and the parameter plumbing.
-template <class T>
+/// normalised input and 1 / sigma per column, forward, infer, backward and the parameter plumbing.
+/// Norm (CRTP) supplies normalise(x, xhat, inv*) and input_grad(g, xhat, inv, dx).
+template <class T, class Norm>
 class ColumnNorm {
 public:
     using Scalar = T;
@@ -30,6 +31,48 @@ public:
     void set_training(bool on) { training_ = on; }
     bool training() const { return training_; }
 
+    const MatrixView<T>& forward(const ConstView<T>& x) {
+        check_rows(x, features(), name_, "forward");
+        auto& xhat = xhat_.resize(x.rows(), x.cols());
+        self().normalise(x, xhat, &inv_);
+        auto& y = y_.resize(x.rows(), x.cols());
+        affine(xhat, y);
+        return y;
+    }
+
+    /// Evaluation into a caller-owned buffer (the same arithmetic as forward); caches nothing.
+    const MatrixView<T>& infer(const ConstView<T>& x, Buffer<T>& out) const {
+        check_rows(x, features(), name_, "forward");
+        auto& y = out.resize(x.rows(), x.cols());
+        self().normalise(x, y, nullptr);
+        affine(y, y);
+        return y;
+    }
+
+    /// dx from dy (features x B); adds the gradients of weight (and bias).
+    const MatrixView<T>& backward(const ConstView<T>& dy) {
+        check_shape(dy, features(), xhat_.view().cols(), name_, "backward", "output gradient");
+        const ConstView<T> xh = xhat_.view();
+        add_row_dots(dy, xh, weight_.grad_vec());
+        if (has_bias_) add_row_sums(dy, bias_.grad_vec());
+        auto& g = g_.resize(dy.rows(), dy.cols());
+        g = (dy.array().colwise() * weight_.value_vec().array()).matrix();
+        auto& dx = dx_.resize(dy.rows(), dy.cols());
+        self().input_grad(g, xhat_.view(), inv_, dx);
+        return dx;
+    }
+
+    template <class F>
+    void for_each_parameter(const std::string& prefix, F&& f) {
+        f(join_name(prefix, "weight"), weight_);
+        if (has_bias_) f(join_name(prefix, "bias"), bias_);
+    }
+    /// weight 1, bias 0 (PyTorch's init).
+    void reset_parameters(Rng&) {
+        weight_.value.setOnes();
+        if (has_bias_) bias_.value.setZero();
+    }
+
 protected:
     ColumnNorm(Index features, double eps, bool bias, std::string name)
         : name_(std::move(name)), eps_(eps), has_bias_(bias), weight_(features, 1), bias_(bias ? features : 0, 1) {
@@ -37,35 +80,19 @@ protected:
         require(eps > 0 && std::isfinite(eps), name_, ": eps must be positive and finite, got ", eps);
     }
 
-    template <class F>
-    void parameters(const std::string& prefix, F&& f) {
-        f(join_name(prefix, "weight"), weight_);
-        if (has_bias_) f(join_name(prefix, "bias"), bias_);
-    }
-    void reset() {
-        weight_.value.setOnes();
-        if (has_bias_) bias_.value.setZero();
-    }
+    std::string name_;
+    double eps_;
+
+private:
+    const Norm& self() const { return static_cast<const Norm&>(*this); }
     /// y = xhat * weight (+ bias), per feature.
-    template <class Out>
-    void affine(const MatrixView<T>& xhat, Out& y) const {
+    void affine(const MatrixView<T>& xhat, MatrixView<T>& y) const {
         if (has_bias_)
             y = ((xhat.array().colwise() * weight_.value_vec().array()).colwise() + bias_.value_vec().array()).matrix();
         else
             y = (xhat.array().colwise() * weight_.value_vec().array()).matrix();
     }
-    /// The affine part's backward: adds dweight (and dbias); returns g = dy * weight in g_.
-    const MatrixView<T>& affine_backward(const ConstView<T>& dy) {
-        const ConstView<T> xh = xhat_.view();
-        add_row_dots(dy, xh, weight_.grad_vec());
-        if (has_bias_) add_row_sums(dy, bias_.grad_vec());
-        auto& g = g_.resize(dy.rows(), dy.cols());
-        g = (dy.array().colwise() * weight_.value_vec().array()).matrix();
-        return g;
-    }
 
-    std::string name_;
-    double eps_;
     bool has_bias_;
     bool training_ = true;
     Param<T> weight_, bias_;
@@ -80,51 +107,13 @@ protected:
 /// ("weight", "bias", PyTorch's names; ones and zeros at init). `bias = false` leaves the bias out
 /// (nn.LayerNorm(bias=False)).
 template <class T>
-class LayerNorm : public detail::ColumnNorm<T> {
-    using Base = detail::ColumnNorm<T>;
+class LayerNorm : public detail::ColumnNorm<T, LayerNorm<T>> {
+    using Base = detail::ColumnNorm<T, LayerNorm<T>>;
+    friend Base;
 
 public:
     explicit LayerNorm(Index features, double eps = 1e-5, bool bias = true, std::string name = "moe::LayerNorm")
         : Base(features, eps, bias, std::move(name)) {}
-
-    const MatrixView<T>& forward(const ConstView<T>& x) {
-        detail::check_rows(x, this->features(), this->name_, "forward");
-        auto& xhat = this->xhat_.resize(x.rows(), x.cols());
-        normalise(x, xhat, &this->inv_);
-        auto& y = this->y_.resize(x.rows(), x.cols());
-        this->affine(xhat, y);
-        return y;
-    }
-
-    /// Evaluation into a caller-owned buffer (the same arithmetic as forward); caches nothing.
-    const MatrixView<T>& infer(const ConstView<T>& x, Buffer<T>& out) const {
-        detail::check_rows(x, this->features(), this->name_, "forward");
-        auto& y = out.resize(x.rows(), x.cols());
-        normalise(x, y, nullptr);
-        this->affine(y, y);
-        return y;
-    }
-
-    /// dx from dy (features x B); adds the gradients of weight and bias. Per column, with g = dy *
-    /// weight: dx = inv / d (d g - sum(g) - xhat sum(g xhat)).
-    const MatrixView<T>& backward(const ConstView<T>& dy) {
-        detail::check_shape(dy, this->features(), this->xhat_.view().cols(), this->name_, "backward", "output gradient");
-        const MatrixView<T>& g = this->affine_backward(dy);
-        const auto& xhat = this->xhat_.view();
-        auto& dx = this->dx_.resize(dy.rows(), dy.cols());
-        const T d = T(dy.rows());
-        for (Index j = 0; j < dy.cols(); ++j) {
-            const T sum_g = g.col(j).sum(), sum_gx = g.col(j).dot(xhat.col(j));
-            dx.col(j) = (this->inv_(j) / d) * (d * g.col(j).array() - sum_g - xhat.col(j).array() * sum_gx).matrix();
-        }
-        return dx;
-    }
-
-    template <class F>
-    void for_each_parameter(const std::string& prefix, F&& f) {
-        this->parameters(prefix, f);
-    }
-    void reset_parameters(Rng&) { this->reset(); }
 
 private:
     /// xhat = (x - mean) * inv per column, inv = 1 / sqrt(var + eps), kept in *inv when given.
@@ -134,10 +123,17 @@ private:
         for (Index j = 0; j < x.cols(); ++j) {
             const T mean = x.col(j).sum() / d;
             xhat.col(j) = x.col(j).array() - mean;
-            const T var = xhat.col(j).squaredNorm() / d;
-            const T r = T(1) / std::sqrt(var + T(this->eps_));
+            const T r = T(1) / std::sqrt(xhat.col(j).squaredNorm() / d + T(this->eps_));
             xhat.col(j) *= r;
             if (inv) (*inv)(j) = r;
+        }
+    }
+    /// Per column, with g = dy * weight: dx = inv / d (d g - sum(g) - xhat sum(g xhat)).
+    static void input_grad(const MatrixView<T>& g, const MatrixView<T>& xhat, const Vector<T>& inv, MatrixView<T>& dx) {
+        const T d = T(g.rows());
+        for (Index j = 0; j < g.cols(); ++j) {
+            const T sum_g = g.col(j).sum(), sum_gx = g.col(j).dot(xhat.col(j));
+            dx.col(j) = (inv(j) / d) * (d * g.col(j).array() - sum_g - xhat.col(j).array() * sum_gx).matrix();
         }
     }
 };
@@ -146,49 +142,13 @@ private:
 /// LLaMA, Mixtral; torch.nn.RMSNorm(features, eps)): y = x / sqrt(mean(x^2) + eps) * weight.
 /// Shapes as LayerNorm; one parameter, "weight" (ones at init). eps defaults to 1e-6 (LLaMA's).
 template <class T>
-class RMSNorm : public detail::ColumnNorm<T> {
-    using Base = detail::ColumnNorm<T>;
+class RMSNorm : public detail::ColumnNorm<T, RMSNorm<T>> {
+    using Base = detail::ColumnNorm<T, RMSNorm<T>>;
+    friend Base;
 
 public:
     explicit RMSNorm(Index features, double eps = 1e-6, std::string name = "moe::RMSNorm")
         : Base(features, eps, false, std::move(name)) {}
-
-    const MatrixView<T>& forward(const ConstView<T>& x) {
-        detail::check_rows(x, this->features(), this->name_, "forward");
-        auto& xhat = this->xhat_.resize(x.rows(), x.cols());
-        normalise(x, xhat, &this->inv_);
-        auto& y = this->y_.resize(x.rows(), x.cols());
-        this->affine(xhat, y);
-        return y;
-    }
-
-    const MatrixView<T>& infer(const ConstView<T>& x, Buffer<T>& out) const {
-        detail::check_rows(x, this->features(), this->name_, "forward");
-        auto& y = out.resize(x.rows(), x.cols());
-        normalise(x, y, nullptr);
-        this->affine(y, y);
-        return y;
-    }
-
-    /// Per column, with g = dy * weight: dx = inv (g - xhat mean(g xhat)).
-    const MatrixView<T>& backward(const ConstView<T>& dy) {
-        detail::check_shape(dy, this->features(), this->xhat_.view().cols(), this->name_, "backward", "output gradient");
-        const MatrixView<T>& g = this->affine_backward(dy);
-        const auto& xhat = this->xhat_.view();
-        auto& dx = this->dx_.resize(dy.rows(), dy.cols());
-        const T d = T(dy.rows());
-        for (Index j = 0; j < dy.cols(); ++j) {
-            const T mean_gx = g.col(j).dot(xhat.col(j)) / d;
-            dx.col(j) = this->inv_(j) * (g.col(j) - xhat.col(j) * mean_gx);
-        }
-        return dx;
-    }
-
-    template <class F>
-    void for_each_parameter(const std::string& prefix, F&& f) {
-        this->parameters(prefix, f);
-    }
-    void reset_parameters(Rng&) { this->reset(); }
 
 private:
     void normalise(const ConstView<T>& x, MatrixView<T>& xhat, Vector<T>* inv) const {
@@ -199,6 +159,11 @@ private:
             xhat.col(j) = x.col(j) * r;
             if (inv) (*inv)(j) = r;
         }
+    }
+    /// Per column, with g = dy * weight: dx = inv (g - xhat mean(g xhat)).
+    static void input_grad(const MatrixView<T>& g, const MatrixView<T>& xhat, const Vector<T>& inv, MatrixView<T>& dx) {
+        const T d = T(g.rows());
+        for (Index j = 0; j < g.cols(); ++j) dx.col(j) = inv(j) * (g.col(j) - xhat.col(j) * (g.col(j).dot(xhat.col(j)) / d));
     }
 };
 

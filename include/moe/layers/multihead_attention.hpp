@@ -142,7 +142,8 @@ public:
             cache.v.col(c0 + cache.length) = qkv.col(b).segment(2 * dim_, dim_);
             for (Index h = 0; h < heads_; ++h) {
                 const auto keys = cache.k.block(h * dh, c0, dh, len), values = cache.v.block(h * dh, c0, dh, len);
-                Vector<T> p = (keys.transpose() * qkv.col(b).segment(h * dh, dh)) * scale;
+                Vector<T>& p = decode_p_;  // reused: no allocation per token once grown
+                p.noalias() = (keys.transpose() * qkv.col(b).segment(h * dh, dh)) * scale;
                 p = (p.array() - p.maxCoeff()).exp().matrix();
                 p /= p.sum();
                 o.col(b).segment(h * dh, dh).noalias() = values * p;
@@ -304,6 +305,7 @@ private:
     Index seq_ = 0;
     Buffer<T> qkv_, o_, lse_, y_, do_, dqkv_, dx_;
     std::vector<Scratch> scratch_;  // one per thread of for_each_head
+    Vector<T> decode_p_;            // decode's attention weights of one head
 };
 
 }  // namespace moe

@@ -52,27 +52,13 @@ public:
         offsets_ = &offsets;
         const Index n = history.cols(), b = target.cols(), d = dim_;
         sample_of_.resize(std::size_t(n));
-        auto& x = features_.resize(4 * d, n);
         for (Index s = 0; s < b; ++s)
-            for (auto i = offsets[std::size_t(s)]; i < offsets[std::size_t(s) + 1]; ++i) {
-                const Index c = Index(i);
-                sample_of_[std::size_t(c)] = s;
-                x.col(c).segment(0, d) = history.col(c);
-                x.col(c).segment(d, d) = target.col(s);
-                x.col(c).segment(2 * d, d) = history.col(c) - target.col(s);
-                x.col(c).segment(3 * d, d) = history.col(c).cwiseProduct(target.col(s));
-            }
+            for (auto i = offsets[std::size_t(s)]; i < offsets[std::size_t(s) + 1]; ++i) sample_of_[std::size_t(i)] = s;
+        auto& x = features_.resize(4 * d, n);
+        pair_features(history, offsets, target, x);
         auto& w = weights_.resize(1, n);
         if (n > 0) w = mlp_.forward(ConstView<T>(x));
-        if (softmax_)
-            for (Index s = 0; s < b; ++s) {
-                const Index begin = Index(offsets[std::size_t(s)]), len = Index(offsets[std::size_t(s) + 1]) - begin;
-                if (len == 0) continue;
-                auto ws = w.middleCols(begin, len);
-                const T top = ws.maxCoeff();
-                ws = (ws.array() - top).exp().matrix();
-                ws /= ws.sum();
-            }
+        if (softmax_) softmax_per_sample(offsets, w);
         auto& y = out_.zeros(d, b);
         for (Index c = 0; c < n; ++c) y.col(sample_of_[std::size_t(c)]) += w(0, c) * history.col(c);
         return y;
@@ -87,11 +73,7 @@ public:
         check(history, offsets, target);
         const Index n = history.cols(), batch = target.cols(), d = dim_;
         auto& x = features.resize(4 * d, n);
-        for (Index s = 0; s < batch; ++s)
-            for (auto i = offsets[std::size_t(s)]; i < offsets[std::size_t(s) + 1]; ++i) {
-                const Index c = Index(i);
-                x.col(c) << history.col(c), target.col(s), history.col(c) - target.col(s), history.col(c).cwiseProduct(target.col(s));
-            }
+        pair_features(history, offsets, target, x);
         if (n == 0) {
             out.setZero();
             return;
@@ -101,15 +83,7 @@ public:
         const MatrixView<T>& scores = mlp_.infer(ConstView<T>(x), a, b);
         auto& w = features.resize(1, n);
         w = scores;
-        if (softmax_)
-            for (Index s = 0; s < batch; ++s) {
-                const Index begin = Index(offsets[std::size_t(s)]), len = Index(offsets[std::size_t(s) + 1]) - begin;
-                if (len == 0) continue;
-                auto ws = w.middleCols(begin, len);
-                const T top = ws.maxCoeff();
-                ws = (ws.array() - top).exp().matrix();
-                ws /= ws.sum();
-            }
+        if (softmax_) softmax_per_sample(offsets, w);
         out.setZero();
         for (Index s = 0; s < batch; ++s)
             for (auto i = offsets[std::size_t(s)]; i < offsets[std::size_t(s) + 1]; ++i) out.col(s) += w(0, Index(i)) * history.col(Index(i));
@@ -156,6 +130,27 @@ public:
     const MatrixView<T>& weights() const { return weights_.view(); }
 
 private:
+    /// x.col(c) = [h; t; h - t; h * t] for every history item c of every sample (4 dim x N).
+    static void pair_features(const ConstView<T>& history, const std::vector<std::int64_t>& offsets, const ConstView<T>& target,
+                              MatrixView<T>& x) {
+        for (Index s = 0; s + 1 < Index(offsets.size()); ++s)
+            for (auto i = offsets[std::size_t(s)]; i < offsets[std::size_t(s) + 1]; ++i) {
+                const Index c = Index(i);
+                x.col(c) << history.col(c), target.col(s), history.col(c) - target.col(s), history.col(c).cwiseProduct(target.col(s));
+            }
+    }
+    /// The scores (1 x N) softmax-normalised over each sample's items.
+    static void softmax_per_sample(const std::vector<std::int64_t>& offsets, MatrixView<T>& w) {
+        for (Index s = 0; s + 1 < Index(offsets.size()); ++s) {
+            const Index begin = Index(offsets[std::size_t(s)]), len = Index(offsets[std::size_t(s) + 1]) - begin;
+            if (len == 0) continue;
+            auto ws = w.middleCols(begin, len);
+            const T top = ws.maxCoeff();
+            ws = (ws.array() - top).exp().matrix();
+            ws /= ws.sum();
+        }
+    }
+
     static Index checked_dim(Index dim, const std::string& name) {
         detail::require(dim > 0, name, ": dim must be positive, got ", dim);
         return dim;

@@ -20,7 +20,8 @@ struct SamplingOptions {
     double top_p = 1.0;        ///< in (0, 1]
 };
 
-/// The next token for one column of logits (vocab values). NaN logits are refused (config_error).
+/// The next token for one column of logits (vocab values). -inf logits are never sampled, a +inf one
+/// always is; NaN logits, or all of them -inf, are refused (config_error).
 /// Allocation: a vector of vocab indices per call.
 template <class Vec>
 Index sample_token(const Vec& logits, const SamplingOptions& o, Rng& rng) {
@@ -36,7 +37,9 @@ Index sample_token(const Vec& logits, const SamplingOptions& o, Rng& rng) {
         detail::require(!std::isnan(v), "moe::sample_token: logit ", i, " is NaN");
         if (v > top) top = v, best = i;
     }
-    if (o.temperature == 0.0) return best;
+    // Greedy; and a +inf logit takes all the probability (the first of them, as greedy).
+    if (o.temperature == 0.0 || top == INFINITY) return best;
+    detail::require(top > -INFINITY, "moe::sample_token: every logit is -inf");
     std::vector<double> p(static_cast<std::size_t>(n));
     for (Index i = 0; i < n; ++i) p[std::size_t(i)] = std::exp((double(logits(i)) - top) / o.temperature);
     std::vector<Index> order(static_cast<std::size_t>(n));

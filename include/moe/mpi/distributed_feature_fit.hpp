@@ -17,22 +17,10 @@ namespace moe::mpi {
 /// mask, surfaces and teacher columns of those samples).
 template <class T>
 FeatureData<T> shard(const FeatureData<T>& all, int rank, int size) {
-    ::moe::detail::require(size >= 1 && rank >= 0 && rank < size, "moe::mpi::shard: rank ", rank, " of ", size, " ranks");
-    std::vector<Index> rows;
-    for (Index r = rank; r < all.size(); r += size) rows.push_back(r);
-    const auto n = Index(rows.size());
+    const std::vector<Index> rows = detail::strided_rows(all.size(), rank, size);
     FeatureData<T> out;
-    gather_samples(all.features, rows.data(), n, out.features);
-    out.labels.resize(all.labels.rows(), n);
-    if (all.mask.size()) out.mask.resize(all.mask.rows(), n);
-    if (all.teacher.size()) out.teacher.resize(all.teacher.rows(), n);
-    for (Index j = 0; j < n; ++j) {
-        const Index r = rows[std::size_t(j)];
-        out.labels.col(j) = all.labels.col(r);
-        if (all.mask.size()) out.mask.col(j) = all.mask.col(r);
-        if (all.teacher.size()) out.teacher.col(j) = all.teacher.col(r);
-        if (!all.surfaces.empty()) out.surfaces.push_back(all.surfaces[std::size_t(r)]);
-    }
+    gather_samples(all.features, rows.data(), Index(rows.size()), out.features);
+    detail::copy_sample_columns(all, rows, out);
     return out;
 }
 template <class T>

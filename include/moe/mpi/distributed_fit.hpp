@@ -26,27 +26,40 @@ struct DistributedOptions {
     std::string checkpoint;
 };
 
+namespace detail {
+/// Rows r of [0, n) with r % size == rank: a rank's strided shard.
+inline std::vector<Index> strided_rows(Index n, int rank, int size) {
+    ::moe::detail::require(size >= 1 && rank >= 0 && rank < size, "moe::mpi::shard: rank ", rank, " of ", size, " ranks");
+    std::vector<Index> rows;
+    for (Index r = rank; r < n; r += size) rows.push_back(r);
+    return rows;
+}
+/// The per-sample columns every data set has (labels, mask, teacher, surfaces) of `rows`, into `to`.
+template <class Data>
+void copy_sample_columns(const Data& from, const std::vector<Index>& rows, Data& to) {
+    const auto n = Index(rows.size());
+    to.labels.resize(from.labels.rows(), n);
+    if (from.mask.size()) to.mask.resize(from.mask.rows(), n);
+    if (from.teacher.size()) to.teacher.resize(from.teacher.rows(), n);
+    for (Index j = 0; j < n; ++j) {
+        const Index r = rows[std::size_t(j)];
+        to.labels.col(j) = from.labels.col(r);
+        if (from.mask.size()) to.mask.col(j) = from.mask.col(r);
+        if (from.teacher.size()) to.teacher.col(j) = from.teacher.col(r);
+        if (!from.surfaces.empty()) to.surfaces.push_back(from.surfaces[std::size_t(r)]);
+    }
+}
+}  // namespace detail
+
 /// Rows r of `all` with r % comm.size() == comm.rank(): this rank's shard (strided, so that every
 /// shard sees every part of a sorted file). Labels, mask, surfaces and teacher columns follow.
 template <class T>
 MultiTaskData<T> shard(const MultiTaskData<T>& all, int rank, int size) {
-    ::moe::detail::require(size >= 1 && rank >= 0 && rank < size, "moe::mpi::shard: rank ", rank, " of ", size, " ranks");
-    std::vector<Index> rows;
-    for (Index r = rank; r < all.size(); r += size) rows.push_back(r);
-    const auto n = Index(rows.size());
+    const std::vector<Index> rows = detail::strided_rows(all.size(), rank, size);
     MultiTaskData<T> out;
-    out.x.resize(all.x.rows(), n);
-    out.labels.resize(all.labels.rows(), n);
-    if (all.mask.size()) out.mask.resize(all.mask.rows(), n);
-    if (all.teacher.size()) out.teacher.resize(all.teacher.rows(), n);
-    for (Index j = 0; j < n; ++j) {
-        const Index r = rows[std::size_t(j)];
-        out.x.col(j) = all.x.col(r);
-        out.labels.col(j) = all.labels.col(r);
-        if (all.mask.size()) out.mask.col(j) = all.mask.col(r);
-        if (all.teacher.size()) out.teacher.col(j) = all.teacher.col(r);
-        if (!all.surfaces.empty()) out.surfaces.push_back(all.surfaces[std::size_t(r)]);
-    }
+    out.x.resize(all.x.rows(), Index(rows.size()));
+    for (std::size_t j = 0; j < rows.size(); ++j) out.x.col(Index(j)) = all.x.col(rows[j]);
+    detail::copy_sample_columns(all, rows, out);
     return out;
 }
 template <class T>

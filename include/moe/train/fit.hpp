@@ -73,6 +73,15 @@ inline void check_fit_options(const FitOptions& o) {
     require(o.min_lr >= 0 && o.min_lr <= o.lr, "moe::fit: min_lr must be in [0, lr = ", o.lr, "], got ", o.min_lr);
 }
 
+/// fit's Adam settings: the learning rate and weight decay of the options.
+inline AdamOptions adam_options(const FitOptions& o) {
+    AdamOptions ao;
+    ao.lr = o.lr;
+    ao.weight_decay = o.weight_decay;
+    ao.decoupled_weight_decay = o.decoupled_weight_decay;
+    return ao;
+}
+
 /// Restores a stream's format flags and precision when it goes out of scope: fit prints with
 /// std::fixed and its own precision, and must not leave them on the caller's stream.
 class StreamStateGuard {
@@ -195,11 +204,7 @@ FitHistory fit_loop(M& model, Loss& loss, Source& source, const FitOptions& o) {
         progress = (o.out == &std::cout && isatty(fileno(stdout))) ? Progress::bar : Progress::lines;
     if (!o.out) progress = Progress::silent;
 
-    AdamOptions ao;
-    ao.lr = o.lr;
-    ao.weight_decay = o.weight_decay;
-    ao.decoupled_weight_decay = o.decoupled_weight_decay;
-    Adam<T> adam(ao);
+    Adam<T> adam(adam_options(o));
     AdamOptions loss_ao;
     loss_ao.lr = o.lr;
     Adam<T> loss_adam(loss_ao);
