@@ -28,6 +28,19 @@ MoETransformerLayerSpec layer_spec(bool moe) {
     return s;
 }
 
+/// The spec of a reference case of tools/make_transformer_reference.py.
+MoETransformerLayerSpec case_spec(const std::string& n) {
+    MoETransformerLayerSpec spec = layer_spec(n.rfind("moe", 0) == 0);
+    if (n == "moe_shared") spec.shared_experts = 2;
+    if (n == "dense_swiglu" || n == "moe_swiglu") spec.expert = ExpertKind::swiglu;
+    if (n == "moe_swiglu") spec.shared_experts = 1;
+    if (n == "moe_ec") {
+        spec.moe.routing = Routing::expert_choice;
+        spec.moe.capacity_factor = 2.0;
+    }
+    return spec;
+}
+
 /// The layer with its sequence length and padding bound: forward(x) and aux_loss as check_layer wants.
 struct LayerOn {
     MoETransformerLayer<double>& m;
@@ -43,19 +56,18 @@ struct LayerOn {
 };
 }  // namespace
 
-TEMPLATE_TEST_CASE("MoETransformerLayer matches a PyTorch pre-norm layer: dense and top-2 MoE feed-forward", "[transformer][parity]",
-                   float, double) {
+TEMPLATE_TEST_CASE("MoETransformerLayer matches a PyTorch pre-norm layer: dense, top-2 MoE, shared, SwiGLU and "
+                   "expert-choice feed-forwards, and one AdamW step",
+                   "[transformer][parity]", float, double) {
     using T = TestType;
     const SafetensorsFile f = read_safetensors(moe::testing::fixture_path(std::string("transformer_") +
                                                                           (std::is_same_v<T, double> ? "f64" : "f32") + ".safetensors"));
     std::vector<std::uint8_t> padding;
     for (std::int64_t v : f.at("padding").template values<std::int64_t>()) padding.push_back(std::uint8_t(v));
-    for (const char* name : {"dense", "moe", "moe_shared"}) {
+    for (const char* name : {"dense", "moe", "moe_shared", "dense_swiglu", "moe_swiglu", "moe_ec"}) {
         INFO(name);
         const std::string n = name;
-        MoETransformerLayerSpec spec = layer_spec(n != "dense");
-        if (n == "moe_shared") spec.shared_experts = 2;
-        Model<MoETransformerLayer<T>> layer(spec);
+        Model<MoETransformerLayer<T>> layer(case_spec(n));
         auto& store = layer.params();
         Index reference_params = 0;
         for (const auto& [key, tensor] : f.tensors) reference_params += key.rfind("param." + n + ".", 0) == 0;
@@ -70,20 +82,43 @@ TEMPLATE_TEST_CASE("MoETransformerLayer matches a PyTorch pre-norm layer: dense 
             INFO(e.name);
             MOE_CHECK_CLOSE(Matrix<T>(store.grad(e.name)), f.at(n + ".grad." + e.name).template matrix<T>(), T);
         }
+        AdamOptions o;
+        o.lr = 0.01;
+        o.weight_decay = 0.1;
+        AdamW<T> adamw(o);
+        adamw.step(store.values(), store.grads());
+        for (const auto& e : store.entries()) {
+            INFO(e.name << " after AdamW");
+            Matrix<T> ours = store.value(e.name), theirs = f.at(n + ".after." + e.name).template matrix<T>();
+            if (e.name == "attn.in_proj_bias") {
+                // The key bias has a zero gradient in exact arithmetic (it adds q . b_k to all of a
+                // query's scores, which the softmax ignores): both sides hold rounding noise there,
+                // and Adam turns noise of either sign into a full step of +-lr. Compared: q and v.
+                ours.middleRows(8, 8).setZero();
+                theirs.middleRows(8, 8).setZero();
+            }
+            MOE_CHECK_CLOSE(ours, theirs, T);
+        }
     }
 }
 
 TEST_CASE("MoETransformerLayer: gradients of dense and MoE layers, masks, the MoE's aux losses", "[transformer][gradcheck]") {
     const std::vector<std::uint8_t> padding = {0, 0, 0, 0, 0, 0, 1, 1};
-    for (int variant : {0, 1, 2}) {  // dense, MoE, MoE with a shared expert
-        const bool moe = variant > 0;
+    // dense, MoE, MoE with a shared expert, SwiGLU dense, SwiGLU MoE with a shared one, expert choice
+    for (int variant : {0, 1, 2, 3, 4, 5}) {
+        const bool moe = variant == 1 || variant == 2 || variant >= 4;
         INFO("variant " << variant);
         MoETransformerLayerSpec s = layer_spec(moe);
-        if (variant == 2) s.shared_experts = 1;
+        if (variant == 2 || variant == 4) s.shared_experts = 1;
+        if (variant == 3 || variant == 4) s.expert = ExpertKind::swiglu;
+        if (variant == 5) {
+            s.moe.routing = Routing::expert_choice;
+            s.moe.capacity_factor = 1.5;
+        }
         s.dim = 6;
         s.heads = 3;
         s.ffn = 5;
-        s.moe.balance_coef = 0.05;
+        s.moe.balance_coef = variant == 5 ? 0.0 : 0.05;  // expert choice takes the z-loss only
         s.moe.z_coef = 0.01;
         Model<MoETransformerLayer<double>> layer(s, 4);
         layer.train();
@@ -111,6 +146,15 @@ TEST_CASE("MoETransformerLayer: bad specs are refused naming the value", "[trans
     s = layer_spec(false);
     s.shared_experts = 1;
     CHECK_THROWS_WITH(MoETransformerLayer<double>(s), Contains("shared_experts must be >= 0 and need routed experts"));
+    s = layer_spec(true);
+    s.moe.routing = Routing::expert_choice;
+    CHECK_THROWS_WITH(MoETransformerLayer<double>(s), Contains("expert-choice routing needs capacity_factor > 0"));
+    s.moe.capacity_factor = 2;
+    s.moe.balance_coef = 0.01;
+    CHECK_THROWS_WITH(MoETransformerLayer<double>(s), Contains("expert-choice routing is balanced by construction"));
+    s.moe.balance_coef = 0;
+    s.moe.noisy = true;
+    CHECK_THROWS_WITH(MoETransformerLayer<double>(s), Contains("takes no router noise"));
 }
 
 }  // namespace test_moe_transformer

@@ -16,6 +16,8 @@ Every MLP is an nn.Sequential: per hidden layer Linear, activation, [BatchNorm1d
 last Linear and, for experts and the bottom, the activation again (expert_output_activation).
 A regression task with relu_output applies ReLU to its tower's output; the loss sees that value.
 """
+import math
+
 import torch
 from torch import nn
 
@@ -233,9 +235,24 @@ class SparseMMoE(MMoE):
         return run_towers(self.towers, self.cfg["tasks"], mixed, surfaces)
 
 
+class SwiGLU(nn.Module):
+    """Mixtral's expert: w2(silu(w1 x) * w3 x), no biases."""
+
+    def __init__(self, dim, ffn):
+        super().__init__()
+        self.w1 = nn.Linear(dim, ffn, bias=False)
+        self.w2 = nn.Linear(ffn, dim, bias=False)
+        self.w3 = nn.Linear(dim, ffn, bias=False)
+
+    def forward(self, x):
+        return self.w2(nn.functional.silu(self.w1(x)) * self.w3(x))
+
+
 class SparseMoE(nn.Module):
-    """Token-level top-k MoE in evaluation (no noise, no capacity). cfg: dim, ffn, experts, k,
-    activation ("gelu" or "relu"), renormalize, noisy, router_bias. x: (N, dim) -> (N, dim)."""
+    """Token-level MoE in evaluation (no noise, no capacity for top-k). cfg: dim, ffn, experts, k,
+    activation ("gelu" or "relu"), renormalize, noisy, router_bias, and optionally expert ("mlp" or
+    "swiglu"), routing ("top_k" or "expert_choice" with capacity_factor: each expert takes its
+    ceil(capacity_factor N / E) tokens of highest probability). x: (N, dim) -> (N, dim)."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -243,12 +260,24 @@ class SparseMoE(nn.Module):
         self.router = nn.Linear(cfg["dim"], cfg["experts"], bias=cfg["router_bias"])
         if cfg["noisy"]:
             self.noise = nn.Linear(cfg["dim"], cfg["experts"], bias=False)
-        act = nn.GELU if cfg["activation"] == "gelu" else nn.ReLU
-        self.experts = nn.ModuleList(nn.Sequential(nn.Linear(cfg["dim"], cfg["ffn"]), act(), nn.Linear(cfg["ffn"], cfg["dim"]))
-                                     for _ in range(cfg["experts"]))
+        if cfg.get("expert", "mlp") == "swiglu":
+            self.experts = nn.ModuleList(SwiGLU(cfg["dim"], cfg["ffn"]) for _ in range(cfg["experts"]))
+        else:
+            act = nn.GELU if cfg["activation"] == "gelu" else nn.ReLU
+            self.experts = nn.ModuleList(nn.Sequential(nn.Linear(cfg["dim"], cfg["ffn"]), act(), nn.Linear(cfg["ffn"], cfg["dim"]))
+                                         for _ in range(cfg["experts"]))
 
     def forward(self, x):
-        w = top_k_weights(torch.softmax(self.router(x), dim=1), self.cfg["k"], self.cfg["renormalize"])
+        probs = torch.softmax(self.router(x), dim=1)
+        if self.cfg.get("routing", "top_k") == "expert_choice":
+            n, e = probs.shape
+            c = min(n, max(1, math.ceil(self.cfg["capacity_factor"] * n / e)))
+            y = torch.zeros_like(x)
+            for i, expert in enumerate(self.experts):
+                w, idx = torch.topk(probs[:, i], c)
+                y = y.index_add(0, idx, w.unsqueeze(1) * expert(x[idx]))
+            return y
+        w = top_k_weights(probs, self.cfg["k"], self.cfg["renormalize"])
         return sum(w[:, e:e + 1] * expert(x) for e, expert in enumerate(self.experts))
 
 

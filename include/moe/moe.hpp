@@ -24,6 +24,7 @@
 #include "moe/layers/multihead_attention.hpp"
 #include "moe/layers/row_sparse.hpp"
 #include "moe/layers/softmax.hpp"
+#include "moe/layers/swiglu.hpp"
 #include "moe/layers/target_attention.hpp"
 
 #include "moe/models/dselect_k_gate.hpp"

@@ -31,17 +31,18 @@ enum class GroupedInput { shared, row_blocks, column_segments };
 /// x is (G in) x B; column segments: x is in x S and y out x S (forward_segments).
 /// Parameters: `weight` (G out) x in and `bias` (G out) x 1, listed per group as "{}.weight"-style
 /// names when G > 1 or always_indexed (a ModuleList of one: "0.weight"; the store expands "{}" to the
-/// group index). Init: PyTorch's nn.Linear default.
+/// group index). Init: PyTorch's nn.Linear default. With bias = false there is no bias (nn.Linear(...,
+/// bias=False)): no "bias" parameter, y = W x.
 template <class T>
 class GroupedLinear {
 public:
     using Scalar = T;
 
     GroupedLinear(Index groups, Index in_features, Index out_features, GroupedInput input,
-                  std::string name = "moe::GroupedLinear", bool always_indexed = false)
+                  std::string name = "moe::GroupedLinear", bool always_indexed = false, bool bias = true)
         : name_(std::move(name)), groups_(groups), input_(groups == 1 && input == GroupedInput::row_blocks ? GroupedInput::shared : input),
-          always_indexed_(always_indexed),
-          weight_(groups * out_features, in_features, groups), bias_(groups * out_features, 1, groups) {
+          always_indexed_(always_indexed), has_bias_(bias),
+          weight_(groups * out_features, in_features, groups), bias_(bias ? groups * out_features : 0, 1, groups) {
         check_scalar<T>();
         detail::require(groups > 0, name_, ": groups must be positive, got ", groups);
         detail::require(in_features > 0 && out_features > 0, name_,
@@ -54,6 +55,7 @@ public:
                         std::move(name), always_indexed) {}
 
     Index groups() const { return groups_; }
+    bool has_bias() const { return has_bias_; }
     GroupedInput input() const { return input_; }
     bool shared_input() const { return input_ == GroupedInput::shared; }
     /// Per-group sizes.
@@ -78,7 +80,8 @@ public:
         auto& y = out.resize(output_rows(), x.cols());
         // The GEMM kernel accumulates, so start from the bias instead of zeros: one pass fewer.
         detail::for_each_range(x.cols(), detail::kElementwiseFlops * double(y.size()), [&](Index c0, Index c1) {
-            y.middleCols(c0, c1 - c0).colwise() = bias_.value_vec();
+            if (has_bias_) y.middleCols(c0, c1 - c0).colwise() = bias_.value_vec();
+            else y.middleCols(c0, c1 - c0).setZero();
         });
         if (shared_input()) {
             detail::matmul<T>(y, weight_.value_t(), true, x, false, /*accumulate=*/true);
@@ -111,8 +114,10 @@ public:
         const Index in = in_features(), o = out_features(), slots = offsets[groups_];
         auto& y = out.resize(o, slots);
         const T* w = weight_.value_vec().data();
-        for (Index g = 0; g < groups_; ++g)
-            y.middleCols(offsets[g], offsets[g + 1] - offsets[g]).colwise() = bias_.value_vec().segment(g * o, o);
+        if (!has_bias_) y.setZero();
+        else
+            for (Index g = 0; g < groups_; ++g)
+                y.middleCols(offsets[g], offsets[g + 1] - offsets[g]).colwise() = bias_.value_vec().segment(g * o, o);
         // Every (expert, column tile) is a task: 16 experts keep 16 threads busy, and so does one.
         detail::gemm_many<T>(groups_, [&](Index g) {
             const Index begin = offsets[g];
@@ -129,7 +134,7 @@ public:
     const MatrixView<T>& backward(const ConstView<T>& dy, bool input_grad = true) {
         if (input_ == GroupedInput::column_segments) return backward_segments(dy, input_grad);
         detail::check_shape(dy, output_rows(), x_.cols(), name_, "backward", "output gradient");
-        detail::add_row_sums(dy, bias_.grad_vec());
+        if (has_bias_) detail::add_row_sums(dy, bias_.grad_vec());
         const Index in = in_features(), o = out_features(), n = dy.cols();
         if (shared_input()) {
             auto dw_t = weight_.grad_t();  // dW^T = x dy^T, in x (G out)
@@ -160,7 +165,7 @@ public:
         const bool add_slot = (groups_ > 1 || always_indexed_) && prefix.find("{}") == std::string::npos;
         const std::string p = add_slot ? join_name(prefix, "{}") : prefix;
         f(join_name(p, "weight"), weight_);
-        f(join_name(p, "bias"), bias_);
+        if (has_bias_) f(join_name(p, "bias"), bias_);
     }
 
     /// PyTorch's default init, group after group: U(-1/sqrt(in), 1/sqrt(in)) for weight, then bias.
@@ -172,8 +177,9 @@ public:
         const double bound = 1.0 / std::sqrt(static_cast<double>(in_features()));
         const Index wsize = out_features() * in_features(), bsize = out_features();
         T* w = weight_.value_vec().data() + g * wsize;
-        T* b = bias_.value_vec().data() + g * bsize;
         for (Index i = 0; i < wsize; ++i) w[i] = static_cast<T>(rng.uniform(-bound, bound));
+        if (!has_bias_) return;
+        T* b = bias_.value_vec().data() + g * bsize;
         for (Index i = 0; i < bsize; ++i) b[i] = static_cast<T>(rng.uniform(-bound, bound));
     }
 
@@ -208,7 +214,7 @@ private:
             if (len == 0) continue;
             const ConstView<T> dyg(dy.data() + begin * dy.outerStride(), o, len, dy.outerStride());
             const T* xg = x_.data() + (shared_columns_ ? 0 : begin) * x_.outerStride();
-            detail::add_row_sums(dyg, bias_.grad_vec().segment(g * o, o));
+            if (has_bias_) detail::add_row_sums(dyg, bias_.grad_vec().segment(g * o, o));
             detail::gemm<T>(false, true, in, o, len, T(1), xg, x_.outerStride(), dyg.data(), dyg.outerStride(), true,
                             dw + g * o * in, in);
         }
@@ -232,7 +238,7 @@ private:
     std::string name_;
     Index groups_;
     GroupedInput input_;
-    bool always_indexed_;
+    bool always_indexed_, has_bias_;
     Param<T> weight_, bias_;
     ConstView<T> x_;
     const Index* offsets_ = nullptr;

@@ -103,7 +103,7 @@ public:
         const auto& p = task_gates_.output();
         const MatrixView<T>* ps = shared_gate_ ? &shared_gate_->output() : nullptr;
         detail::combine_backward<T>(
-            dy.data(), batch, gates(), d, [&](Index g) { return Index(gate_experts_[std::size_t(g)].size()); },
+            dy.data(), batch, gates(), d, [&](Index, Index g) { return Index(gate_experts_[std::size_t(g)].size()); },
             [&](Index b, Index g, Index j) { return gate_probs(p, ps, g, b)[j]; },
             [&](Index b, Index g, Index j) { return o + (b * e_all + expert(g, j)) * d; },
             [&](Index b, Index g, Index j) { return dop + (b * e_all + expert(g, j)) * d; },
@@ -189,7 +189,7 @@ private:
     void mix(const MatrixView<T>& o, const MatrixView<T>& p, const MatrixView<T>* ps, MatrixView<T>& y) const {
         const Index e_all = experts(), d = dim_;
         const T* op = o.data();
-        detail::combine<T>(y.data(), y.cols(), gates(), d, [&](Index g) { return Index(gate_experts_[std::size_t(g)].size()); },
+        detail::combine<T>(y.data(), y.cols(), gates(), d, [&](Index, Index g) { return Index(gate_experts_[std::size_t(g)].size()); },
                            [&](Index b, Index g, Index j) { return gate_probs(p, ps, g, b)[j]; },
                            [&](Index b, Index g, Index j) { return op + (b * e_all + expert(g, j)) * d; },
                            double(d * (tasks_ * (own_ + shared_) + (ps ? e_all : 0))));

@@ -100,7 +100,7 @@ public:
         const T* p = gates_.output().data();
         T* dop = d_o.data();
         detail::combine_backward<T>(
-            dm.data(), batch, g, d, [&](Index) { return e; }, [&](Index b, Index gi, Index j) { return p[(b * g + gi) * e + j]; },
+            dm.data(), batch, g, d, [&](Index, Index) { return e; }, [&](Index b, Index gi, Index j) { return p[(b * g + gi) * e + j]; },
             [&](Index b, Index, Index j) { return o + (b * e + j) * d; }, [&](Index b, Index, Index j) { return dop + (b * e + j) * d; },
             [&](Index b, Index gi, Index j) -> T& { return dp.data()[(b * g + gi) * e + j]; }, 2.0 * double(d * e * g));
         const MatrixView<T>& dx_experts = experts_.backward(d_o, input_grad);
@@ -156,7 +156,7 @@ private:
         const Index e = experts(), g = gates(), d = spec_.expert_dim;
         const T* op = o.data();
         const T* pp = p.data();
-        detail::combine<T>(m.data(), m.cols(), g, d, [&](Index) { return e; },
+        detail::combine<T>(m.data(), m.cols(), g, d, [&](Index, Index) { return e; },
                            [&](Index b, Index gi, Index j) { return pp[(b * g + gi) * e + j]; },
                            [&](Index b, Index, Index j) { return op + (b * e + j) * d; }, double(d * e * g));
     }

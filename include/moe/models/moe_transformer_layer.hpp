@@ -29,6 +29,9 @@ struct MoETransformerLayerSpec {
     double norm_eps = 1e-5;
     Index ffn = 0;                   ///< hidden width of the feed-forward (of each expert)
     ActivationKind activation = ActivationKind::gelu;
+    /// MLP (Linear, activation, Linear) or SwiGLU (w1, w2, w3, no biases) feed-forwards: the dense
+    /// one, the routed experts and the shared experts alike.
+    ExpertKind expert = ExpertKind::mlp;
     /// experts = 0: a dense feed-forward; > 0: a SparseMoE of these experts (moe.k, routing and aux
     /// losses from `moe`; its dim, experts, ffn and activation are taken from here).
     Index experts = 0;
@@ -42,8 +45,8 @@ struct MoETransformerLayerSpec {
 /// One pre-norm Transformer layer. Shapes: x and y are d x (B S): B sequences of S tokens, tokens as
 /// columns, sequences contiguous (see MultiheadAttention). Parameters: "norm1.*", "attn.*"
 /// (nn.MultiheadAttention's names), "norm2.*", and "ffn.0.*", "ffn.2.*" (dense: nn.Sequential(Linear,
-/// act, Linear)) or "ffn.router.*", "ffn.experts.{e}.*" (SparseMoE), and "shared.*" with shared
-/// experts.
+/// act, Linear); SwiGLU: "ffn.w1.weight", "ffn.w2.weight", "ffn.w3.weight") or "ffn.router.*",
+/// "ffn.experts.{e}.*" (SparseMoE), and "shared.*" with shared experts.
 template <class T>
 class MoETransformerLayer : public Composite<MoETransformerLayer<T>> {
 public:
@@ -58,17 +61,16 @@ public:
             else n->rms.emplace(spec.dim, spec.norm_eps, name_ + ".norm");
         }
         if (spec.experts == 0) {
-            dense_.emplace(make_mlp_spec(spec.dim, {spec.ffn}, spec.dim, spec.activation, false, 0.0, false), name_ + ".ffn");
+            dense_.emplace(spec, spec.ffn, name_ + ".ffn");
         } else {
             SparseMoESpec m = spec.moe;
             m.dim = spec.dim;
             m.experts = spec.experts;
             m.ffn = spec.ffn;
             m.activation = spec.activation;
+            m.expert = spec.expert;
             sparse_.emplace(m, name_ + ".ffn");
-            if (spec.shared_experts > 0)
-                shared_.emplace(make_mlp_spec(spec.dim, {spec.shared_experts * spec.ffn}, spec.dim, spec.activation, false, 0.0, false),
-                                name_ + ".shared");
+            if (spec.shared_experts > 0) shared_.emplace(spec, spec.shared_experts * spec.ffn, name_ + ".shared");
         }
     }
 
@@ -84,9 +86,9 @@ public:
         norm1_.visit([&](auto& n) { f("norm1", n); });
         f("attn", attn_);
         norm2_.visit([&](auto& n) { f("norm2", n); });
-        if (dense_) f("ffn", *dense_);
+        if (dense_) dense_->visit([&](auto& m) { f("ffn", m); });
         else f("ffn", *sparse_);
-        if (shared_) f("shared", *shared_);
+        if (shared_) shared_->visit([&](auto& m) { f("shared", m); });
     }
 
     /// Training forward of B sequences of seq_len tokens; key_padding as MultiheadAttention's. x must
@@ -107,11 +109,11 @@ public:
     /// dx from dy; adds every parameter's gradient (and the aux losses' through the SparseMoE).
     const MatrixView<T>& backward(const ConstView<T>& dy) {
         detail::check_shape(dy, spec_.dim, h_.view().cols(), name_, "backward", "output gradient");
-        const MatrixView<T>* df = dense_ ? &dense_->backward(dy, true) : &sparse_->backward(dy);
+        const MatrixView<T>* df = dense_ ? &dense_->backward(dy) : &sparse_->backward(dy);
         if (shared_) {
             auto& both = dn_.resize(dy.rows(), dy.cols());
             both = *df;
-            both += shared_->backward(dy, true);
+            both += shared_->backward(dy);
             df = &both;
         }
         auto& dh = dh_.resize(dy.rows(), dy.cols());
@@ -142,6 +144,26 @@ public:
     }
 
 private:
+    /// A dense feed-forward d -> width -> d: an MLP or a SwiGLU, chosen by the spec.
+    struct FeedForward {
+        std::optional<MLP<T>> mlp;
+        std::optional<SwiGLU<T>> glu;
+        FeedForward(const MoETransformerLayerSpec& s, Index width, const std::string& name) {
+            if (s.expert == ExpertKind::mlp) mlp.emplace(make_mlp_spec(s.dim, {width}, s.dim, s.activation, false, 0.0, false), name);
+            else glu.emplace(s.dim, width, 1, name);
+        }
+        template <class F>
+        void visit(F&& f) {
+            if (mlp) f(*mlp);
+            else f(*glu);
+        }
+        const MatrixView<T>& forward(const ConstView<T>& x) { return mlp ? mlp->forward(x) : glu->forward(x); }
+        const MatrixView<T>& backward(const ConstView<T>& dy) { return mlp ? mlp->backward(dy, true) : glu->backward(dy, true); }
+        /// Evaluation semantics (the SwiGLU has no train/eval difference: its forward is its infer).
+        const MatrixView<T>& infer(const ConstView<T>& x, Buffer<T>& a, Buffer<T>& b) {
+            return mlp ? mlp->infer(x, a, b) : glu->forward(x);
+        }
+    };
     /// A LayerNorm or an RMSNorm, chosen by the spec.
     struct Norm {
         std::optional<LayerNorm<T>> layer;
@@ -170,9 +192,9 @@ private:
     std::string name_;
     Norm norm1_, norm2_;
     MultiheadAttention<T> attn_;
-    std::optional<MLP<T>> dense_;
+    std::optional<FeedForward> dense_;
     std::optional<SparseMoE<T>> sparse_;
-    std::optional<MLP<T>> shared_;
+    std::optional<FeedForward> shared_;
     Buffer<T> h_, dh_, dn_, y_, dx_, n1_, n2_, fa_, fb_;
 };
 

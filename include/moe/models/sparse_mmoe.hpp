@@ -109,7 +109,7 @@ public:
         T* dop = dout.data();
         const auto& w = weight_.view();
         detail::combine_backward<T>(
-            dm.data(), b, g, d, [&](Index) { return k; }, [&](Index j, Index gi, Index r) { return w(r, gi + g * j); },
+            dm.data(), b, g, d, [&](Index, Index) { return k; }, [&](Index j, Index gi, Index r) { return w(r, gi + g * j); },
             [&](Index j, Index gi, Index r) { return o + plan_.slot(r + k * gi, j) * d; },
             [&](Index j, Index gi, Index r) { return dop + plan_.slot(r + k * gi, j) * d; },
             [&](Index j, Index gi, Index r) -> T& { return dw(r, gi + g * j); }, 2.0 * double(k * d * g));
@@ -194,7 +194,7 @@ private:
     void mix(const MatrixView<T>& out, const DispatchPlan& plan, const MatrixView<T>& weight, MatrixView<T>& m) const {
         const Index g = gates(), k = spec_.k, d = spec_.expert_dim;
         const T* o = out.data();
-        detail::combine<T>(m.data(), m.cols(), g, d, [&](Index) { return k; },
+        detail::combine<T>(m.data(), m.cols(), g, d, [&](Index, Index) { return k; },
                            [&](Index j, Index gi, Index r) { return weight(r, gi + g * j); },
                            [&](Index j, Index gi, Index r) { return o + plan.slot(r + k * gi, j) * d; }, double(k * d * g));
     }

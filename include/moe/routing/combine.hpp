@@ -20,7 +20,9 @@
 
 namespace moe::detail {
 
-/// y (G D) x B, contiguous. terms(g) is the number of terms of gate g; weight(b, g, j) a scalar;
+/// y (G D) x B, contiguous. terms(b, g) is the number of terms of gate g for sample b (the same for
+/// every sample but in expert-choice routing, where a token has as many experts as took it);
+/// weight(b, g, j) a scalar;
 /// source(b, g, j) a pointer to D values, or nullptr for a term that contributes nothing.
 /// `work` (multiply-adds per sample) decides whether threads pay.
 template <class T, class Terms, class Weight, class Source>
@@ -29,7 +31,7 @@ void combine(T* y, Index batch, Index gates, Index dim, Terms&& terms, Weight&& 
         for (Index g = 0; g < gates; ++g) {
             Eigen::Map<Vector<T>> yg(y + (b * gates + g) * dim, dim);
             yg.setZero();
-            const Index n = terms(g);
+            const Index n = terms(b, g);
             for (Index j = 0; j < n; ++j)
                 if (const T* s = source(b, g, j)) yg += weight(b, g, j) * Eigen::Map<const Vector<T>>(s, dim);
         }
@@ -44,7 +46,7 @@ void combine_backward(const T* dy, Index batch, Index gates, Index dim, Terms&& 
     for_each_sample(batch, work, [&](Index b) {
         for (Index g = 0; g < gates; ++g) {
             const Eigen::Map<const Vector<T>> dyg(dy + (b * gates + g) * dim, dim);
-            const Index n = terms(g);
+            const Index n = terms(b, g);
             for (Index j = 0; j < n; ++j) {
                 const T* s = source(b, g, j);
                 if (!s) {

@@ -92,7 +92,29 @@ struct DispatchPlan {
         token_offset[un] = listed;
     }
 
-    /// Slot of assignment a of token t, or -1.
+    /// Expert choice: chosen points at c x E token indices (column e: expert e's tokens, in token
+    /// order). Expert e's block is slots [e c, (e + 1) c) in that order; a token's slots are listed
+    /// in expert order. No assignments (slot() does not apply); routed = kept = c per expert.
+    void build_expert_choice(const Index* chosen, Index c, Index n, Index e_count) {
+        tokens = n, assignments = 0, experts = e_count;
+        slots = c * e_count;
+        const auto un = static_cast<std::size_t>(n), us = static_cast<std::size_t>(slots);
+        routed.assign(std::size_t(e_count), c);
+        kept.assign(std::size_t(e_count), c);
+        slot_of.clear();
+        offset.resize(std::size_t(e_count + 1));
+        for (Index e = 0; e <= e_count; ++e) offset[std::size_t(e)] = e * c;
+        token_of.assign(chosen, chosen + us);
+        // Per token, its slots in slot order: a counting sort of the slots by token.
+        token_offset.assign(un + 1, 0);
+        for (std::size_t s = 0; s < us; ++s) ++token_offset[std::size_t(chosen[s]) + 1];
+        for (std::size_t t = 0; t < un; ++t) token_offset[t + 1] += token_offset[t];
+        fill_.assign(token_offset.begin(), token_offset.end() - 1);
+        token_slots.resize(us);
+        for (std::size_t s = 0; s < us; ++s) token_slots[std::size_t(fill_[std::size_t(chosen[s])]++)] = Index(s);
+    }
+
+    /// Slot of assignment a of token t, or -1 (top-k plans).
     Index slot(Index a, Index t) const { return slot_of[std::size_t(a + assignments * t)]; }
     /// Tokens none of whose assignments run.
     Index dropped_tokens() const {

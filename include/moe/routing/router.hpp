@@ -8,6 +8,12 @@
 //   noisy  = logits + eps .* softplus(W_noise x)             training with `noisy` only; eps ~ N(0, 1)
 //   p      = softmax(noisy) per token; choice = top k of noisy (ties: lower index)
 //   w      = p of the chosen, renormalised to sum to 1 (Mixtral) or raw (Switch)
+//
+// Expert choice (Zhou et al. 2022) selects the other way round: each expert takes the c tokens of
+// the highest p(e, t) (ties: lower token), w = p(e, t) of those. Every expert is full by
+// construction, so no balancing loss is needed (only the z-loss applies); a token may get no expert.
+// A token's routing then depends on the other tokens of the batch, later ones included: in a causal
+// language model that is a look-ahead (the paper's caveat), fine for encoders and for ranking.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -29,11 +35,17 @@
 
 namespace moe {
 
-/// What a top-k router is: widths, k, the weight rule, noise, and the aux losses' coefficients.
+/// Who chooses: tokens their top k experts, or experts their top c tokens.
+enum class Routing { top_k, expert_choice };
+
+/// What a router is: widths, k, the weight rule, noise, and the aux losses' coefficients.
 struct RouterSpec {
     Index dim = 0;      ///< d: width of the tokens
     Index experts = 0;  ///< E
-    Index k = 2;        ///< experts per token, 1 <= k <= E
+    Index k = 2;        ///< experts per token, 1 <= k <= E (top-k routing; expert choice does not use it)
+    /// Expert choice takes no noise and no balance, importance or load loss (its load is balanced by
+    /// construction); its weights are the raw probabilities (renormalize does not apply).
+    Routing routing = Routing::top_k;
     /// true: the k chosen probabilities are renormalised to sum to 1 (Mixtral, Shazeer's softmax over
     /// the top k). false: the raw softmax probabilities (Switch top-1), so the router also learns
     /// from the task loss through the probability's size.
@@ -49,8 +61,9 @@ struct RouterSpec {
     std::uint64_t noise_seed = 0;  ///< seeds the router noise
 };
 
-/// The router of a SparseMoE. Shapes: x is d x N; choice() and weights() are k x N (column t: token
-/// t's experts, best first, and their gate weights); probabilities() E x N. Parameters
+/// The router of a SparseMoE. Shapes: x is d x N; probabilities() E x N; top-k: choice() and
+/// weights() are k x N (column t: token t's experts, best first, and their gate weights); expert
+/// choice: c x E (column e: the tokens expert e took, in token order, and their gate weights). Parameters
 /// "router.weight" (E x d), "router.bias" (E, with router_bias), "noise.weight" (E x d, noisy).
 template <class T>
 class TopKRouter {
@@ -68,11 +81,17 @@ public:
             detail::require(c >= 0.0 && std::isfinite(c), name_, ": aux loss coefficients must be >= 0, got ", c);
         detail::require(s.load_coef == 0.0 || s.noisy, name_, ": load_coef needs a noisy router (the load estimate is the ",
                         "probability under the noise), got load_coef ", s.load_coef, " with noisy = false");
+        if (s.routing == Routing::expert_choice) {
+            detail::require(!s.noisy, name_, ": expert-choice routing takes no router noise (noisy = true)");
+            detail::require(s.balance_coef == 0.0 && s.importance_coef == 0.0 && s.load_coef == 0.0, name_,
+                            ": expert-choice routing is balanced by construction and takes no balance, importance or load ",
+                            "loss, got coefficients ", s.balance_coef, ", ", s.importance_coef, " and ", s.load_coef);
+        }
     }
 
     const RouterSpec& spec() const { return spec_; }
-    /// Expert indices (k x N) and gate weights (k x N) of the last forward.
-    Eigen::Map<const Matrix<Index>> choice() const { return {choice_.view().data(), spec_.k, choice_.cols()}; }
+    /// Top-k: expert indices (k x N); expert choice: token indices (c x E); of the last forward.
+    Eigen::Map<const Matrix<Index>> choice() const { return {choice_.view().data(), choice_.view().rows(), choice_.cols()}; }
     const MatrixView<T>& weights() const { return weight_.view(); }
     const MatrixView<T>& probabilities() const { return probs_.view(); }
     /// The weighted sum of the aux losses of the last forward.
@@ -80,7 +99,8 @@ public:
 
     /// Routes the tokens of x and computes the aux losses and the router's part of stats (tokens,
     /// routed, dead experts, load balance, entropy, the unweighted aux losses). Keeps a view of x.
-    void forward(const ConstView<T>& x, RoutingStats& stats) {
+    /// expert_capacity: c, the tokens each expert takes (expert choice only; 1 <= c <= N).
+    void forward(const ConstView<T>& x, RoutingStats& stats, Index expert_capacity = 0) {
         const Index e = spec_.experts, n = x.cols(), k = spec_.k;
         x_ = x;
         auto& logits = logits_.resize(e, n);
@@ -102,6 +122,11 @@ public:
         }
         auto& p = probs_.resize(e, n);
         detail::softmax_columns<T>(h, p);
+        if (spec_.routing == Routing::expert_choice) {
+            choose_tokens(expert_capacity);
+            compute_aux(stats);
+            return;
+        }
         auto& choice = choice_.resize(k, n);
         auto& weight = weight_.resize(k, n);
         detail::for_each_sample(n, double(e * k), [&](Index t) {
@@ -128,10 +153,15 @@ public:
         // Gate weights -> probabilities of the chosen experts.
         auto& dp = dprobs_.resize(e, n);
         dp.setZero();
-        for (Index t = 0; t < n; ++t)
-            detail::top_k_weights_backward<T>(
-                k, choice.data() + t * k, [&](Index i) { return p(i, t); }, [&](Index r) { return weight_.view()(r, t); },
-                [&](Index r) { return dw(r, t); }, spec_.renormalize, [&](Index i) -> T& { return dp(i, t); });
+        if (spec_.routing == Routing::expert_choice) {
+            for (Index x = 0; x < e; ++x)
+                for (Index r = 0; r < choice.rows(); ++r) dp(x, choice(r, x)) += dw(r, x);
+        } else {
+            for (Index t = 0; t < n; ++t)
+                detail::top_k_weights_backward<T>(
+                    k, choice.data() + t * k, [&](Index i) { return p(i, t); }, [&](Index r) { return weight_.view()(r, t); },
+                    [&](Index r) { return dw(r, t); }, spec_.renormalize, [&](Index i) -> T& { return dp(i, t); });
+        }
         if (spec_.balance_coef > 0) switch_balance_loss<T>(p, routed_, k, spec_.balance_coef, &dp);
         auto& dh = dnoisy_.resize(e, n);
         detail::softmax_columns_backward<T>(p, dp, dh);
@@ -196,23 +226,54 @@ private:
         detail::gemm<T>(false, false, d, n, e, T(1), w.value_vec().data(), d, dl.data(), e, true, dx.data(), dx.outerStride());
     }
 
+    /// Expert choice: each expert's c tokens of highest probability (ties: lower token), listed in
+    /// token order, and their probabilities as gate weights. Experts over the threads.
+    void choose_tokens(Index c) {
+        const Index e = spec_.experts, n = x_.cols();
+        detail::require(c >= 1 && c <= n, name_, ": expert capacity ", c, " is outside 1 ..", n, " tokens");
+        const auto& p = probs_.view();
+        auto& choice = choice_.resize(c, e);
+        auto& weight = weight_.resize(c, e);
+        order_.resize(std::size_t(e));
+        for (auto& o : order_) o.reserve(std::size_t(n));  // grow-only: no allocation once the batch size is known
+        detail::for_each_sample(e, double(n) * 8.0, [&](Index x) {
+            auto& o = order_[std::size_t(x)];
+            o.resize(std::size_t(n));
+            for (Index t = 0; t < n; ++t) o[std::size_t(t)] = t;
+            const auto better = [&](Index a, Index b) { return p(x, a) > p(x, b) || (p(x, a) == p(x, b) && a < b); };
+            std::nth_element(o.begin(), o.begin() + (c - 1), o.end(), better);
+            std::sort(o.begin(), o.begin() + c);
+            for (Index r = 0; r < c; ++r) {
+                choice(r, x) = o[std::size_t(r)];
+                weight(r, x) = p(x, o[std::size_t(r)]);
+            }
+        });
+    }
+
     /// Statistics and aux losses (values; gradients are added in backward).
     void compute_aux(RoutingStats& st) {
         const Index e = spec_.experts, n = x_.cols(), k = spec_.k;
         const auto choice = this->choice();
         routed_.assign(std::size_t(e), 0);
+        if (spec_.routing == Routing::expert_choice) {
+            st.tokens = n;
+            std::fill(routed_.begin(), routed_.end(), choice.rows());
+            st.routed = routed_;
+            st.dead_experts = 0;
+            st.load_balance = 1.0;
+            st.entropy = mean_entropy();
+            st.balance_loss = st.importance_loss = st.load_loss = 0;
+            st.z_loss = router_z_loss<T>(logits_.view(), 0.0, nullptr);
+            aux_loss_ = spec_.z_coef * st.z_loss;
+            return;
+        }
         for (Index i = 0; i < choice.size(); ++i) ++routed_[std::size_t(choice.data()[i])];
         st.tokens = n;
         st.routed = routed_;
         st.dead_experts = Index(std::count(routed_.begin(), routed_.end(), Index(0)));
         st.load_balance = double(*std::max_element(routed_.begin(), routed_.end())) / (double(n * k) / double(e));
         const auto& p = probs_.view();
-        double ent = 0;
-        for (Index i = 0; i < p.size(); ++i) {
-            const double v = double(p.data()[i]);
-            if (v > 0) ent -= v * std::log(v);
-        }
-        st.entropy = ent / double(n);
+        st.entropy = mean_entropy();
         st.balance_loss = switch_balance_loss<T>(p, routed_, k, 0.0, nullptr);
         importance_.assign(std::size_t(e), 0.0);  // Shazeer's importance: the sum of each expert's gate weights
         for (Index t = 0; t < n; ++t)
@@ -228,6 +289,17 @@ private:
                     spec_.load_coef * st.load_loss + spec_.z_coef * st.z_loss;
     }
 
+    /// Mean over tokens of the entropy of the router's probabilities, in nats.
+    double mean_entropy() const {
+        const auto& p = probs_.view();
+        double ent = 0;
+        for (Index i = 0; i < p.size(); ++i) {
+            const double v = double(p.data()[i]);
+            if (v > 0) ent -= v * std::log(v);
+        }
+        return ent / double(std::max<Index>(1, p.cols()));
+    }
+
     RouterSpec spec_;
     std::string name_;
     Param<T> w_, b_, noise_w_;
@@ -238,6 +310,7 @@ private:
     Buffer<Index> choice_;
     Buffer<T> dprobs_, dnoisy_, dlogits_, dstd_, dnoise_raw_;
     std::vector<Index> routed_;
+    std::vector<std::vector<Index>> order_;  // expert choice: per expert, the tokens by score
     std::vector<double> importance_, dimportance_, load_, dload_;
     double aux_loss_ = 0;
 };
