@@ -1,17 +1,26 @@
 // A character-level language model on real text: the fortune cookie database of Debian's
 // `fortunes` package (/usr/share/games/fortunes, 2.5 MB of quotations, jokes and literature).
-// Two 2-layer pre-norm Transformers of the same active parameters, trained for the same wall time:
-// a dense feed-forward of 256 against a top-2-of-8 MoE of experts of 128 (Switch balance loss
-// 0.01). Prints validation bits per character, tokens/s, each MoE layer's expert load, and a sample
-// of each model (decoded one character at a time through the KV cache).
+// Three 2-layer pre-norm Transformers of the same active parameters, trained for the same wall time:
+// a dense feed-forward of 256, a top-2-of-8 MoE of experts of 128 (Switch balance loss 0.01), and
+// the same experts with expert-choice routing (capacity factor 2: each expert takes a quarter of the
+// batch's tokens, two experts per token on average). Prints the routing diagnostics of every MoE
+// layer during training (load, dropped tokens, router entropy), validation bits per character,
+// tokens/s, and a sample of each model (decoded one character at a time through the KV cache).
 //
-// Writes the learning curves (validation bits/char over training seconds) to a PNG.
+// Expert choice is not causal: a token's experts depend on the other tokens of the batch, later ones
+// included, so its validation loss has seen the future, and decoding one token at a time routes
+// differently from training (every expert takes the single token). The README says more.
 //
-// Usage: char_lm [--seconds S (per model)] [--quick] [--dir DIR] [--plot FILE.png]
+// Writes the learning curves (validation bits/char over training seconds) to a PNG, and with
+// --save DIR each model file (DIR/char_lm_<model>.safetensors; tools/moe_transformer_torch.py loads them).
+//
+// Usage: char_lm [--seconds S (per model)] [--quick] [--dir DIR] [--plot FILE.png] [--save DIR]
 #include <moe/data/line_plot.hpp>
 #include <moe/moe.hpp>
 
 #include <algorithm>
+#include <array>
+#include <cstdint>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -62,18 +71,51 @@ Corpus encode(const std::string& text) {
     return c;
 }
 
-moe::MoETransformerSpec spec(moe::Index vocab, bool moe_ffn) {
+enum class Run { dense, top2, expert_choice };
+const char* run_name(Run r) {
+    return r == Run::dense ? "dense FFN 256" : r == Run::top2 ? "MoE top-2 of 8 x 128" : "MoE expert choice (cf 2) of 8 x 128";
+}
+const char* run_file(Run r) { return r == Run::dense ? "dense" : r == Run::top2 ? "top2" : "expert_choice"; }
+
+moe::MoETransformerSpec spec(moe::Index vocab, Run run) {
     moe::MoETransformerSpec s;
     s.vocab = vocab;
     s.max_positions = kSeq;
     s.layers = 2;
     s.layer.dim = 64;
     s.layer.heads = 4;
+    const bool moe_ffn = run != Run::dense;
     s.layer.ffn = moe_ffn ? 128 : 256;  // the same active feed-forward: 2 experts of 128 or one of 256
     s.layer.experts = moe_ffn ? 8 : 0;
     s.layer.moe.k = 2;
-    s.layer.moe.balance_coef = 0.01;
+    if (run == Run::expert_choice) {
+        s.layer.moe.routing = moe::Routing::expert_choice;
+        s.layer.moe.capacity_factor = 2.0;  // c = 2 N / 8: on average two experts per token, as top-2
+    } else {
+        s.layer.moe.balance_coef = 0.01;
+    }
     return s;
+}
+
+/// One line per MoE layer: load max/mean, dropped tokens, router entropy, dead experts, shares.
+std::string routing_report(moe::Model<moe::MoETransformer<T>>& lm) {
+    std::string out;
+    for (moe::Index l = 0; l < lm.spec().layers; ++l) {
+        const moe::SparseMoE<T>* ffn = lm.layer(l).sparse_ffn();
+        if (!ffn) break;
+        const moe::RoutingStats& s = ffn->stats();
+        char line[200];
+        std::snprintf(line, sizeof line,
+                      "  layer %ld: load max/mean %.2f, dropped tokens %ld of %ld, router entropy %.2f nats (uniform %.2f), dead "
+                      "experts %ld; shares",
+                      long(l), s.load_balance, long(s.dropped_tokens), long(s.tokens), s.entropy, std::log(8.0), long(s.dead_experts));
+        out += line;
+        double total = 0;
+        for (moe::Index v : s.routed) total += double(v);
+        for (moe::Index v : s.routed) out += " " + std::to_string(int(std::lround(100.0 * double(v) / std::max(1.0, total)))) + "%";
+        out += "\n";
+    }
+    return out;
 }
 
 /// kBatch windows of kSeq + 1 tokens from `data` starting at `starts`: inputs and next tokens.
@@ -140,8 +182,9 @@ std::string generate(moe::Model<moe::MoETransformer<T>>& lm, const Corpus& c, co
     return out;
 }
 
-Result train(const Corpus& c, bool moe_ffn, double seconds) {
-    moe::Model<moe::MoETransformer<T>> lm(spec(moe::Index(c.chars.size()), moe_ffn), 1);
+Result train(const Corpus& c, Run run, double seconds, const std::string& save_dir) {
+    std::printf("\n%s\n", run_name(run));
+    moe::Model<moe::MoETransformer<T>> lm(spec(moe::Index(c.chars.size()), run), 1);
     moe::AdamOptions ao;
     ao.lr = 2e-3;
     moe::Adam<T> adam(ao);
@@ -158,6 +201,11 @@ Result train(const Corpus& c, bool moe_ffn, double seconds) {
             trained += std::chrono::duration<double>(Clock::now() - start).count();
             r.curve_seconds.push_back(trained);
             r.curve_bpc.push_back(validation_bpc(lm, c.valid));
+            if (r.steps % 500 == 0 && r.steps > 0) {  // the routing diagnostics of the last training batch
+                std::printf("step %ld, %.0f s: validation %.3f bits/char\n%s", r.steps, trained, r.curve_bpc.back(),
+                            routing_report(lm).c_str());
+                std::fflush(stdout);
+            }
             start = Clock::now();
         }
         std::vector<std::size_t> starts;
@@ -175,20 +223,13 @@ Result train(const Corpus& c, bool moe_ffn, double seconds) {
     r.bpc = validation_bpc(lm, c.valid);
     r.curve_seconds.push_back(trained);
     r.curve_bpc.push_back(r.bpc);
-    for (moe::Index l = 0; moe_ffn && l < 2; ++l) {
-        const moe::SparseMoE<T>* ffn = lm.layer(l).sparse_ffn();
-        if (!ffn) break;
-        const moe::RoutingStats& s = ffn->stats();
-        char line[160];
-        std::snprintf(line, sizeof line, "layer %ld: load max/mean %.2f, router entropy %.2f nats (uniform %.2f), dead experts %ld; shares",
-                      long(l), s.load_balance, s.entropy, std::log(8.0), long(s.dead_experts));
-        r.load += line;
-        double total = 0;
-        for (moe::Index v : s.routed) total += double(v);
-        for (moe::Index v : s.routed) r.load += " " + std::to_string(int(std::lround(100.0 * double(v) / std::max(1.0, total)))) + "%";
-        r.load += "\n";
-    }
+    r.load = routing_report(lm);
     r.sample = generate(lm, c, "The ", 160, rng);
+    if (!save_dir.empty()) {
+        const std::string path = save_dir + "/char_lm_" + run_file(run) + ".safetensors";
+        moe::save(lm, path);
+        std::printf("saved %s\n", path.c_str());
+    }
     return r;
 }
 
@@ -196,14 +237,15 @@ Result train(const Corpus& c, bool moe_ffn, double seconds) {
 
 int main(int argc, char** argv) {
     double seconds = 60;
-    std::string dir = "/usr/share/games/fortunes", plot = "char_lm_curve.png";
+    std::string dir = "/usr/share/games/fortunes", plot = "char_lm_curve.png", save_dir;
     for (int i = 1; i < argc; ++i) {
         if (!std::strcmp(argv[i], "--quick")) seconds = 2;
         else if (!std::strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = std::atof(argv[++i]);
         else if (!std::strcmp(argv[i], "--dir") && i + 1 < argc) dir = argv[++i];
         else if (!std::strcmp(argv[i], "--plot") && i + 1 < argc) plot = argv[++i];
+        else if (!std::strcmp(argv[i], "--save") && i + 1 < argc) save_dir = argv[++i];
         else {
-            std::fprintf(stderr, "usage: %s [--seconds S] [--quick] [--dir DIR] [--plot FILE.png]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--seconds S] [--quick] [--dir DIR] [--plot FILE.png] [--save DIR]\n", argv[0]);
             return 2;
         }
     }
@@ -214,16 +256,20 @@ int main(int argc, char** argv) {
     const Corpus c = encode(read_corpus(dir));
     std::printf("corpus: %zu training and %zu validation characters, %zu distinct; %.0f s per model\n", c.train.size(), c.valid.size(),
                 c.chars.size(), seconds);
-    const Result dense = train(c, false, seconds), sparse = train(c, true, seconds);
+    const Run runs[] = {Run::dense, Run::top2, Run::expert_choice};
+    std::vector<Result> results;
+    for (Run run : runs) results.push_back(train(c, run, seconds, save_dir));
     std::printf("\n| model | steps | tokens/s | validation bits/char |\n|---|---:|---:|---:|\n");
-    std::printf("| dense FFN 256 | %ld | %.0f | %.3f |\n", dense.steps, dense.tokens_per_second, dense.bpc);
-    std::printf("| MoE top-2 of 8 x 128 | %ld | %.0f | %.3f |\n", sparse.steps, sparse.tokens_per_second, sparse.bpc);
-    std::printf("\nexpert load of the last training batch:\n%s", sparse.load.c_str());
-    std::printf("\ndense sample: %s\n\nMoE sample:   %s\n", dense.sample.c_str(), sparse.sample.c_str());
-    moe::write_line_plot(plot,
-                         {{"dense FFN 256", dense.curve_seconds, dense.curve_bpc, {{214, 39, 40}}},
-                          {"MoE top-2 of 8 x 128", sparse.curve_seconds, sparse.curve_bpc, {{31, 119, 180}}}},
-                         "training seconds", "validation bits/char");
-    std::printf("\nlearning curves (red dense, blue MoE): %s\n", plot.c_str());
+    for (std::size_t i = 0; i < results.size(); ++i)
+        std::printf("| %s | %ld | %.0f | %.3f |\n", run_name(runs[i]), results[i].steps, results[i].tokens_per_second, results[i].bpc);
+    for (std::size_t i = 1; i < results.size(); ++i)
+        std::printf("\nrouting of the last training batch, %s:\n%s", run_name(runs[i]), results[i].load.c_str());
+    for (std::size_t i = 0; i < results.size(); ++i) std::printf("\nsample, %s: %s\n", run_name(runs[i]), results[i].sample.c_str());
+    const std::array<std::uint8_t, 3> colours[] = {{214, 39, 40}, {31, 119, 180}, {44, 160, 44}};
+    std::vector<moe::LineCurve> series;
+    for (std::size_t i = 0; i < results.size(); ++i)
+        series.push_back({run_name(runs[i]), results[i].curve_seconds, results[i].curve_bpc, colours[i]});
+    moe::write_line_plot(plot, series, "training seconds", "validation bits/char");
+    std::printf("\nlearning curves (red dense, blue top-2, green expert choice): %s\n", plot.c_str());
     return 0;
 }

@@ -152,29 +152,37 @@ TEST_CASE("PLE, CGC: training steps (uncertainty weighting) and predict allocate
 }
 
 TEST_CASE("SparseMoE: forward and backward allocate nothing in steady state", "[alloc]") {
-    SparseMoESpec s;
-    s.dim = 16;
-    s.ffn = 32;
-    s.experts = 8;
-    s.k = 2;
-    s.noisy = true;
-    s.capacity_factor = 1.0;
-    s.balance_coef = s.importance_coef = s.load_coef = s.z_coef = 0.01;
-    Model<SparseMoE<float>> model(s, 1);
-    Adam<float> adam(AdamOptions{});
-    Rng rng(2);
-    Matrix<float> x(16, 256), dy(16, 256);
-    for (Index i = 0; i < x.size(); ++i) x.data()[i] = float(rng.normal()), dy.data()[i] = float(rng.normal());
-    auto step = [&] {
-        model.zero_grad();
-        model.forward(x);
-        model.backward(dy);
-        adam.step(model.params());
-    };
-    step();
-    const long before = moe::testing::allocations();
-    for (int i = 0; i < 3; ++i) step();
-    CHECK(moe::testing::allocations() - before == 0);
+    for (bool expert_choice : {false, true}) {  // noisy top-2 with MLP experts; expert choice with SwiGLU experts
+        INFO("expert choice " << expert_choice);
+        SparseMoESpec s;
+        s.dim = 16;
+        s.ffn = 32;
+        s.experts = 8;
+        s.k = 2;
+        s.noisy = !expert_choice;
+        s.capacity_factor = 1.0;
+        s.balance_coef = s.importance_coef = s.load_coef = expert_choice ? 0.0 : 0.01;
+        s.z_coef = 0.01;
+        if (expert_choice) {
+            s.routing = Routing::expert_choice;
+            s.expert = ExpertKind::swiglu;
+        }
+        Model<SparseMoE<float>> model(s, 1);
+        Adam<float> adam(AdamOptions{});
+        Rng rng(2);
+        Matrix<float> x(16, 256), dy(16, 256);
+        for (Index i = 0; i < x.size(); ++i) x.data()[i] = float(rng.normal()), dy.data()[i] = float(rng.normal());
+        auto step = [&] {
+            model.zero_grad();
+            model.forward(x);
+            model.backward(dy);
+            adam.step(model.params());
+        };
+        step();
+        const long before = moe::testing::allocations();
+        for (int i = 0; i < 3; ++i) step();
+        CHECK(moe::testing::allocations() - before == 0);
+    }
 }
 
 TEST_CASE("FeatureModel: steps with other ids each batch allocate nothing in steady state", "[alloc][features]") {

@@ -1,6 +1,8 @@
 // MoETransformerLayer: PyTorch parity of a pre-norm layer with a dense feed-forward (LayerNorm) and
 // with a top-2 SparseMoE (RMSNorm), causal and key-padded (tools/make_transformer_reference.py:
 // outputs, dx, every parameter's gradient); gradient checks with the MoE's aux losses; bad specs.
+#include <filesystem>
+#include <fstream>
 #include <vector>
 
 #include "support/catch.hpp"
@@ -271,4 +273,77 @@ TEST_CASE("sample_token: greedy, temperature, top-p; bad settings", "[transforme
     for (int i = 0; i < 200; ++i) CHECK(sample_token(inf, {1.0, 1.0}, rng) != 0);  // -inf: never
     CHECK_THROWS_WITH(sample_token(Vector<double>::Constant(3, -INFINITY), {1.0, 1.0}, rng), Contains("every logit is -inf"));
 }
+}  // namespace test_moe_transformer
+
+namespace test_moe_transformer {
+
+namespace {
+/// The specs of tools/make_transformer_reference.py's language models (LM_CASES).
+MoETransformerSpec reference_lm_spec(bool moe) {
+    MoETransformerSpec s;
+    s.vocab = 11;
+    s.max_positions = 8;
+    s.layers = 2;
+    s.tied_head = !moe;
+    s.layer = case_spec(moe ? "moe_swiglu" : "dense");
+    return s;
+}
+}  // namespace
+
+TEST_CASE("MoETransformer model files: PyTorch's state_dict loads and gives its logits; save and load round-trip with PyTorch "
+          "shapes",
+          "[transformer][io]") {
+    for (bool moe : {true, false}) {
+        INFO("moe " << moe);
+        const std::string name = moe ? "moe" : "dense";
+        const SafetensorsFile expected = read_safetensors(moe::testing::fixture_path("transformer_lm_" + name + "_expected.safetensors"));
+        const std::vector<std::int64_t> tokens = expected.at("tokens").values<std::int64_t>();
+        auto lm = load_state_dict<MoETransformer<double>>(moe::testing::fixture_path("transformer_lm_" + name + ".safetensors"),
+                                                          reference_lm_spec(moe));
+        // PyTorch's logits (2, 7, 11) row-major are ours (11 x 14) column-major: the same flat order.
+        const std::vector<double> want = expected.at("logits").values<double>();
+        const Matrix<double> ours = lm.forward(tokens, 7);
+        const Matrix<double> theirs = Eigen::Map<const Matrix<double>>(want.data(), 11, 14);
+        MOE_CHECK_CLOSE(ours, theirs, double);
+
+        const std::string path = (std::filesystem::temp_directory_path() / ("moe_test_transformer_" + name + ".safetensors")).string();
+        save(lm, path);
+        const SafetensorsFile file = read_safetensors(path);
+        CHECK(file.metadata.at("kind") == "moe_transformer");
+        CHECK(file.at("layers.0.norm1.weight").shape == std::vector<std::int64_t>{8});  // 1-D, as PyTorch's
+        CHECK(file.at("layers.1.attn.in_proj_bias").shape == std::vector<std::int64_t>{24});
+        CHECK(file.at("layers.0.attn.in_proj_weight").shape == std::vector<std::int64_t>{24, 8});
+        CHECK(file.at("tok_emb.weight").shape == std::vector<std::int64_t>{11, 8});
+        if (moe) CHECK(file.at("layers.0.ffn.experts.3.w2.weight").shape == std::vector<std::int64_t>{8, 12});
+        auto back = load<MoETransformer<double>>(path);
+        CHECK(back.spec().layer.expert == lm.spec().layer.expert);
+        CHECK(Matrix<double>(back.forward(tokens, 7)) == ours);
+        std::filesystem::remove(path);
+    }
+}
+
+TEST_CASE("MoETransformer model files: a bad config is refused naming the file and the field", "[transformer][io][errors]") {
+    Model<MoETransformer<float>> lm(reference_lm_spec(true), 1);
+    const std::string path = (std::filesystem::temp_directory_path() / "moe_test_transformer_bad.safetensors").string();
+    save(lm, path);
+    SafetensorsFile file = read_safetensors(path);
+    auto with_config = [&](const std::string& from, const std::string& to) {
+        SafetensorsFile f = file;
+        auto& c = f.metadata.at("config");
+        const auto at = c.find(from);
+        REQUIRE(at != std::string::npos);
+        c.replace(at, from.size(), to);
+        write_safetensors(path, f);
+    };
+    with_config("\"norm\":\"rms_norm\"", "\"norm\":\"batch_norm\"");
+    CHECK_THROWS_WITH(load<MoETransformer<float>>(path), Contains("config.layer.norm: unknown norm 'batch_norm'"));
+    with_config("\"routing\":\"top_k\"", "\"routing\":\"tokens_choose\"");
+    CHECK_THROWS_WITH(load<MoETransformer<float>>(path), Contains("config.layer.moe.routing: unknown routing 'tokens_choose'"));
+    with_config("\"vocab\":11", "\"vocab\":110000000");
+    CHECK_THROWS_WITH(load<MoETransformer<float>>(path), Contains("the config describes a model of"));
+    with_config("\"heads\":2", "\"heads\":3");
+    CHECK_THROWS_WITH(load<MoETransformer<float>>(path), Contains("dim 8 is not divisible by heads 3"));
+    std::filesystem::remove(path);
+}
+
 }  // namespace test_moe_transformer

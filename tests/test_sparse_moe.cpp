@@ -29,6 +29,51 @@ double act(ActivationKind kind, double v) {
     }
 }
 
+/// Expert e on one token, from the parameters in the store: an MLP or a SwiGLU expert.
+Vector<double> expert_output(Model<SparseMoE<double>>& m, Index e, const Vector<double>& xt) {
+    auto& ps = m.params();
+    const std::string ex = "experts." + std::to_string(e);
+    if (m.spec().expert == ExpertKind::swiglu) {
+        const Vector<double> a = Matrix<double>(ps.value(ex + ".w1.weight")) * xt, b = Matrix<double>(ps.value(ex + ".w3.weight")) * xt;
+        Vector<double> h(a.size());
+        for (Index i = 0; i < a.size(); ++i) h(i) = a(i) / (1 + std::exp(-a(i))) * b(i);
+        return Matrix<double>(ps.value(ex + ".w2.weight")) * h;
+    }
+    Vector<double> h = Matrix<double>(ps.value(ex + ".0.weight")) * xt + Matrix<double>(ps.value(ex + ".0.bias")).col(0);
+    for (Index i = 0; i < h.size(); ++i) h(i) = act(m.spec().activation, h(i));
+    return Matrix<double>(ps.value(ex + ".2.weight")) * h + Matrix<double>(ps.value(ex + ".2.bias")).col(0);
+}
+
+/// Expert choice written the obvious way: each expert sorts all tokens by its probability (ties:
+/// lower token) and takes the first c = ceil(cf N / E); y_t = sum over the experts that took t.
+Matrix<double> naive_expert_choice(Model<SparseMoE<double>>& m, const Matrix<double>& x) {
+    const SparseMoESpec& s = m.spec();
+    const Index n = x.cols(), e = s.experts;
+    const Index c = std::min(n, Index(std::ceil(s.capacity_factor * double(n) / double(e))));
+    Matrix<double> logits = Matrix<double>(m.params().value("router.weight")) * x;
+    Matrix<double> p(e, n);
+    for (Index t = 0; t < n; ++t) {
+        Vector<double> q = (logits.col(t).array() - logits.col(t).maxCoeff()).exp();
+        p.col(t) = q / q.sum();
+    }
+    Matrix<double> y = Matrix<double>::Zero(s.dim, n);
+    std::vector<bool> taken(static_cast<std::size_t>(n), false);
+    for (Index ex = 0; ex < e; ++ex) {
+        std::vector<Index> order(static_cast<std::size_t>(n));
+        for (Index t = 0; t < n; ++t) order[std::size_t(t)] = t;
+        std::stable_sort(order.begin(), order.end(), [&](Index a, Index b) { return p(ex, a) > p(ex, b); });
+        for (Index r = 0; r < c; ++r) {
+            const Index t = order[std::size_t(r)];
+            y.col(t) += p(ex, t) * expert_output(m, ex, x.col(t));
+            taken[std::size_t(t)] = true;
+        }
+    }
+    if (s.dropped == DroppedTokens::passthrough)
+        for (Index t = 0; t < n; ++t)
+            if (!taken[std::size_t(t)]) y.col(t) = x.col(t);
+    return y;
+}
+
 /// The layer written the obvious way, token by token, from the parameters in the store (no noise).
 Matrix<double> naive_forward(Model<SparseMoE<double>>& m, const Matrix<double>& x) {
     const SparseMoESpec& s = m.spec();
@@ -66,11 +111,7 @@ Matrix<double> naive_forward(Model<SparseMoE<double>>& m, const Matrix<double>& 
         for (Index r = 0; r < k; ++r) {
             if (!runs[std::size_t(t)][std::size_t(r)]) continue;
             any = true;
-            const std::string ex = "experts." + std::to_string(chosen[std::size_t(t)][std::size_t(r)]);
-            Vector<double> h = Matrix<double>(ps.value(ex + ".0.weight")) * x.col(t) + Matrix<double>(ps.value(ex + ".0.bias")).col(0);
-            for (Index i = 0; i < h.size(); ++i) h(i) = act(s.activation, h(i));
-            const Vector<double> o = Matrix<double>(ps.value(ex + ".2.weight")) * h + Matrix<double>(ps.value(ex + ".2.bias")).col(0);
-            y.col(t) += w[std::size_t(t)][std::size_t(r)] * o;
+            y.col(t) += w[std::size_t(t)][std::size_t(r)] * expert_output(m, chosen[std::size_t(t)][std::size_t(r)], x.col(t));
         }
         if (!any && s.dropped == DroppedTokens::passthrough) y.col(t) = x.col(t);
     }
@@ -111,6 +152,56 @@ TEST_CASE("SparseMoE forward equals a naive per-token loop", "[sparse]") {
             CHECK((y - naive_forward(m, x)).cwiseAbs().maxCoeff() < 1e-12);
         }
     }
+}
+
+TEST_CASE("SparseMoE with SwiGLU experts equals a naive per-token loop; names are Mixtral's", "[sparse][swiglu]") {
+    SparseMoESpec s = small_spec(4, 2);
+    s.expert = ExpertKind::swiglu;
+    Model<SparseMoE<double>> m(s, 5);
+    const Matrix<double> x = random_matrix(6, 30, 4);
+    CHECK((Matrix<double>(m.forward(x)) - naive_forward(m, x)).cwiseAbs().maxCoeff() < 1e-12);
+    std::vector<std::string> names;
+    for (const auto& e : m.params().entries()) names.push_back(e.name);
+    std::sort(names.begin(), names.end());  // the store lists stacked parameters layer by layer
+    CHECK(names == std::vector<std::string>{"experts.0.w1.weight", "experts.0.w2.weight", "experts.0.w3.weight",
+                                            "experts.1.w1.weight", "experts.1.w2.weight", "experts.1.w3.weight",
+                                            "experts.2.w1.weight", "experts.2.w2.weight", "experts.2.w3.weight",
+                                            "experts.3.w1.weight", "experts.3.w2.weight", "experts.3.w3.weight",
+                                            "router.weight"});
+    CHECK(gradcheck_sparse(s) < 1e-6);
+}
+
+TEST_CASE("SparseMoE expert-choice routing: each expert takes its top c tokens; naive loop, stats, gradients", "[sparse][expert_choice]") {
+    for (double cf : {0.5, 1.0, 2.0, 9.0}) {  // 9: every expert takes every token (c clamped to N)
+        for (auto policy : {DroppedTokens::zero, DroppedTokens::passthrough}) {
+            CAPTURE(cf, policy == DroppedTokens::zero);
+            SparseMoESpec s = small_spec(4, 2);
+            s.routing = Routing::expert_choice;
+            s.capacity_factor = cf;
+            s.dropped = policy;
+            s.expert = cf == 1.0 ? ExpertKind::swiglu : ExpertKind::mlp;
+            Model<SparseMoE<double>> m(s, 3);
+            const Matrix<double> x = random_matrix(6, 30, 6);
+            CHECK((Matrix<double>(m.forward(x)) - naive_expert_choice(m, x)).cwiseAbs().maxCoeff() < 1e-12);
+            const Index c = std::min<Index>(30, Index(std::ceil(cf * 30 / 4)));
+            const RoutingStats& st = m.stats();
+            for (std::size_t e = 0; e < 4; ++e) CHECK((st.kept[e] == c && st.routed[e] == c));
+            CHECK(st.dropped == 0);
+            // Tokens no expert took: at most N - c, none when every expert takes every token.
+            CHECK(st.dropped_tokens <= 30 - c);
+            if (cf == 9.0) CHECK(st.dropped_tokens == 0);
+            if (cf == 0.5) CHECK(st.dropped_tokens >= 30 - 4 * c);
+        }
+    }
+    SparseMoESpec s = small_spec(4, 2);
+    s.routing = Routing::expert_choice;
+    s.capacity_factor = 1.5;
+    s.z_coef = 0.02;
+    s.router_bias = true;
+    CHECK(gradcheck_sparse(s) < 1e-6);
+    s.dropped = DroppedTokens::passthrough;
+    s.capacity_factor = 0.5;
+    CHECK(gradcheck_sparse(s) < 1e-6);
 }
 
 TEST_CASE("SparseMoE with a capacity drops the later assignments; zero and passthrough", "[sparse]") {

@@ -15,6 +15,13 @@ tokens (the last 2 tokens of sequence 1 are key padding): h = x + attn(norm1(x))
   moe_ec:       RMSNorm, 4 GELU experts of 12, expert-choice routing with capacity factor 2: each
                 expert takes ceil(2 * 12 / 4) = 6 of the 12 tokens
 After the backward of sum(dy * y), one torch.optim.AdamW step (lr 0.01, weight decay 0.1).
+
+Also writes the model files of two language models (moe_transformer_torch.Transformer, float64), as
+PyTorch saves them: tests/fixtures/transformer_lm_{moe,dense}.safetensors (the state_dict only) and
+transformer_lm_{moe,dense}_expected.safetensors (tokens (2, 7) int64 and their logits (2, 7, 11)):
+  moe:   vocab 11, 8 positions, 2 layers, d 8, 2 heads, RMSNorm, 4 SwiGLU experts of 12 top-2 and one
+         shared SwiGLU expert, untied head
+  dense: the same sizes, LayerNorm, GELU MLP of 12, head tied to the token embedding
 Names: param.<case>.<name> (the module's state_dict), <case>.x, <case>.dy (12, 8), <case>.y, <case>.dx,
 <case>.grad.<name>, <case>.after.<name> (the parameter after the AdamW step), padding (12,) int64.
 """
@@ -72,6 +79,30 @@ def case(dtype):
     print("wrote", os.path.normpath(path))
 
 
+LM_CASES = (("moe", dict(vocab=11, max_positions=8, layers=2, tied_head=False,
+                        layer=dict(BASE, **RMS, **MOE, expert="swiglu", shared_experts=1))),
+            ("dense", dict(vocab=11, max_positions=8, layers=2, tied_head=True, layer=dict(BASE))))
+
+
+def lm_files():
+    torch.manual_seed(23)
+    for name, cfg in LM_CASES:
+        lm = moe_transformer_torch.Transformer(cfg).double().eval()
+        with torch.no_grad():
+            for n, p in lm.named_parameters():
+                if "norm" in n or n.endswith("bias"):
+                    p.add_(0.3 * torch.randn_like(p))
+        tokens = torch.randint(0, cfg["vocab"], (2, 7))
+        with torch.no_grad():
+            logits = lm(tokens)
+        state = {n: p.detach().clone() for n, p in lm.state_dict().items()}
+        safetensors_io.save(os.path.join(OUT, f"transformer_lm_{name}.safetensors"), state, {"torch": torch.__version__})
+        safetensors_io.save(os.path.join(OUT, f"transformer_lm_{name}_expected.safetensors"),
+                            {"tokens": tokens, "logits": logits}, {"torch": torch.__version__})
+        print("wrote", os.path.normpath(os.path.join(OUT, f"transformer_lm_{name}.safetensors")))
+
+
 if __name__ == "__main__":
     case(torch.float64)
     case(torch.float32)
+    lm_files()

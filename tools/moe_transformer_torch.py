@@ -98,3 +98,38 @@ class Transformer(nn.Module):
             h = layer(h)
         z = self.norm(h)
         return z @ self.tok_emb.weight.T if self.head is None else self.head(z)
+
+
+def config_from_moe(config):
+    """A Transformer cfg from a moe model file's config (the C++ MoETransformerSpec as JSON)."""
+    layer = dict(config["layer"])
+    moe = layer.pop("moe")
+    layer.update(k=moe["k"], routing=moe["routing"], capacity_factor=moe["capacity_factor"],
+                 renormalize=moe["renormalize"], router_bias=moe["router_bias"])
+    if moe["noisy"]:
+        raise ValueError("a noisy router's noise.weight has no place in this evaluation-only reference")
+    return dict(vocab=config["vocab"], max_positions=config["max_positions"], layers=config["layers"],
+                tied_head=config["tied_head"], layer=layer)
+
+
+def load_moe_file(path):
+    """The Transformer of a moe model file (moe::save of a Model<MoETransformer<T>>), in eval mode."""
+    import json
+    import safetensors_io
+    tensors, metadata = safetensors_io.load(path)
+    if metadata.get("kind") != "moe_transformer":
+        raise ValueError(f"{path}: holds a '{metadata.get('kind')}' model, not a moe_transformer")
+    lm = Transformer(config_from_moe(json.loads(metadata["config"])))
+    lm = lm.to(torch.float32 if metadata["dtype"] == "float32" else torch.float64)
+    lm.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("optimizer.")})
+    return lm.eval()
+
+
+if __name__ == "__main__":
+    # python3 tools/moe_transformer_torch.py MODEL.safetensors TOKEN... : the next-token logits of the
+    # sequence, one line per position (compare with the C++ model's forward).
+    model = load_moe_file(sys.argv[1])
+    ids = torch.tensor([[int(t) for t in sys.argv[2:]]])
+    with torch.no_grad():
+        for row in model(ids)[0]:
+            print(" ".join(f"{v:.6f}" for v in row.tolist()))

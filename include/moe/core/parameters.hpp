@@ -25,16 +25,20 @@ struct Param {
     /// A stacked parameter: `parts` equal row blocks, each its own state_dict tensor (the weights of
     /// E experts as one (E * out) x in matrix). Its name holds "{}" where the part index goes.
     Index parts = 1;
+    /// A 1-D tensor in PyTorch's state_dict (LayerNorm's weight, in_proj_bias): model files write it
+    /// with shape [rows]. Biases named "*.bias" and BatchNorm's affine parameters are 1-D anyway.
+    bool vector = false;
     ParamView<T> value{nullptr, 0, 0};
     ParamView<T> grad{nullptr, 0, 0};
 
     Param() = default;
     Param(Index r, Index c, Index p = 1) : rows(r), cols(c), parts(p) {}
-    Param(const Param& o) : rows(o.rows), cols(o.cols), parts(o.parts) {}  // a copy is unbound until re-bound
+    Param(const Param& o) : rows(o.rows), cols(o.cols), parts(o.parts), vector(o.vector) {}  // a copy is unbound until re-bound
     Param& operator=(const Param& o) {
         rows = o.rows;
         cols = o.cols;
         parts = o.parts;
+        vector = o.vector;
         unbind();
         return *this;
     }
@@ -67,6 +71,7 @@ public:
     struct Entry {
         std::string name;
         Index offset, rows, cols;
+        bool vector;  ///< 1-D in PyTorch's state_dict (Param::vector)
     };
 
     /// Lay out and bind every parameter the module lists. Values are zero until initialised.
@@ -87,7 +92,7 @@ public:
                 if (index_.count(part_name))
                     throw config_error("moe::ParameterStore: duplicate parameter name '" + part_name + "'");
                 index_.emplace(part_name, entries_.size());
-                entries_.push_back({part_name, total, part_rows, p.cols});
+                entries_.push_back({part_name, total, part_rows, p.cols, p.vector});
                 total += part_rows * p.cols;
             }
         });

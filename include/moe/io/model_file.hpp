@@ -95,9 +95,25 @@ inline double model_values(const PLESpec& s) {
     }
     return n + towers_values(in, s);
 }
+/// One feed-forward d -> ffn -> d: an MLP with biases or a SwiGLU (three weights, no biases).
+inline double ffn_values(ExpertKind kind, double d, Index ffn) {
+    return kind == ExpertKind::swiglu ? 3.0 * d * size_of(ffn) : mlp_values(d, {ffn}, d, false);
+}
 inline double model_values(const SparseMoESpec& s) {
     const double e = size_of(s.experts), d = size_of(s.dim);
-    return e * d + (s.router_bias ? e : 0.0) + (s.noisy ? e * d : 0.0) + e * mlp_values(d, {s.ffn}, d, false);
+    return e * d + (s.router_bias ? e : 0.0) + (s.noisy ? e * d : 0.0) + e * ffn_values(s.expert, d, s.ffn);
+}
+inline double model_values(const MoETransformerLayerSpec& s) {
+    const double d = size_of(s.dim), e = size_of(s.experts);
+    const double ffn = e == 0 ? ffn_values(s.expert, d, s.ffn)
+                              : e * d + (s.moe.router_bias ? e : 0.0) + (s.moe.noisy ? e * d : 0.0) + e * ffn_values(s.expert, d, s.ffn) +
+                                    (s.shared_experts ? ffn_values(s.expert, d, s.shared_experts * s.ffn) : 0.0);
+    return 4.0 * d + 4.0 * d * d + 4.0 * d + ffn;  // two norms, attention, feed-forward
+}
+inline double model_values(const MoETransformerSpec& s) {
+    const double d = size_of(s.layer.dim);
+    return (size_of(s.vocab) + size_of(s.max_positions)) * d + size_of(s.layers) * model_values(s.layer) + 2.0 * d +
+           (s.tied_head ? 0.0 : size_of(s.vocab) * d);
 }
 
 /// The file's "kind" of each model class.
@@ -109,6 +125,8 @@ template <class T> struct model_kind<PLE<T>> { static constexpr const char* valu
 template <class T> struct model_kind<CGC<T>> { static constexpr const char* value = "cgc"; };
 template <class T> struct model_kind<SparseMMoE<T>> { static constexpr const char* value = "sparse_mmoe"; };
 template <class T> struct model_kind<SparseMoE<T>> { static constexpr const char* value = "sparse_moe"; };
+template <class T> struct model_kind<MoETransformerLayer<T>> { static constexpr const char* value = "moe_transformer_layer"; };
+template <class T> struct model_kind<MoETransformer<T>> { static constexpr const char* value = "moe_transformer"; };
 
 }  // namespace detail
 

@@ -20,6 +20,7 @@
 
 #include "moe/features/feature_spec.hpp"
 #include "moe/models/mmoe.hpp"
+#include "moe/models/moe_transformer.hpp"
 #include "moe/models/ple.hpp"
 #include "moe/models/shared_bottom.hpp"
 #include "moe/models/sparse_mmoe.hpp"
@@ -106,7 +107,9 @@ auto visit_fields(S& s, V&& v) -> std::enable_if_t<std::is_same_v<std::remove_co
     v("ffn", s.ffn);
     v("experts", s.experts);
     v("k", s.k);
+    v("routing", s.routing);
     v("activation", s.activation);
+    v("expert", s.expert);
     v("renormalize", s.renormalize);
     v("noisy", s.noisy);
     v("router_bias", s.router_bias);
@@ -117,6 +120,31 @@ auto visit_fields(S& s, V&& v) -> std::enable_if_t<std::is_same_v<std::remove_co
     v("load_coef", s.load_coef);
     v("z_coef", s.z_coef);
     v("noise_seed", s.noise_seed);
+}
+
+template <class S, class V>
+auto visit_fields(S& s, V&& v) -> std::enable_if_t<std::is_same_v<std::remove_const_t<S>, MoETransformerLayerSpec>> {
+    v("dim", s.dim);
+    v("heads", s.heads);
+    v("causal", s.causal);
+    v("attention_dropout", s.attention_dropout);
+    v("norm", s.norm);
+    v("norm_eps", s.norm_eps);
+    v("ffn", s.ffn);
+    v("activation", s.activation);
+    v("expert", s.expert);
+    v("experts", s.experts);
+    v("moe", s.moe);
+    v("shared_experts", s.shared_experts);
+}
+
+template <class S, class V>
+auto visit_fields(S& s, V&& v) -> std::enable_if_t<std::is_same_v<std::remove_const_t<S>, MoETransformerSpec>> {
+    v("vocab", s.vocab);
+    v("max_positions", s.max_positions);
+    v("layers", s.layers);
+    v("tied_head", s.tied_head);
+    v("layer", s.layer);
 }
 
 template <class S, class V>
@@ -150,6 +178,9 @@ auto visit_fields(S& s, V&& v) -> std::enable_if_t<std::is_same_v<std::remove_co
 
 // ---- enums as names -------------------------------------------------------------------------------
 inline const char* to_string(DroppedTokens d) { return d == DroppedTokens::zero ? "zero" : "passthrough"; }
+inline const char* to_string(Routing r) { return r == Routing::top_k ? "top_k" : "expert_choice"; }
+inline const char* to_string(ExpertKind k) { return k == ExpertKind::mlp ? "mlp" : "swiglu"; }
+inline const char* to_string(NormKind k) { return k == NormKind::layer_norm ? "layer_norm" : "rms_norm"; }
 
 inline void from_string(const std::string& s, ActivationKind& k) { k = activation_from_string(s); }
 inline void from_string(const std::string& s, TaskKind& k) {
@@ -166,6 +197,21 @@ inline void from_string(const std::string& s, GateKind& k) {
     else throw config_error("unknown gate kind '" + s + "' (expected softmax or dselect_k)");
 }
 inline void from_string(const std::string& s, PoolingMode& m) { m = pooling_mode_from_string(s); }
+inline void from_string(const std::string& s, Routing& r) {
+    if (s == "top_k") r = Routing::top_k;
+    else if (s == "expert_choice") r = Routing::expert_choice;
+    else throw config_error("unknown routing '" + s + "' (expected top_k or expert_choice)");
+}
+inline void from_string(const std::string& s, ExpertKind& k) {
+    if (s == "mlp") k = ExpertKind::mlp;
+    else if (s == "swiglu") k = ExpertKind::swiglu;
+    else throw config_error("unknown expert kind '" + s + "' (expected mlp or swiglu)");
+}
+inline void from_string(const std::string& s, NormKind& k) {
+    if (s == "layer_norm") k = NormKind::layer_norm;
+    else if (s == "rms_norm") k = NormKind::rms_norm;
+    else throw config_error("unknown norm '" + s + "' (expected layer_norm or rms_norm)");
+}
 inline void from_string(const std::string& s, DroppedTokens& d) {
     if (s == "zero") d = DroppedTokens::zero;
     else if (s == "passthrough") d = DroppedTokens::passthrough;
@@ -175,7 +221,8 @@ inline void from_string(const std::string& s, DroppedTokens& d) {
 template <class E>
 constexpr bool is_spec_enum = std::is_same_v<E, ActivationKind> || std::is_same_v<E, TaskKind> ||
                               std::is_same_v<E, DroppedTokens> || std::is_same_v<E, GateKind> ||
-                              std::is_same_v<E, PoolingMode>;
+                              std::is_same_v<E, PoolingMode> || std::is_same_v<E, Routing> || std::is_same_v<E, ExpertKind> ||
+                              std::is_same_v<E, NormKind>;
 
 template <class S, class = void>
 struct has_fields : std::false_type {};

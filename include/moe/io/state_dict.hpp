@@ -60,8 +60,8 @@ const char* dtype_name() {
     return std::is_same_v<T, float> ? "float32" : "float64";
 }
 
-/// Every tensor a model has, with its PyTorch shape, and where its values live. A bias and the
-/// BatchNorm affine parameters are 1-D; every other parameter is a 2-D weight.
+/// Every tensor a model has, with its PyTorch shape, and where its values live. A bias, the
+/// BatchNorm affine parameters and those marked Param::vector are 1-D; every other is a 2-D weight.
 template <class T>
 struct TensorSlot {
     std::vector<std::int64_t> shape;
@@ -91,7 +91,7 @@ std::map<std::string, TensorSlot<typename M::Scalar>> model_tensors(Model<M>& mo
     }
     auto& store = model.params();
     for (const auto& e : store.entries()) {
-        const bool vector = vectors.count(e.name) || (e.cols == 1 && e.name.size() >= 5 &&
+        const bool vector = e.vector || vectors.count(e.name) || (e.cols == 1 && e.name.size() >= 5 &&
                                                       e.name.compare(e.name.size() - 5, 5, ".bias") == 0) ||
                             e.name == "bias";
         TensorSlot<T> s;

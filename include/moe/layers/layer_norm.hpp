@@ -76,6 +76,7 @@ public:
 protected:
     ColumnNorm(Index features, double eps, bool bias, std::string name)
         : name_(std::move(name)), eps_(eps), has_bias_(bias), weight_(features, 1), bias_(bias ? features : 0, 1) {
+        weight_.vector = bias_.vector = true;  // nn.LayerNorm's weight and bias are 1-D
         require(features > 0, name_, ": features must be positive, got ", features);
         require(eps > 0 && std::isfinite(eps), name_, ": eps must be positive and finite, got ", eps);
     }

@@ -34,6 +34,7 @@ public:
     MultiheadAttention(Index dim, Index heads, double dropout = 0.0, bool causal = false, std::string name = "moe::MultiheadAttention")
         : name_(std::move(name)), dim_(dim), heads_(heads), dropout_(dropout), causal_(causal), in_w_(3 * dim, dim),
           in_b_(3 * dim, 1), out_w_(dim, dim), out_b_(dim, 1) {
+        in_b_.vector = true;  // nn.MultiheadAttention's in_proj_bias is 1-D
         detail::require(dim > 0 && heads > 0, name_, ": dim and heads must be positive, got ", dim, " and ", heads);
         detail::require(dim % heads == 0, name_, ": dim ", dim, " is not divisible by heads ", heads);
         detail::require(dropout >= 0 && dropout < 1, name_, ": dropout must be in [0, 1), got ", dropout);

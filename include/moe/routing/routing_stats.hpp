@@ -14,9 +14,9 @@ namespace moe {
 struct RoutingStats {
     Index tokens = 0;
     std::vector<Index> routed;  ///< assignments per expert chosen by the router (before capacity)
-    std::vector<Index> kept;    ///< assignments per expert that ran (after capacity)
+    std::vector<Index> kept;    ///< assignments per expert that ran (after capacity; expert choice: c each)
     Index dropped = 0;          ///< assignments over capacity, not run
-    Index dropped_tokens = 0;   ///< tokens none of whose assignments ran
+    Index dropped_tokens = 0;   ///< tokens none of whose assignments ran (expert choice: that no expert took)
     Index dead_experts = 0;     ///< experts no token chose
     double entropy = 0;         ///< mean over tokens of the router's entropy, nats (log E when uniform)
     double load_balance = 0;    ///< max over mean of `routed` (1 when perfectly balanced, E when one expert takes all)
