@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -44,6 +45,35 @@ inline void set_flops(benchmark::State& state, double flops_per_iteration) {
     state.counters["GFLOP/s"] =
         benchmark::Counter(flops_per_iteration * double(state.iterations()) * 1e-9, benchmark::Counter::kIsRate);
 }
+
+/// The peak resident memory of a stretch of code, from Linux's /proc/self (0 elsewhere): start()
+/// resets the process's high-water mark (clear_refs 5) and notes the resident size; peak_mib() is
+/// the high-water mark since then, minus that size.
+class PeakMemory {
+public:
+    void start() {
+        if (std::FILE* f = std::fopen("/proc/self/clear_refs", "w")) {
+            std::fputs("5", f);
+            std::fclose(f);
+        }
+        start_kib_ = status_kib("VmRSS:");
+    }
+    double peak_mib() const { return (status_kib("VmHWM:") - start_kib_) / 1024.0; }
+
+private:
+    static double status_kib(const char* key) {
+        std::FILE* f = std::fopen("/proc/self/status", "r");
+        if (!f) return 0;
+        char line[256];
+        double kib = 0;
+        const std::size_t n = std::strlen(key);
+        while (std::fgets(line, sizeof line, f))
+            if (!std::strncmp(line, key, n)) kib = std::atof(line + n);
+        std::fclose(f);
+        return kib;
+    }
+    double start_kib_ = 0;
+};
 
 /// "eigen", or "blas: <the library file cblas_sgemm came from> (<OpenBLAS's kernel>)".
 inline std::string backend_description() {
