@@ -14,6 +14,7 @@
 #include "moe/core/rng.hpp"
 #include "moe/core/threads.hpp"
 #include "moe/core/view.hpp"
+#include "moe/detail/gemm.hpp"
 #include "moe/detail/row_sums.hpp"
 
 namespace moe {
@@ -78,15 +79,17 @@ public:
         forwarded_ = true;
         seq_ = seq_len;
         if (!frozen_) ++calls_;  // a new dropout mask per forward
+        // The projections through the library's GEMM (detail/gemm.hpp: threaded tiles, or the BLAS
+        // backend); a weight's value_t() is its transpose as a column-major view.
         auto& qkv = qkv_.resize(3 * dim_, x.cols());
-        qkv.noalias() = in_w_.value * x;
-        qkv.colwise() += in_b_.value_vec();
+        qkv.colwise() = in_b_.value_vec();
+        detail::matmul<T>(qkv, in_w_.value_t(), true, x, false, /*accumulate=*/true);
         auto& o = o_.resize(dim_, x.cols());
         auto& lse = lse_.resize(heads_, x.cols());
         for_each_head(x.cols() / seq_len, [&](Index b, Index h, Scratch& s) { attend(qkv, b, h, o, lse, s); });
         auto& y = y_.resize(dim_, x.cols());
-        y.noalias() = out_w_.value * o;
-        y.colwise() += out_b_.value_vec();
+        y.colwise() = out_b_.value_vec();
+        detail::matmul<T>(y, out_w_.value_t(), true, o, false, true);
         return y;
     }
 
@@ -95,17 +98,19 @@ public:
         detail::require(forwarded_, name_, "::backward: no forward before it");
         detail::check_shape(dy, dim_, x_.cols(), name_, "backward", "output gradient");
         const auto& o = o_.view();
-        out_w_.grad.noalias() += dy * o.transpose();
+        auto dw_out = out_w_.grad_t();  // dW^T = o dy^T
+        detail::matmul<T>(dw_out, o, false, dy, true, true);
         detail::add_row_sums(dy, out_b_.grad_vec());
         auto& d_o = do_.resize(dim_, dy.cols());
-        d_o.noalias() = out_w_.value.transpose() * dy;
+        detail::matmul<T>(d_o, out_w_.value_t(), false, dy, false);
         auto& dqkv = dqkv_.zeros(3 * dim_, dy.cols());
         for_each_head(dy.cols() / seq_, [&](Index b, Index h, Scratch& s) { attend_backward(b, h, d_o, dqkv, s); });
-        in_w_.grad.noalias() += dqkv * x_.transpose();
+        auto dw_in = in_w_.grad_t();
+        detail::matmul<T>(dw_in, x_, false, dqkv, true, true);
         const ConstView<T> dq = dqkv;
         detail::add_row_sums(dq, in_b_.grad_vec());
         auto& dx = dx_.resize(dim_, dy.cols());
-        dx.noalias() = in_w_.value.transpose() * dqkv;
+        detail::matmul<T>(dx, in_w_.value_t(), false, dqkv, false);
         return dx;
     }
 
@@ -206,8 +211,34 @@ private:
         return u < dropout_ ? T(0) : T(1.0 / (1.0 - dropout_));
     }
 
+    /// With a causal mask, the queries that can see any key of the block starting at j0: [j0, s).
+    Index first_query(Index j0) const { return causal_ ? j0 : 0; }
+    /// Whether dropout is on in this pass (keep() is 1 everywhere otherwise).
+    bool dropping() const { return training_ && dropout_ > 0.0; }
+    /// Scores column `col` of query i over the keys [j0, j0 + bk): sets the masked ones to -inf and
+    /// returns how many leading keys the causal mask leaves (the rest are -inf).
+    template <class Col>
+    Index mask_column(Col&& col, Index b, Index i, Index j0, Index bk) const {
+        const Index lim = causal_ ? std::min(bk, i - j0 + 1) : bk;
+        col.tail(bk - lim).setConstant(-std::numeric_limits<T>::infinity());
+        if (!padding_.empty())
+            for (Index j = 0; j < lim; ++j)
+                if (padding_[std::size_t(b * seq_ + j0 + j)] != 0) col(j) = -std::numeric_limits<T>::infinity();
+        return lim;
+    }
+    /// exp(col - m) over the first lim keys (vectorised), masked keys exactly 0.
+    template <class Col>
+    void exp_column(Col&& col, T m, Index b, Index j0, Index lim) const {
+        col.head(lim) = (col.head(lim).array() - m).exp();
+        col.tail(col.size() - lim).setZero();
+        if (!padding_.empty())
+            for (Index j = 0; j < lim; ++j)
+                if (padding_[std::size_t(b * seq_ + j0 + j)] != 0) col(j) = T(0);
+    }
+
     /// Head h of sequence b: O = V softmax(K^T Q / sqrt(dh))^T over key blocks, with the running
     /// maximum and sum of every query (online softmax); keeps log-sum-exp per query for backward.
+    /// A causal mask skips the queries before a block (they see none of its keys).
     void attend(const MatrixView<T>& qkv, Index b, Index h, MatrixView<T>& o, MatrixView<T>& lse, Scratch& st) const {
         const Index dh = dim_ / heads_, s = seq_, c0 = b * s;
         const T scale = T(1) / std::sqrt(T(dh));
@@ -219,29 +250,26 @@ private:
         running_max.setConstant(s, -std::numeric_limits<T>::infinity());
         running_sum.setZero(s);
         for (Index j0 = 0; j0 < s; j0 += kBlock) {
-            const Index bk = std::min(kBlock, s - j0);
-            auto& sc = st.scores.resize(bk, s);  // keys x queries
-            sc.noalias() = (k.middleCols(j0, bk).transpose() * q) * scale;
-            for (Index i = 0; i < s; ++i) {
-                T m = running_max(i);
-                for (Index j = 0; j < bk; ++j)
-                    if (!masked(b, i, j0 + j)) m = std::max(m, sc(j, i));
+            const Index bk = std::min(kBlock, s - j0), q0 = first_query(j0), nq = s - q0;
+            auto& sc = st.scores.resize(bk, nq);  // keys x queries
+            sc.noalias() = (k.middleCols(j0, bk).transpose() * q.middleCols(q0, nq)) * scale;
+            for (Index i = q0; i < s; ++i) {
+                auto col = sc.col(i - q0);
+                const Index lim = mask_column(col, b, i, j0, bk);
+                const T m = std::max(running_max(i), col.maxCoeff());
                 if (m == -std::numeric_limits<T>::infinity()) {  // every key so far masked
-                    sc.col(i).setZero();
+                    col.setZero();
                     continue;
                 }
                 const T rescale = running_max(i) == -std::numeric_limits<T>::infinity() ? T(0) : std::exp(running_max(i) - m);
-                T sum = 0;
-                for (Index j = 0; j < bk; ++j) {
-                    const T p = masked(b, i, j0 + j) ? T(0) : std::exp(sc(j, i) - m);
-                    sum += p;
-                    sc(j, i) = p * keep(b, h, i, j0 + j);
-                }
-                running_sum(i) = running_sum(i) * rescale + sum;
+                exp_column(col, m, b, j0, lim);
+                running_sum(i) = running_sum(i) * rescale + col.sum();
+                if (dropping())
+                    for (Index j = 0; j < bk; ++j) col(j) *= keep(b, h, i, j0 + j);
                 acc.col(i) *= rescale;
                 running_max(i) = m;
             }
-            acc.noalias() += v.middleCols(j0, bk) * sc;
+            acc.middleCols(q0, nq).noalias() += v.middleCols(j0, bk) * sc;
         }
         for (Index i = 0; i < s; ++i) {
             if (running_sum(i) > 0) {
@@ -256,7 +284,7 @@ private:
 
     /// Backward of one head of one sequence: P recomputed block by block from the log-sum-exp;
     /// dV = dO (D P)^T, dS = P (dP~ - rowdot(dO, O)), dQ = K dS / sqrt(dh), dK = Q dS^T / sqrt(dh)
-    /// (D the dropout mask, dP~ = D (V^T dO)).
+    /// (D the dropout mask, dP~ = D (V^T dO)). Causal: the queries before a block are skipped.
     void attend_backward(Index b, Index h, const MatrixView<T>& d_o, MatrixView<T>& dqkv, Scratch& st) const {
         const Index dh = dim_ / heads_, s = seq_, c0 = b * s;
         const T scale = T(1) / std::sqrt(T(dh));
@@ -270,25 +298,39 @@ private:
         Vector<T>& delta = st.delta;
         delta.resize(s);
         for (Index i = 0; i < s; ++i) delta(i) = dout.col(i).dot(out.col(i));
+        const bool drop = dropping();
         for (Index j0 = 0; j0 < s; j0 += kBlock) {
-            const Index bk = std::min(kBlock, s - j0);
-            auto& p = st.scores.resize(bk, s);  // P, then P with dropout
-            p.noalias() = (k.middleCols(j0, bk).transpose() * q) * scale;
-            auto& dp = st.dscores.resize(bk, s);
-            dp.noalias() = v.middleCols(j0, bk).transpose() * dout;  // dP~ before the dropout mask
-            auto& pd = st.dropped.resize(bk, s);
-            for (Index i = 0; i < s; ++i) {
+            const Index bk = std::min(kBlock, s - j0), q0 = first_query(j0), nq = s - q0;
+            auto& p = st.scores.resize(bk, nq);  // P
+            p.noalias() = (k.middleCols(j0, bk).transpose() * q.middleCols(q0, nq)) * scale;
+            auto& dp = st.dscores.resize(bk, nq);
+            dp.noalias() = v.middleCols(j0, bk).transpose() * dout.middleCols(q0, nq);  // dP~ before the dropout mask
+            auto& pd = drop ? st.dropped.resize(bk, nq) : p;  // P with dropout (P itself without)
+            for (Index i = q0; i < s; ++i) {
+                auto pc = p.col(i - q0);
+                auto dc = dp.col(i - q0);
                 const T l = lse_.view()(h, c0 + i);
-                for (Index j = 0; j < bk; ++j) {
-                    const T pij = (masked(b, i, j0 + j) || !std::isfinite(l)) ? T(0) : std::exp(p(j, i) - l);
-                    const T kp = keep(b, h, i, j0 + j);
-                    pd(j, i) = pij * kp;
-                    dp(j, i) = pij * (kp * dp(j, i) - delta(i));  // dS
+                if (!std::isfinite(l)) {  // the query saw no key
+                    pc.setZero();
+                    dc.setZero();
+                    if (drop) pd.col(i - q0).setZero();
+                    continue;
+                }
+                const Index lim = mask_column(pc, b, i, j0, bk);
+                exp_column(pc, l, b, j0, lim);
+                if (drop) {
+                    for (Index j = 0; j < bk; ++j) {
+                        const T kp = keep(b, h, i, j0 + j);
+                        pd(j, i - q0) = pc(j) * kp;
+                        dc(j) = pc(j) * (kp * dc(j) - delta(i));  // dS
+                    }
+                } else {
+                    dc = pc.cwiseProduct((dc.array() - delta(i)).matrix());  // dS
                 }
             }
-            dv.middleCols(j0, bk).noalias() += dout * pd.transpose();
-            dq.noalias() += (k.middleCols(j0, bk) * dp) * scale;
-            dk.middleCols(j0, bk).noalias() += (q * dp.transpose()) * scale;
+            dv.middleCols(j0, bk).noalias() += dout.middleCols(q0, nq) * pd.transpose();
+            dq.middleCols(q0, nq).noalias() += (k.middleCols(j0, bk) * dp) * scale;
+            dk.middleCols(j0, bk).noalias() += (q.middleCols(q0, nq) * dp.transpose()) * scale;
         }
     }
 

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "moe/core/parameters.hpp"
+#include "moe/detail/gemm.hpp"
 #include "moe/models/moe_transformer_layer.hpp"
 
 namespace moe {
@@ -92,7 +93,7 @@ public:
         for (auto& l : layers_) h = l.forward(h, seq_len);
         const MatrixView<T>& z = layer_norm_ ? layer_norm_->forward(h) : rms_norm_->forward(h);
         auto& logits = logits_.resize(spec_.vocab, n);
-        logits.noalias() = head().value * z;
+        detail::matmul<T>(logits, head().value_t(), true, z, false);
         return logits;
     }
 
@@ -101,9 +102,10 @@ public:
         detail::require(tokens_ != nullptr, name_, "::backward: no forward before it");
         detail::check_shape(dlogits, spec_.vocab, Index(tokens_->size()), name_, "backward", "logits gradient");
         const auto& z = layer_norm_ ? layer_norm_->output() : rms_norm_->output();
-        head().grad.noalias() += dlogits * z.transpose();
+        auto dhead = head().grad_t();  // dW^T = z dlogits^T
+        detail::matmul<T>(dhead, z, false, dlogits, true, true);
         auto& dz = dz_.resize(spec_.layer.dim, dlogits.cols());
-        dz.noalias() = head().value.transpose() * dlogits;
+        detail::matmul<T>(dz, head().value_t(), false, dlogits, false);
         ConstView<T> g = layer_norm_ ? layer_norm_->backward(dz) : rms_norm_->backward(dz);
         for (std::size_t l = layers_.size(); l-- > 0;) g = layers_[l].backward(g);
         for (Index t = 0; t < g.cols(); ++t) {
@@ -146,7 +148,7 @@ public:
         for (std::size_t l = 0; l < layers_.size(); ++l) h = layers_[l].decode(h, cache.layers[l]);
         const MatrixView<T>& z = layer_norm_ ? layer_norm_->infer(h, z_) : rms_norm_->infer(h, z_);
         auto& logits = logits_.resize(spec_.vocab, x.cols());
-        logits.noalias() = head().value * z;
+        detail::matmul<T>(logits, head().value_t(), true, z, false);
         return logits;
     }
 
