@@ -1,7 +1,10 @@
 #!/usr/bin/python3
 """Side-by-side speed of moe's MoE Transformer layer and PyTorch's, in one run.
 
-    /usr/bin/python3 tools/compare_transformer_pytorch.py [path/to/bench_transformer]
+    /usr/bin/python3 tools/compare_transformer_pytorch.py [path/to/bench_transformer] [--coretype NAME]
+
+--coretype sets OPENBLAS_CORETYPE for moe's rows (a bench-blas build; e.g. SkylakeX, whose products
+bench_common.hpp checks against Eigen before any row runs); PyTorch runs with it unset.
 
 Needs Debian's python3-torch and a bench build of moe (scripts/bench, or cmake --preset bench &&
 cmake --build --preset bench). PyTorch is put at its best as in compare_pytorch.py (OPENBLAS_CORETYPE
@@ -35,8 +38,11 @@ from torch import nn  # noqa: E402
 import moe_transformer_torch  # noqa: E402
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), ".."))
-BENCH = next((a for a in sys.argv[1:] if not a.startswith("--")),
+ARGS = sys.argv[1:]
+CORETYPE = ARGS[ARGS.index("--coretype") + 1] if "--coretype" in ARGS else None
+BENCH = next((a for i, a in enumerate(ARGS) if not a.startswith("--") and (i == 0 or ARGS[i - 1] != "--coretype")),
              os.path.join(ROOT, "build", "bench", "benchmarks", "bench_transformer"))
+MOE_ENV = dict(os.environ, **({"OPENBLAS_CORETYPE": CORETYPE} if CORETYPE else {}))
 CFG = dict(dim=256, heads=4, ffn=512, experts=8, k=2, causal=True, renormalize=True, router_bias=False)
 BATCH, SEQ, ATT_SEQ = 16, 128, 1024
 REPS = 5
@@ -117,7 +123,7 @@ def peak_mib(fn):
 def moe_rows():
     out = subprocess.run([BENCH, f"--benchmark_repetitions={REPS}", "--benchmark_report_aggregates_only=true",
                           "--benchmark_format=json"], check=True, capture_output=True, text=True,
-                         env=dict(os.environ, MOE_BENCH_THREADS="1,2")).stdout
+                         env=dict(MOE_ENV, MOE_BENCH_THREADS="1,2")).stdout
     data = json.loads(out[out.index("{"):])
     return {b["run_name"]: b["real_time"] / 1e3 for b in data["benchmarks"] if b.get("aggregate_name") == "median"}
 
@@ -137,13 +143,14 @@ def main():
         t = torch_attention(threads)
         print(f"| attention fwd+bwd, 1 x {ATT_SEQ} | {threads} | {ours[name] * 1e3:.1f} | {t * 1e3:.1f} | {t / ours[name]:.2f}x |")
     # Peak memory in fresh processes that run only the attention, glibc's malloc as it comes.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    def plain_malloc(environment):
+        return {k: v for k, v in environment.items() if not k.startswith("MALLOC_")}
     row = f"attention_train/batch:1/seq:{ATT_SEQ}/threads:1"
     out = subprocess.run([BENCH, f"--benchmark_filter=^{row}/", "--benchmark_format=json"], check=True, capture_output=True,
-                         text=True, env=dict(env, MOE_BENCH_THREADS="1")).stdout
+                         text=True, env=dict(plain_malloc(MOE_ENV), MOE_BENCH_THREADS="1")).stdout
     moe_peak = json.loads(out[out.index("{"):])["benchmarks"][0]["peak_MiB"]
     torch_peak = float(subprocess.run([sys.executable, __file__, "--attention-memory"], check=True, capture_output=True, text=True,
-                                      env=dict(env, MOE_COMPARE_CHILD="1")).stdout)
+                                      env=dict(plain_malloc(os.environ), MOE_COMPARE_CHILD="1")).stdout)
     print(f"\nattention at sequence {ATT_SEQ} (1 thread), peak resident memory of forward + backward above the inputs: "
           f"moe {moe_peak:.1f} MiB, PyTorch (nn.MultiheadAttention) {torch_peak:.1f} MiB")
 

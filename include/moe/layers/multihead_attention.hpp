@@ -195,10 +195,6 @@ private:
             throw shape_error(detail::concat(name_, ": the key padding mask has ", key_padding.size(), " flags for ", x.cols(), " tokens"));
     }
 
-    bool masked(Index b, Index i, Index j) const {
-        if (causal_ && j > i) return true;
-        return !padding_.empty() && padding_[std::size_t(b * seq_ + j)] != 0;
-    }
     /// Whether dropout keeps weight (b, h, i, j) in this forward: a hash of the position and the call.
     T keep(Index b, Index h, Index i, Index j) const {
         if (!training_ || dropout_ == 0.0) return T(1);
