@@ -179,19 +179,24 @@ MoETransformerSpec lm_spec(bool tied) {
 }
 }  // namespace
 
-TEST_CASE("MoETransformer: gradients of a 2-layer MoE language model through cross-entropy, tied and untied head",
+TEST_CASE("MoETransformer: gradients of a 2-layer MoE language model through cross-entropy (causal, attention dropout "
+          "fixed, aux losses), tied and untied head",
           "[transformer][gradcheck]") {
     const std::vector<std::int64_t> tokens = {1, 4, 2, 6, 0, 3, 3, 5, 1, 2};  // 2 sequences of 5
     Matrix<double> next(1, 10);
     for (Index t = 0; t < 10; ++t) next(0, t) = double(tokens[std::size_t((t + 1) % 10)]);
     for (bool tied : {false, true}) {
         INFO("tied " << tied);
-        Model<MoETransformer<double>> lm(lm_spec(tied), 3);
+        MoETransformerSpec spec = lm_spec(tied);
+        spec.layer.attention_dropout = 0.2;
+        spec.layer.moe.z_coef = 0.01;
+        Model<MoETransformer<double>> lm(spec, 3);
         lm.train();
         CrossEntropyLoss<double> ce;
         auto f = [&] { return ce.forward(lm.forward(tokens, 5), next, ConstView<double>()) + lm.aux_loss(); };
         lm.zero_grad();
         f();
+        lm.freeze_dropout(true);  // the gradient check's forwards reuse this forward's masks
         lm.backward(ce.backward());
         std::vector<moe::testing::Probe> probes;
         moe::testing::add_parameter_probes(lm, probes);

@@ -16,9 +16,11 @@
 //        C^T = op(B)^T op(A)^T copies much less it is computed instead and transposed into C. The
 //        library builds against any Eigen 3.4.x and allocates nothing in steady state.
 //   BLAS: with MOE_BLAS defined (CMake: link moe::blas, built with -DMOE_BLAS=openblas or blis) the
-//        tiles go to cblas_sgemm / cblas_dgemm. Link the serial build of the library (Debian's
-//        libopenblas-serial-dev or libblis-serial-dev; moe::blas does): the tiles are single-threaded
-//        by design, threads are moe's.
+//        tiles go to cblas_sgemm / cblas_dgemm, called from moe's threads at once. The library must
+//        be safe for that and single-threaded: OpenBLAS's OpenMP build (Debian's
+//        libopenblas-openmp-dev; its serial build races when called concurrently), whose thread
+//        count moe sets to 1 on the first product (openblas_set_num_threads: a process-wide
+//        setting), or BLIS's serial build (libblis-serial-dev). moe::blas links the right one.
 //
 // Tiling: the output is cut into tiles of kTileRows x kTileCols, fixed by the shape, and tiles run
 // over threads (parallel_for). When a product has few output tiles but a long depth (the weight
@@ -36,6 +38,8 @@
 
 #ifdef MOE_BLAS
 #include <cblas.h>
+// OpenBLAS's thread count, when the CBLAS is OpenBLAS (a weak reference: null with BLIS).
+extern "C" void openblas_set_num_threads(int) __attribute__((weak));
 #endif
 
 namespace moe::detail {
@@ -82,6 +86,13 @@ void gemm_serial(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha,
         return;
     }
 #ifdef MOE_BLAS
+    // OpenBLAS's OpenMP build threads a product called outside a parallel region: the tiles are the
+    // threads here, and a product's bits must not depend on where it was called from.
+    static const bool single_threaded = [] {
+        if (openblas_set_num_threads) openblas_set_num_threads(1);
+        return true;
+    }();
+    (void)single_threaded;
     const auto ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
     const T beta = accumulate ? T(1) : T(0);
     if constexpr (std::is_same_v<T, float>)

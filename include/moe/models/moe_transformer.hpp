@@ -77,7 +77,11 @@ public:
     void train() { set_training(true); }
     void eval() { set_training(false); }
     template <class F>
-    void for_each_dropout(F&&) {}  // attention dropout is MultiheadAttention's own (freeze_mask)
+    void for_each_dropout(F&&) {}  // attention dropout is MultiheadAttention's own: freeze_dropout
+    /// Keep every layer's attention dropout mask of the last forward (for gradient checks).
+    void freeze_dropout(bool on) {
+        for (auto& l : layers_) l.freeze_dropout(on);
+    }
 
     /// Logits (vocab x B S) of B sequences of seq_len tokens. Token ids are checked (config_error
     /// naming the position and the id), seq_len against max_positions. `tokens` must stay alive

@@ -78,6 +78,8 @@ public:
     const std::string& name() const { return name_; }
     /// The feed-forward's auxiliary losses of the last forward (0 for a dense one).
     double aux_loss() const { return sparse_ ? sparse_->aux_loss() : 0.0; }
+    /// Keep the attention's dropout mask of the last forward (for gradient checks); off by default.
+    void freeze_dropout(bool on) { attn_.freeze_mask(on); }
     /// The SparseMoE (its routing statistics), or null for a dense feed-forward.
     const SparseMoE<T>* sparse_ffn() const { return sparse_ ? &*sparse_ : nullptr; }
 
