@@ -3,13 +3,17 @@
 # before it. (embedding_bag.hpp once used ConstView without including core/view.hpp, and compiled
 # only where something else had included it first.) Syntax only, two at a time.
 # Usage: check_headers.sh <c++ compiler> <include dir> <extra compiler flags...>
-# MOE_SKIP_MPI_HEADERS=1 leaves out moe/mpi/ (a build without MPI has no mpi.h).
+# MOE_SKIP_MPI_HEADERS=1 leaves out moe/mpi/ (a build without MPI has no mpi.h), MOE_SKIP_GRAPH_HEADERS=1
+# moe/graph/ (a build without yaml-cpp).
 set -euo pipefail
 cxx=$1 include=$2
 shift 2
 cd "$include"
 headers() {
-  if [ "${MOE_SKIP_MPI_HEADERS:-0}" = 1 ]; then find moe -name '*.hpp' -not -path 'moe/mpi/*'; else find moe -name '*.hpp'; fi
+  local skip=()
+  [ "${MOE_SKIP_MPI_HEADERS:-0}" = 1 ] && skip+=(-not -path 'moe/mpi/*')
+  [ "${MOE_SKIP_GRAPH_HEADERS:-0}" = 1 ] && skip+=(-not -path 'moe/graph/*')
+  find moe -name '*.hpp' ${skip[@]+"${skip[@]}"}
 }
 headers | sort | xargs -P 2 -I{} sh -c '
   header=$1

@@ -25,11 +25,12 @@ moe_ensure_packages() {
 
 # What building the library, its tests, examples and benchmarks needs.
 # Open MPI for moe::mpi (data-parallel training) and its 2-rank tests; fortunes: the text of the
-# char-LM example (examples/char_lm.cpp).
+# char-LM example (examples/char_lm.cpp); yaml-cpp and CLI11 for moe::graph and the moe-graph tool.
 MOE_BUILD_PACKAGES=(g++ cmake ninja-build pkg-config libeigen3-dev nlohmann-json3-dev zlib1g-dev catch2 libbenchmark-dev
-                    libopenblas-serial-dev libopenmpi-dev openmpi-bin fortunes)
-# The BLAS backends (moe::blas): Debian's serial builds, since moe threads the products itself.
-MOE_BLAS_PACKAGES=(libopenblas-serial-dev libblis-serial-dev)
+                    libopenblas-openmp-dev libblis-serial-dev libopenmpi-dev openmpi-bin fortunes libyaml-cpp-dev libcli11-dev)
+# The BLAS backends (moe::blas): OpenBLAS's OpenMP build (its serial build races when moe calls it from
+# several threads; moe sets its thread count to 1) and BLIS's serial build (CMakeLists.txt says why).
+MOE_BLAS_PACKAGES=(libopenblas-openmp-dev libblis-serial-dev)
 
 moe_jobs() {
   nproc 2>/dev/null || echo 2

@@ -1,0 +1,46 @@
+#pragma once
+// The node types a graph may use: one header per op under graph/ops/, listed once here. Adding an
+// op is writing its header (a struct with `type` and `shape(const OpContext&)`) and one line below.
+#include <map>
+#include <string>
+
+#include "moe/graph/ops/batchnorm.hpp"
+#include "moe/graph/ops/binary.hpp"
+#include "moe/graph/ops/bmm.hpp"
+#include "moe/graph/ops/cat.hpp"
+#include "moe/graph/ops/dropout.hpp"
+#include "moe/graph/ops/einsum.hpp"
+#include "moe/graph/ops/elementwise.hpp"
+#include "moe/graph/ops/layer_norm.hpp"
+#include "moe/graph/ops/linear.hpp"
+#include "moe/graph/ops/matmul.hpp"
+#include "moe/graph/ops/reduce.hpp"
+#include "moe/graph/ops/reshape.hpp"
+#include "moe/graph/ops/softmax.hpp"
+#include "moe/graph/ops/squeeze.hpp"
+#include "moe/graph/ops/stack.hpp"
+#include "moe/graph/ops/transpose.hpp"
+#include "moe/graph/ops/unsqueeze.hpp"
+
+namespace moe::graph {
+
+using ShapeRule = OpShape (*)(const OpContext&);
+
+namespace detail {
+template <class... Ops>
+std::map<std::string, ShapeRule> make_registry() {
+    return {{Ops::type, &Ops::shape}...};
+}
+}  // namespace detail
+
+/// Every known node type and its shape rule.
+inline const std::map<std::string, ShapeRule>& op_registry() {
+    static const std::map<std::string, ShapeRule> ops =
+        detail::make_registry<ops::Linear, ops::ReLU, ops::GELU, ops::Sigmoid, ops::Tanh, ops::FunctionalReLU, ops::FunctionalSigmoid,
+                              ops::Dropout, ops::BatchNorm1d, ops::LayerNorm, ops::Softmax, ops::Stack, ops::Cat, ops::Matmul, ops::Bmm,
+                              ops::Einsum, ops::Unsqueeze, ops::Squeeze, ops::Reshape, ops::Transpose, ops::Sum, ops::Mean, ops::Add,
+                              ops::Mul>();
+    return ops;
+}
+
+}  // namespace moe::graph
