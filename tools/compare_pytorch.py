@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Side-by-side speed of moe and PyTorch on the MMoE benchmark config, in one run.
 
-    /usr/bin/python3 tools/compare_pytorch.py [path/to/bench_mmoe]
+    /usr/bin/python3 tools/compare_pytorch.py [path/to/bench_mmoe] [--coretype NAME]
 
 Needs Debian's python3-torch and libopenblas0-openmp (PyTorch's BLAS), and a bench build of moe
 (scripts/bench, or cmake --preset bench && cmake --build --preset bench). PyTorch is put at its
@@ -29,7 +29,13 @@ import torch  # noqa: E402
 import moe_torch  # noqa: E402
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), ".."))
-BENCH = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build", "bench", "benchmarks", "bench_mmoe")
+# [path/to/bench_mmoe] [--coretype NAME]: OPENBLAS_CORETYPE for moe's rows of a bench-blas build
+# (bench_common.hpp checks its products against Eigen before any row runs); PyTorch runs with it unset.
+ARGS = sys.argv[1:]
+CORETYPE = ARGS[ARGS.index("--coretype") + 1] if "--coretype" in ARGS else None
+BENCH = next((a for i, a in enumerate(ARGS) if not a.startswith("--") and (i == 0 or ARGS[i - 1] != "--coretype")),
+             os.path.join(ROOT, "build", "bench", "benchmarks", "bench_mmoe"))
+MOE_ENV = dict(os.environ, **({"OPENBLAS_CORETYPE": CORETYPE} if CORETYPE else {}))
 CFG = dict(input_dim=64, experts=8, expert_hidden=[256], expert_dim=128, gate_hidden=[], tower_hidden=[64],
            batchnorm=False, tasks=[dict(kind="bin"), dict(kind="bin"), dict(kind="mse")])
 REPS = 5
@@ -146,7 +152,7 @@ BACKENDS_SEEN = set()
 def moe_results():
     out = subprocess.run([BENCH, "--benchmark_filter=mmoe", f"--benchmark_repetitions={REPS}",
                           "--benchmark_report_aggregates_only=true", "--benchmark_format=json"],
-                         check=True, capture_output=True, text=True).stdout
+                         check=True, capture_output=True, text=True, env=MOE_ENV).stdout
     res = {}
     # The benchmark prints its backend (GEMM kernel, BLAS, threads) on a line before the JSON.
     backend, out = out[:out.index("{")].strip(), out[out.index("{"):]

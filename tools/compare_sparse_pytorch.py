@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Side-by-side speed of moe's SparseMoE and PyTorch's best eager top-k MoE, in one run.
 
-    /usr/bin/python3 tools/compare_sparse_pytorch.py [path/to/bench_sparse]
+    /usr/bin/python3 tools/compare_sparse_pytorch.py [path/to/bench_sparse] [--coretype NAME]
+
+--coretype sets OPENBLAS_CORETYPE for moe's rows of a bench-blas build; PyTorch runs with it unset.
 
 Needs Debian's python3-torch with libopenblas0-openmp and a bench build of moe (scripts/bench, or
 cmake --preset bench && cmake --build --preset bench). PyTorch is put at its best as in
@@ -25,7 +27,11 @@ reexec_at_best()
 import torch  # noqa: E402
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), ".."))
-BENCH = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build", "bench", "benchmarks", "bench_sparse")
+ARGS = sys.argv[1:]
+CORETYPE = ARGS[ARGS.index("--coretype") + 1] if "--coretype" in ARGS else None
+BENCH = next((a for i, a in enumerate(ARGS) if not a.startswith("--") and (i == 0 or ARGS[i - 1] != "--coretype")),
+             os.path.join(ROOT, "build", "bench", "benchmarks", "bench_sparse"))
+MOE_ENV = dict(os.environ, **({"OPENBLAS_CORETYPE": CORETYPE} if CORETYPE else {}))
 TOKENS = 4096
 REPS = 5
 # (d, experts, k or None for dense, threads): the rows the issue quotes PyTorch for, and their dense rows.
@@ -95,7 +101,7 @@ def moe_rates():
     pattern = "^(" + "|".join(names) + ")/"
     out = subprocess.run([BENCH, f"--benchmark_filter={pattern}", f"--benchmark_repetitions={REPS}",
                           "--benchmark_report_aggregates_only=true", "--benchmark_format=json"],
-                         check=True, capture_output=True, text=True).stdout
+                         check=True, capture_output=True, text=True, env=MOE_ENV).stdout
     res = {}
     # The benchmark prints its backend (GEMM kernel, BLAS, threads) on a line before the JSON.
     backend, out = out[:out.index("{")].strip(), out[out.index("{"):]

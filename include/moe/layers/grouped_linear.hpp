@@ -209,15 +209,21 @@ private:
         detail::check_shape(dy, o, slots, name_, "backward", "output gradient");
         T* dw = weight_.grad_vec().data();
         const T* w = weight_.value_vec().data();
-        for (Index g = 0; g < groups_; ++g) {  // db_g and dW_g = dy_g x_g^T over the group's columns
+        if (has_bias_)
+            for (Index g = 0; g < groups_; ++g) {  // db_g over the group's columns
+                const Index begin = offsets_[g], len = offsets_[g + 1] - begin;
+                if (len > 0)
+                    detail::add_row_sums(ConstView<T>(dy.data() + begin * dy.outerStride(), o, len, dy.outerStride()),
+                                         bias_.grad_vec().segment(g * o, o));
+            }
+        // dW_g = dy_g x_g^T over the group's columns: every group's tiles in one parallel loop (a
+        // loop of one product per group would fork and join once per group, on few tiles each).
+        detail::gemm_many<T>(groups_, [&](Index g) {
             const Index begin = offsets_[g], len = offsets_[g + 1] - begin;
-            if (len == 0) continue;
-            const ConstView<T> dyg(dy.data() + begin * dy.outerStride(), o, len, dy.outerStride());
             const T* xg = x_.data() + (shared_columns_ ? 0 : begin) * x_.outerStride();
-            if (has_bias_) detail::add_row_sums(dyg, bias_.grad_vec().segment(g * o, o));
-            detail::gemm<T>(false, true, in, o, len, T(1), xg, x_.outerStride(), dyg.data(), dyg.outerStride(), true,
-                            dw + g * o * in, in);
-        }
+            return detail::GemmArgs<T>{false, true, in, o, len, T(1), xg, x_.outerStride(), dy.data() + begin * dy.outerStride(),
+                                       dy.outerStride(), true, dw + g * o * in, in};
+        });
         if (!input_grad) return dx_.resize(0, 0);
         if (shared_columns_) {  // every group adds into the same dx: one after another
             auto& dx = dx_.zeros(in, x_.cols());
