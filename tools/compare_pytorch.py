@@ -20,7 +20,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from torch_at_best import median_seconds, reexec_at_best  # noqa: E402
+from torch_at_best import bench_and_env, median_seconds, reexec_at_best  # noqa: E402
 
 reexec_at_best()
 
@@ -29,13 +29,7 @@ import torch  # noqa: E402
 import moe_torch  # noqa: E402
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), ".."))
-# [path/to/bench_mmoe] [--coretype NAME]: OPENBLAS_CORETYPE for moe's rows of a bench-blas build
-# (bench_common.hpp checks its products against Eigen before any row runs); PyTorch runs with it unset.
-ARGS = sys.argv[1:]
-CORETYPE = ARGS[ARGS.index("--coretype") + 1] if "--coretype" in ARGS else None
-BENCH = next((a for i, a in enumerate(ARGS) if not a.startswith("--") and (i == 0 or ARGS[i - 1] != "--coretype")),
-             os.path.join(ROOT, "build", "bench", "benchmarks", "bench_mmoe"))
-MOE_ENV = dict(os.environ, **({"OPENBLAS_CORETYPE": CORETYPE} if CORETYPE else {}))
+BENCH, MOE_ENV = bench_and_env(os.path.join(ROOT, "build", "bench", "benchmarks", "bench_mmoe"))
 CFG = dict(input_dim=64, experts=8, expert_hidden=[256], expert_dim=128, gate_hidden=[], tower_hidden=[64],
            batchnorm=False, tasks=[dict(kind="bin"), dict(kind="bin"), dict(kind="mse")])
 REPS = 5

@@ -28,7 +28,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from torch_at_best import median_seconds, reexec_at_best  # noqa: E402
+from torch_at_best import bench_and_env, median_seconds, reexec_at_best  # noqa: E402
 
 reexec_at_best()
 
@@ -38,11 +38,7 @@ from torch import nn  # noqa: E402
 import moe_transformer_torch  # noqa: E402
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), ".."))
-ARGS = sys.argv[1:]
-CORETYPE = ARGS[ARGS.index("--coretype") + 1] if "--coretype" in ARGS else None
-BENCH = next((a for i, a in enumerate(ARGS) if not a.startswith("--") and (i == 0 or ARGS[i - 1] != "--coretype")),
-             os.path.join(ROOT, "build", "bench", "benchmarks", "bench_transformer"))
-MOE_ENV = dict(os.environ, **({"OPENBLAS_CORETYPE": CORETYPE} if CORETYPE else {}))
+BENCH, MOE_ENV = bench_and_env(os.path.join(ROOT, "build", "bench", "benchmarks", "bench_transformer"))
 CFG = dict(dim=256, heads=4, ffn=512, experts=8, k=2, causal=True, renormalize=True, router_bias=False)
 BATCH, SEQ, ATT_SEQ = 16, 128, 1024
 REPS = 5

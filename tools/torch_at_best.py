@@ -20,6 +20,17 @@ def reexec_at_best():
     os.execve(sys.executable, [sys.executable] + sys.argv, env)
 
 
+def bench_and_env(default_bench):
+    """The compare scripts' arguments, [path/to/bench] [--coretype NAME]: the benchmark binary
+    (default_bench when none is given) and the environment for moe's rows, with OPENBLAS_CORETYPE
+    set when --coretype names a kernel (a bench-blas build; PyTorch runs with it unset)."""
+    args = sys.argv[1:]
+    coretype = args[args.index("--coretype") + 1] if "--coretype" in args else None
+    bench = next((a for i, a in enumerate(args) if not a.startswith("--") and (i == 0 or args[i - 1] != "--coretype")),
+                 default_bench)
+    return bench, dict(os.environ, **({"OPENBLAS_CORETYPE": coretype} if coretype else {}))
+
+
 def median_seconds(fn, reps=5, min_seconds=0.3, warmup=3):
     for _ in range(warmup):
         fn()
