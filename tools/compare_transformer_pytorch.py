@@ -6,7 +6,8 @@
 --coretype sets OPENBLAS_CORETYPE for moe's rows (a bench-blas build; e.g. SkylakeX, whose products
 bench_common.hpp checks against Eigen before any row runs); PyTorch runs with it unset.
 
-Needs Debian's python3-torch and a bench build of moe (scripts/bench, or cmake --preset bench &&
+Needs Debian's python3-torch on libopenblas0-openmp (scripts/test installs libopenblas-openmp-dev,
+which brings it; with a serial BLAS PyTorch's 2-thread rows do not scale) and a bench build of moe (scripts/bench, or cmake --preset bench &&
 cmake --build --preset bench). PyTorch is put at its best as in compare_pytorch.py (OPENBLAS_CORETYPE
 unset, malloc keeping freed memory, torch.set_num_threads per row, AdamW foreach, set_to_none).
 
