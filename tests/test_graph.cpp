@@ -60,7 +60,9 @@ TEST_CASE("Graph: the corrected MMoE checks, with every node's shape, its parame
     CHECK(shape("tower_watch") == "[B, 1]");
     // 3 experts 20 -> 64, 2 gates 20 -> 3, 2 towers 64 -> 32 -> 1, with biases.
     CHECK(g.params() == 3 * (20 * 64 + 64) + 2 * (20 * 3 + 3) + 2 * (64 * 32 + 32 + 32 + 1));
-    CHECK(g.flops_per_sample() > 2.0 * 3 * 20 * 64);
+    // Per sample: experts 3 x (2 x 20 x 64 + 64 ReLU); per task gate 2 x 20 x 3, softmax 4 x 3, einsum
+    // 2 x 3 x 64, tower 2 x 64 x 32 + 32 ReLU + 2 x 32.
+    CHECK(g.flops_per_sample() == 3 * (2 * 20 * 64 + 64) + 2 * (2 * 20 * 3 + 4 * 3 + 2 * 3 * 64 + 2 * 64 * 32 + 32 + 2 * 32));
     CHECK(g.warnings.empty());
     CHECK(g.outputs.size() == 2);
     CHECK(g.spec.inputs.front().columns.size() == 20);
@@ -85,6 +87,12 @@ TEST_CASE("Graph loader: syntax errors, unknown keys, wrong kinds, missing block
                       Contains("m.yaml:3:36: a node: unknown key 'input' (expected inputs, name, params, type)"));
     CHECK_THROWS_WITH(parse_graph_yaml("inputs: {x: {shape: [null, 2]}}\ngraph:\n  - {name: a, type: torch.nn.ReLU}\noutputs: {t: a.output}\n", "m.yaml"),
                       Contains("m.yaml:3:5: node 'a' has no inputs"));
+    CHECK_THROWS_WITH(parse_graph_yaml("inputs: {x: {shape: [null, 2]}}\ngraph:\n  - {name: a, type: torch.nn.Dropout, params: {p: 0.1, p: 0.2}, inputs: [x]}\noutputs: {t: a.output}\n", "m.yaml"),
+                      Contains("m.yaml:3:56: node 'a'.params: key 'p' appears twice"));
+    CHECK_THROWS_WITH(parse_graph_yaml("inputs: {x: {shape: [null, 2]}}\ngraph: []\noutputs: {t: x, t: x}\n", "m.yaml"),
+                      Contains("outputs: key 't' appears twice"));
+    CHECK_THROWS_WITH(parse_graph_yaml("inputs: {x: {shape: [null, 2]}}\ngraph: []\noutputs: {[t]: x}\n", "m.yaml"),
+                      Contains("m.yaml:3:11: outputs: a key must be a scalar, got a list"));
     CHECK_THROWS_AS(load_graph_yaml("/nonexistent/m.yaml"), moe::io_error);
 }
 
@@ -102,6 +110,9 @@ TEST_CASE("Graph checks: unknown op, params, references, order, cycles, duplicat
     CHECK_THROWS_WITH(check(graph_text("  - {name: last, type: torch.nn.Dropout, params: {p: 1.5}, inputs: [x]}\n")),
                       Contains("p must be in [0, 1), got 1.5"));
     CHECK_THROWS_WITH(check(graph_text("  - {name: last, type: torch.nn.ReLU, inputs: [x, x]}\n")), Contains("takes 1 input, got 2"));
+    for (const char* bad : {"nan", ".inf", "1e999"})
+        CHECK_THROWS_WITH(check(graph_text(std::string("  - {name: last, type: torch.nn.Dropout, params: {p: ") + bad + "}, inputs: [x]}\n")),
+                          Contains("param 'p' must be a finite number, got '" + std::string(bad) + "'"));
     CHECK_THROWS_WITH(check(graph_text("  - {name: last, type: torch.nn.ReLU, inputs: [z]}\n")),
                       Contains("m.yaml:7:48: 'z' names no input and no node"));
     CHECK_THROWS_WITH(check(graph_text("  - {name: last, type: torch.nn.ReLU, inputs: [x.result]}\n")),

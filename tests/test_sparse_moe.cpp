@@ -2,6 +2,7 @@
 // dense layer, gradient checks of every routing option and aux loss, diagnostics, bad input.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "support/catch.hpp"
 #include "support/gradcheck.hpp"
@@ -49,7 +50,7 @@ Vector<double> expert_output(Model<SparseMoE<double>>& m, Index e, const Vector<
 Matrix<double> naive_expert_choice(Model<SparseMoE<double>>& m, const Matrix<double>& x) {
     const SparseMoESpec& s = m.spec();
     const Index n = x.cols(), e = s.experts;
-    const Index c = std::min(n, Index(std::ceil(s.capacity_factor * double(n) / double(e))));
+    const Index c = Index(std::min(double(n), std::ceil(s.capacity_factor * double(n) / double(e))));
     Matrix<double> logits = Matrix<double>(m.params().value("router.weight")) * x;
     Matrix<double> p(e, n);
     for (Index t = 0; t < n; ++t) {
@@ -96,7 +97,7 @@ Matrix<double> naive_forward(Model<SparseMoE<double>>& m, const Matrix<double>& 
         chosen[std::size_t(t)] = idx;
     }
     // Capacity: first choices of all tokens before second choices, earlier tokens first.
-    const Index cap = s.capacity_factor > 0 ? Index(std::ceil(s.capacity_factor * double(n * k) / double(e))) : n * k;
+    const Index cap = s.capacity_factor > 0 ? Index(std::min(double(n * k), std::ceil(s.capacity_factor * double(n * k) / double(e)))) : n * k;
     std::vector<Index> used(static_cast<std::size_t>(e), 0);
     std::vector<std::vector<bool>> runs(static_cast<std::size_t>(n), std::vector<bool>(static_cast<std::size_t>(k)));
     for (Index r = 0; r < k; ++r)
@@ -192,6 +193,32 @@ TEST_CASE("SparseMoE expert-choice routing: each expert takes its top c tokens; 
             if (cf == 9.0) CHECK(st.dropped_tokens == 0);
             if (cf == 0.5) CHECK(st.dropped_tokens >= 30 - 4 * c);
         }
+    }
+    {  // a huge capacity factor: every expert takes every token (top-k: dropless), no overflow
+        SparseMoESpec huge = small_spec(4, 2);
+        huge.routing = Routing::expert_choice;
+        huge.capacity_factor = 1e300;
+        Model<SparseMoE<double>> m(huge, 3);
+        const Matrix<double> x = random_matrix(6, 30, 6);
+        CHECK((Matrix<double>(m.forward(x)) - naive_expert_choice(m, x)).cwiseAbs().maxCoeff() < 1e-12);
+        CHECK(m.stats().kept[0] == 30);
+        huge.routing = Routing::top_k;
+        Model<SparseMoE<double>> topk(huge, 3);
+        CHECK((Matrix<double>(topk.forward(x)) - naive_forward(topk, x)).cwiseAbs().maxCoeff() < 1e-12);
+        CHECK(topk.stats().dropped == 0);
+    }
+    {  // NaN tokens rank last for every expert (no undefined ordering); the others are routed as usual
+        SparseMoESpec ec = small_spec(4, 2);
+        ec.routing = Routing::expert_choice;
+        ec.capacity_factor = 1.0;
+        Model<SparseMoE<double>> m(ec, 3);
+        Matrix<double> x = random_matrix(6, 30, 6);
+        x.col(4).setConstant(std::nan(""));
+        x.col(17)(2) = std::numeric_limits<double>::infinity();
+        const Matrix<double> y = m.forward(x);
+        for (Index e = 0; e < 4; ++e)
+            for (Index r = 0; r < m.stats().kept[std::size_t(e)]; ++r) CHECK((m.choice(r, e) != 4 && m.choice(r, e) != 17));
+        CHECK(y.col(0).allFinite());
     }
     SparseMoESpec s = small_spec(4, 2);
     s.routing = Routing::expert_choice;

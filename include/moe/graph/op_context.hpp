@@ -2,6 +2,7 @@
 // What an op's shape rule sees: its node (params as written, inputs), the shapes of its inputs, and
 // helpers that read typed params and throw errors naming the file, line, node and type.
 #include <algorithm>
+#include <cmath>
 #include <set>
 #include <string>
 #include <vector>
@@ -59,10 +60,10 @@ public:
         try {
             std::size_t used = 0;
             const double d = std::stod(v.text, &used);
-            if (used == v.text.size()) return d;
+            if (used == v.text.size() && std::isfinite(d)) return d;
         } catch (const std::exception&) {
         }
-        throw param_error(v, key, "a number", v.text);
+        throw param_error(v, key, "a finite number", "'" + v.text + "'");
     }
     bool bool_param(const std::string& key, bool fallback) const {
         if (!has(key)) return fallback;

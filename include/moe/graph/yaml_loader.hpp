@@ -16,6 +16,8 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <yaml-cpp/yaml.h>
 
@@ -37,10 +39,27 @@ inline const char* kind_name(const YAML::Node& n) {
     }
 }
 
-/// Refuses keys of the map `n` that are not in `known`, naming them and the known ones.
-inline void check_keys(const YAML::Node& n, const std::string& file, const std::string& what, const std::set<std::string>& known) {
+inline YAML::Node expect(const YAML::Node& n, YAML::NodeType::value type, const std::string& file, const std::string& what);
+
+/// The keys of the map `n` in order: each a scalar, none twice (YAML parsers differ on which of two
+/// equal keys wins; here it is an error at the second one).
+inline std::vector<std::pair<std::string, YAML::Node>> map_items(const YAML::Node& n, const std::string& file, const std::string& what) {
+    std::vector<std::pair<std::string, YAML::Node>> items;
+    std::set<std::string> seen;
     for (auto it = n.begin(); it != n.end(); ++it) {
-        const std::string key = it->first.as<std::string>();
+        const std::string key = expect(it->first, YAML::NodeType::Scalar, file, what + ": a key").Scalar();
+        if (!seen.insert(key).second) throw graph_error(position(file, it->first.Mark()), what + ": key '" + key + "' appears twice");
+        items.emplace_back(key, it->second);
+    }
+    return items;
+}
+
+/// Refuses keys of the map `n` that are not in `known`, naming them and the known ones (and keys
+/// that are not scalars or appear twice).
+inline void check_keys(const YAML::Node& n, const std::string& file, const std::string& what, const std::set<std::string>& known) {
+    map_items(n, file, what);
+    for (auto it = n.begin(); it != n.end(); ++it) {
+        const std::string key = it->first.Scalar();
         if (!known.count(key)) {
             std::string list;
             for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
@@ -115,9 +134,10 @@ inline GraphSpec parse_graph_yaml(const std::string& text, const std::string& fi
         if (!root[key]) throw graph_error({file, 1, 1}, moe::detail::concat("the file has no '", key, "' block"));
 
     const YAML::Node inputs = expect(root["inputs"], YAML::NodeType::Map, file, "inputs");
+    detail::map_items(inputs, file, "inputs");
     for (auto it = inputs.begin(); it != inputs.end(); ++it) {
         InputSpec in;
-        in.name = it->first.as<std::string>();
+        in.name = it->first.Scalar();
         in.where = position(file, it->first.Mark());
         const std::string what = "input '" + in.name + "'";
         const YAML::Node body = expect(it->second, YAML::NodeType::Map, file, what);
@@ -155,22 +175,19 @@ inline GraphSpec parse_graph_yaml(const std::string& text, const std::string& fi
         node.type = detail::scalar(n["type"], file, what + ".type");
         if (n["params"] && !n["params"].IsNull()) {
             const YAML::Node params = expect(n["params"], YAML::NodeType::Map, file, what + ".params");
-            for (auto it = params.begin(); it != params.end(); ++it) {
-                const std::string key = it->first.as<std::string>();
-                node.params[key] = detail::param_value(it->second, file, what + " param '" + key + "'");
-            }
+            for (const auto& [key, value] : detail::map_items(params, file, what + ".params"))
+                node.params[key] = detail::param_value(value, file, what + " param '" + key + "'");
         }
         if (!n["inputs"]) throw graph_error(node.where, what + " has no inputs");
         const YAML::Node ins = n["inputs"];
         if (ins.IsSequence()) {
             for (const auto& r : ins) node.inputs.push_back(detail::reference(r, file, what + " input"));
         } else if (ins.IsMap()) {
-            for (auto it = ins.begin(); it != ins.end(); ++it) {
-                const std::string arg = it->first.as<std::string>();
-                if (it->second.IsSequence()) {  // {tensors: [a.output, b.output]}
-                    for (const auto& r : it->second) node.inputs.push_back(detail::reference(r, file, what + " input '" + arg + "'", arg));
+            for (const auto& [arg, value] : detail::map_items(ins, file, what + ".inputs")) {
+                if (value.IsSequence()) {  // {tensors: [a.output, b.output]}
+                    for (const auto& r : value) node.inputs.push_back(detail::reference(r, file, what + " input '" + arg + "'", arg));
                 } else {
-                    node.inputs.push_back(detail::reference(it->second, file, what + " input '" + arg + "'", arg));
+                    node.inputs.push_back(detail::reference(value, file, what + " input '" + arg + "'", arg));
                 }
             }
         } else {
@@ -180,10 +197,10 @@ inline GraphSpec parse_graph_yaml(const std::string& text, const std::string& fi
     }
 
     const YAML::Node outputs = expect(root["outputs"], YAML::NodeType::Map, file, "outputs");
-    for (auto it = outputs.begin(); it != outputs.end(); ++it) {
+    for (const auto& [name, value] : detail::map_items(outputs, file, "outputs")) {
         OutputSpec o;
-        o.name = it->first.as<std::string>();
-        o.ref = detail::reference(it->second, file, "output '" + o.name + "'");
+        o.name = name;
+        o.ref = detail::reference(value, file, "output '" + o.name + "'");
         g.outputs.push_back(std::move(o));
     }
     if (g.outputs.empty()) throw graph_error(position(file, outputs.Mark()), "outputs is empty: name at least one task's prediction");

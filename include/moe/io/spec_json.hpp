@@ -9,11 +9,13 @@
 // that is absent keeps the spec's default (a config written by hand lists only what it changes).
 // Errors are config_error naming the field ("tasks[1].kind: ...").
 #include <cstdint>
+#include <iterator>
 #include <limits>
 #include <optional>
 #include <set>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -177,10 +179,51 @@ auto visit_fields(S& s, V&& v) -> std::enable_if_t<std::is_same_v<std::remove_co
 }
 
 // ---- enums as names -------------------------------------------------------------------------------
-inline const char* to_string(DroppedTokens d) { return d == DroppedTokens::zero ? "zero" : "passthrough"; }
-inline const char* to_string(Routing r) { return r == Routing::top_k ? "top_k" : "expert_choice"; }
-inline const char* to_string(ExpertKind k) { return k == ExpertKind::mlp ? "mlp" : "swiglu"; }
-inline const char* to_string(NormKind k) { return k == NormKind::layer_norm ? "layer_norm" : "rms_norm"; }
+/// The file names of an enum's values, one table per enum; to_string and from_string read it.
+template <class E>
+struct EnumNames;
+template <>
+struct EnumNames<DroppedTokens> {
+    static constexpr const char* what = "dropped-token policy";
+    static constexpr std::pair<DroppedTokens, const char*> names[] = {{DroppedTokens::zero, "zero"},
+                                                                     {DroppedTokens::passthrough, "passthrough"}};
+};
+template <>
+struct EnumNames<Routing> {
+    static constexpr const char* what = "routing";
+    static constexpr std::pair<Routing, const char*> names[] = {{Routing::top_k, "top_k"}, {Routing::expert_choice, "expert_choice"}};
+};
+template <>
+struct EnumNames<ExpertKind> {
+    static constexpr const char* what = "expert kind";
+    static constexpr std::pair<ExpertKind, const char*> names[] = {{ExpertKind::mlp, "mlp"}, {ExpertKind::swiglu, "swiglu"}};
+};
+template <>
+struct EnumNames<NormKind> {
+    static constexpr const char* what = "norm";
+    static constexpr std::pair<NormKind, const char*> names[] = {{NormKind::layer_norm, "layer_norm"}, {NormKind::rms_norm, "rms_norm"}};
+};
+
+template <class E, class = decltype(EnumNames<E>::names)>
+const char* to_string(E value) {
+    for (const auto& [e, name] : EnumNames<E>::names)
+        if (e == value) return name;
+    return "?";
+}
+template <class E, class = decltype(EnumNames<E>::names)>
+void from_string(const std::string& s, E& out) {
+    std::string expected;
+    const std::size_t n = std::size(EnumNames<E>::names);
+    for (std::size_t i = 0; i < n; ++i) {
+        const auto& [e, name] = EnumNames<E>::names[i];
+        if (s == name) {
+            out = e;
+            return;
+        }
+        expected += std::string(i == 0 ? "" : i + 1 == n ? " or " : ", ") + name;
+    }
+    throw config_error(concat("unknown ", EnumNames<E>::what, " '", s, "' (expected ", expected, ")"));
+}
 
 inline void from_string(const std::string& s, ActivationKind& k) { k = activation_from_string(s); }
 inline void from_string(const std::string& s, TaskKind& k) {
@@ -192,31 +235,14 @@ inline void from_string(const std::string& s, TaskKind& k) {
     throw config_error("unknown task kind '" + s + "' (expected binary, regression or multiclass)");
 }
 inline void from_string(const std::string& s, GateKind& k) {
-    if (s == "softmax") k = GateKind::softmax;
-    else if (s == "dselect_k") k = GateKind::dselect_k;
-    else throw config_error("unknown gate kind '" + s + "' (expected softmax or dselect_k)");
+    for (auto c : {GateKind::softmax, GateKind::dselect_k})
+        if (s == moe::to_string(c)) {
+            k = c;
+            return;
+        }
+    throw config_error("unknown gate kind '" + s + "' (expected softmax or dselect_k)");
 }
 inline void from_string(const std::string& s, PoolingMode& m) { m = pooling_mode_from_string(s); }
-inline void from_string(const std::string& s, Routing& r) {
-    if (s == "top_k") r = Routing::top_k;
-    else if (s == "expert_choice") r = Routing::expert_choice;
-    else throw config_error("unknown routing '" + s + "' (expected top_k or expert_choice)");
-}
-inline void from_string(const std::string& s, ExpertKind& k) {
-    if (s == "mlp") k = ExpertKind::mlp;
-    else if (s == "swiglu") k = ExpertKind::swiglu;
-    else throw config_error("unknown expert kind '" + s + "' (expected mlp or swiglu)");
-}
-inline void from_string(const std::string& s, NormKind& k) {
-    if (s == "layer_norm") k = NormKind::layer_norm;
-    else if (s == "rms_norm") k = NormKind::rms_norm;
-    else throw config_error("unknown norm '" + s + "' (expected layer_norm or rms_norm)");
-}
-inline void from_string(const std::string& s, DroppedTokens& d) {
-    if (s == "zero") d = DroppedTokens::zero;
-    else if (s == "passthrough") d = DroppedTokens::passthrough;
-    else throw config_error("unknown dropped-token policy '" + s + "' (expected zero or passthrough)");
-}
 
 template <class E>
 constexpr bool is_spec_enum = std::is_same_v<E, ActivationKind> || std::is_same_v<E, TaskKind> ||

@@ -132,9 +132,12 @@ public:
             plan_.build_expert_choice(router_.choice().data(), expert_capacity(n), n, spec_.experts);
         } else {
             router_.forward(x, stats_);
-            const Index capacity = spec_.capacity_factor > 0.0
-                                       ? Index(std::ceil(spec_.capacity_factor * double(n) * double(k) / double(spec_.experts)))
-                                       : 0;
+            // More than N k is dropless anyway; the bound also keeps a huge factor's double in
+            // Index's range.
+            const Index capacity =
+                spec_.capacity_factor > 0.0
+                    ? Index(std::min(double(n * k), std::ceil(spec_.capacity_factor * double(n) * double(k) / double(spec_.experts))))
+                    : 0;
             plan_.build(router_.choice().data(), k, n, spec_.experts, capacity);
         }
         stats_.kept = plan_.kept;
@@ -228,8 +231,8 @@ private:
     bool expert_choice() const { return spec_.routing == Routing::expert_choice; }
     /// Expert choice: the tokens each expert takes from a batch of n.
     Index expert_capacity(Index n) const {
-        const double c = std::ceil(spec_.capacity_factor * double(n) / double(spec_.experts));
-        return std::max<Index>(1, std::min<Index>(n, Index(c)));
+        const double c = std::min(double(n), std::ceil(spec_.capacity_factor * double(n) / double(spec_.experts)));
+        return std::max<Index>(1, Index(c));  // clamped in double first: a huge factor stays in range
     }
     /// Calls f(terms, weight, slot) with the combine's terms of the last forward: top-k, token t's k
     /// ranks (weight from the router's k x N weights, slot from the plan, -1 when dropped); expert

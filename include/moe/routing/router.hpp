@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -226,26 +227,35 @@ private:
         detail::gemm<T>(false, false, d, n, e, T(1), w.value_vec().data(), d, dl.data(), e, true, dx.data(), dx.outerStride());
     }
 
-    /// Expert choice: each expert's c tokens of highest probability (ties: lower token), listed in
-    /// token order, and their probabilities as gate weights. Experts over the threads.
+    /// Expert choice: each expert's c tokens of highest probability (ties, and NaN, which ranks
+    /// last: lower token first), listed in token order, and their probabilities as gate weights.
+    /// Experts over the threads in one contiguous range per thread, each range with one token
+    /// order of scratch (threads x N indices, not E x N).
     void choose_tokens(Index c) {
         const Index e = spec_.experts, n = x_.cols();
         detail::require(c >= 1 && c <= n, name_, ": expert capacity ", c, " is outside 1 ..", n, " tokens");
         const auto& p = probs_.view();
         auto& choice = choice_.resize(c, e);
         auto& weight = weight_.resize(c, e);
-        order_.resize(std::size_t(e));
-        for (auto& o : order_) o.reserve(std::size_t(n));  // grow-only: no allocation once the batch size is known
-        detail::for_each_sample(e, double(n) * 8.0, [&](Index x) {
-            auto& o = order_[std::size_t(x)];
-            o.resize(std::size_t(n));
-            for (Index t = 0; t < n; ++t) o[std::size_t(t)] = t;
-            const auto better = [&](Index a, Index b) { return p(x, a) > p(x, b) || (p(x, a) == p(x, b) && a < b); };
-            std::nth_element(o.begin(), o.begin() + (c - 1), o.end(), better);
-            std::sort(o.begin(), o.begin() + c);
-            for (Index r = 0; r < c; ++r) {
-                choice(r, x) = o[std::size_t(r)];
-                weight(r, x) = p(x, o[std::size_t(r)]);
+        const double flops = 8.0 * double(n) * double(e);
+        const Index threads = detail::threads_for(flops, e), per = (e + threads - 1) / threads;
+        if (order_.size() < std::size_t(threads)) order_.resize(std::size_t(threads));
+        parallel_for(e, per, flops, [&](Index begin, Index end) {
+            auto& o = order_[std::size_t(begin / per)];
+            o.resize(std::size_t(n));  // grow-only capacity: no allocation once the batch size is known
+            for (Index x = begin; x < end; ++x) {
+                const auto score = [&](Index t) {
+                    const T v = p(x, t);
+                    return std::isnan(v) ? -std::numeric_limits<T>::infinity() : v;
+                };
+                for (Index t = 0; t < n; ++t) o[std::size_t(t)] = t;
+                const auto better = [&](Index a, Index b) { return score(a) > score(b) || (score(a) == score(b) && a < b); };
+                std::nth_element(o.begin(), o.begin() + (c - 1), o.end(), better);
+                std::sort(o.begin(), o.begin() + c);
+                for (Index r = 0; r < c; ++r) {
+                    choice(r, x) = o[std::size_t(r)];
+                    weight(r, x) = p(x, o[std::size_t(r)]);
+                }
             }
         });
     }
@@ -310,7 +320,7 @@ private:
     Buffer<Index> choice_;
     Buffer<T> dprobs_, dnoisy_, dlogits_, dstd_, dnoise_raw_;
     std::vector<Index> routed_;
-    std::vector<std::vector<Index>> order_;  // expert choice: per expert, the tokens by score
+    std::vector<std::vector<Index>> order_;  // expert choice: per thread's range of experts, the tokens by score
     std::vector<double> importance_, dimportance_, load_, dload_;
     double aux_loss_ = 0;
 };
