@@ -15,10 +15,10 @@ using namespace moe::graph;
 using Catch::Matchers::Contains;
 
 /// A graph with inputs x [B, 20], y [B, 3, 64], g [B, 3], v [B, 64, 1] and the given node lines (YAML, indented as list items), whose
-/// output is `out`.
+/// output is `out`, the logits [B, 20] of a multiclass task.
 std::string graph_text(const std::string& nodes, const std::string& out = "last.output") {
     return "inputs:\n  x: {shape: [null, 20]}\n  y: {shape: [null, 3, 64]}\n  g: {shape: [null, 3]}\n  v: {shape: [null, 64, 1]}\ngraph:\n" +
-           nodes + "outputs:\n  task: " + out + "\n";
+           nodes + "outputs:\n  task: {output: " + out + ", task: multiclass, classes: 20}\n";
 }
 CheckedGraph check(const std::string& text) { return check_graph(parse_graph_yaml(text, "m.yaml")); }
 /// The output shape of one node reading `inputs`, as a string (the graph's output is x itself, so
@@ -127,7 +127,7 @@ TEST_CASE("Graph checks: unknown op, params, references, order, cycles, duplicat
     CHECK_THROWS_WITH(check(graph_text("  - {name: last, type: torch.nn.ReLU, inputs: [x]}\n", "missing.output")),
                       Contains("'missing.output' names no input and no node"));
     CHECK_THROWS_WITH(check(graph_text("  - {name: last, type: torch.sum, params: {dim: 0}, inputs: [x]}\n")),
-                      Contains("output 'task' is [20]: a prediction needs the batch first"));
+                      Contains("output 'task' is [20]: a multiclass task's output is [B, 20] (its logits)"));
     const auto g = check(graph_text("  - {name: unused, type: torch.nn.ReLU, inputs: [x]}\n  - {name: last, type: torch.nn.ReLU, inputs: [x]}\n"));
     REQUIRE(g.warnings.size() == 1);
     CHECK_THAT(g.warnings[0], Contains("m.yaml:7:5: node 'unused' is computed but nothing reads it"));

@@ -99,7 +99,7 @@ inline CheckedGraph check_graph(GraphSpec spec) {
             info.inputs.push_back(resolve(r, i));
             shapes.push_back(g.values[info.inputs.back()]);
         }
-        const OpShape s = op->second(OpContext(n, std::move(shapes)));
+        const OpShape s = op->second.shape(OpContext(n, std::move(shapes)));
         info.out = s.out;
         info.params = s.params;
         info.flops_per_sample = s.flops_per_sample;
@@ -111,8 +111,12 @@ inline CheckedGraph check_graph(GraphSpec spec) {
         if (!output_names.insert(o.name).second) throw graph_error(o.ref.where, "output '" + o.name + "' is named twice");
         const std::size_t id = resolve(o.ref, spec.nodes.size());
         const Shape& s = g.values[id];
-        if (s.rank() == 0 || s[0] != kBatch)
-            throw graph_error(o.ref.where, "output '" + o.name + "' is " + to_string(s) + ": a prediction needs the batch first, as [B, 1]");
+        const Index want = o.task.outputs();
+        const bool matrix = s.rank() == 2 && s[0] == kBatch && s[1] == want, vector = s.rank() == 1 && s[0] == kBatch && want == 1;
+        if (!matrix && !vector)
+            throw graph_error(o.ref.where, moe::detail::concat("output '", o.name, "' is ", to_string(s), ": a ", to_string(o.task.kind),
+                                                               " task's output is [B, ", want, "]",
+                                                               o.task.kind == TaskKind::multiclass ? " (its logits)" : ""));
         g.outputs.push_back(id);
     }
     for (std::size_t i = 0; i < spec.nodes.size(); ++i)

@@ -7,6 +7,7 @@
 
 #include "moe/core/errors.hpp"
 #include "moe/graph/shape.hpp"
+#include "moe/models/task.hpp"
 
 namespace moe::graph {
 
@@ -50,10 +51,12 @@ struct InputSpec {
     Position where;
 };
 
-/// One output: a name (a task) and the node output it is.
+/// One output: a name, the node output it is, and the task it is the head of (binary unless the
+/// YAML says `task: regression` or `task: multiclass` with `classes`).
 struct OutputSpec {
     std::string name;
     Reference ref;
+    TaskSpec task;
 };
 
 /// The whole graph as written.

@@ -10,8 +10,9 @@
 //       type: torch.nn.Linear
 //       params: {in_features: 20, out_features: 64}
 //       inputs: {input: features}          # or a list: [features]
-//   outputs:                     # task name: node output
+//   outputs:                     # task name: node output (a binary task: [B, 1] logits)
 //     click: tower_1.output
+//     watch: {output: tower_2.output, task: regression}   # or multiclass with classes: C
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -148,8 +149,11 @@ inline GraphSpec parse_graph_yaml(const std::string& text, const std::string& fi
                 throw graph_error(position(file, body["dtype"].Mark()), what + ".dtype: expected float32 or float64, got '" + in.dtype + "'");
         }
         if (!body["shape"]) throw graph_error(in.where, what + " has no shape (e.g. shape: [null, 20])");
-        for (const auto& d : expect(body["shape"], YAML::NodeType::Sequence, file, what + ".shape"))
+        for (const auto& d : expect(body["shape"], YAML::NodeType::Sequence, file, what + ".shape")) {
             in.shape.dims.push_back(detail::dimension(d, file, what + ".shape"));
+            if (in.shape.dims.size() > 1 && in.shape.dims.back() == kBatch)
+                throw graph_error(position(file, d.Mark()), what + ".shape: only the first dimension is the batch (null)");
+        }
         if (in.shape.dims.empty() || in.shape.dims.front() != kBatch)
             throw graph_error(position(file, body["shape"].Mark()), what + ".shape must start with null, the batch dimension, got " + to_string(in.shape));
         if (body["columns"]) {
@@ -200,7 +204,45 @@ inline GraphSpec parse_graph_yaml(const std::string& text, const std::string& fi
     for (const auto& [name, value] : detail::map_items(outputs, file, "outputs")) {
         OutputSpec o;
         o.name = name;
-        o.ref = detail::reference(value, file, "output '" + o.name + "'");
+        const std::string what = "output '" + o.name + "'";
+        o.task.name = name;
+        if (value.IsMap()) {
+            check_keys(value, file, what, {"output", "task", "classes", "relu"});
+            if (!value["output"]) throw graph_error(position(file, value.Mark()), what + " has no 'output' (the node output it is)");
+            o.ref = detail::reference(value["output"], file, what);
+            if (value["task"]) {
+                const std::string kind = detail::scalar(value["task"], file, what + ".task");
+                if (kind == "binary") o.task.kind = TaskKind::binary;
+                else if (kind == "regression") o.task.kind = TaskKind::regression;
+                else if (kind == "multiclass") o.task.kind = TaskKind::multiclass;
+                else throw graph_error(position(file, value["task"].Mark()), what + ".task: expected binary, regression or multiclass, got '" + kind + "'");
+            }
+            auto number = [&](const char* key) -> Index {
+                const std::string digits = detail::scalar(value[key], file, what + "." + key);
+                try {
+                    std::size_t used = 0;
+                    const long long v = std::stoll(digits, &used);
+                    if (used == digits.size()) return Index(v);
+                } catch (const std::exception&) {
+                }
+                throw graph_error(position(file, value[key].Mark()), what + "." + key + ": expected an integer, got '" + digits + "'");
+            };
+            if (value["classes"]) {
+                if (o.task.kind != TaskKind::multiclass) throw graph_error(position(file, value["classes"].Mark()), what + ": classes belongs to a multiclass task");
+                o.task.classes = number("classes");
+                if (o.task.classes < 2) throw graph_error(position(file, value["classes"].Mark()), moe::detail::concat(what, ".classes must be at least 2, got ", o.task.classes));
+            } else if (o.task.kind == TaskKind::multiclass) {
+                throw graph_error(position(file, value.Mark()), what + ": a multiclass task needs classes");
+            }
+            if (value["relu"]) {
+                const std::string flag = detail::scalar(value["relu"], file, what + ".relu");
+                if (o.task.kind != TaskKind::regression) throw graph_error(position(file, value["relu"].Mark()), what + ": relu belongs to a regression task");
+                if (flag != "true" && flag != "false") throw graph_error(position(file, value["relu"].Mark()), what + ".relu: expected true or false, got '" + flag + "'");
+                o.task.relu_output = flag == "true";
+            }
+        } else {
+            o.ref = detail::reference(value, file, what);
+        }
         g.outputs.push_back(std::move(o));
     }
     if (g.outputs.empty()) throw graph_error(position(file, outputs.Mark()), "outputs is empty: name at least one task's prediction");

@@ -145,7 +145,7 @@ SafetensorsFile model_file_contents(const Model<M>& model, const Adam<typename M
     file.metadata["version"] = std::to_string(kModelFileVersion);
     file.metadata["kind"] = detail::model_kind<M>::value;
     file.metadata["dtype"] = detail::dtype_name<T>();
-    file.metadata["config"] = detail::spec_to_json(model.spec()).dump();
+    file.metadata["config"] = spec_to_json(model.spec()).dump();
     if (adam && adam->step_count() > 0) {
         const auto& store = model.params();
         for (const auto& e : store.entries()) {

@@ -134,6 +134,8 @@ public:
     double momentum() const { return momentum_; }
     Param<T>& weight() { return weight_; }
     Param<T>& bias() { return bias_; }
+    const Param<T>& weight() const { return weight_; }
+    const Param<T>& bias() const { return bias_; }
     const MatrixView<T>& output() const { return y_.view(); }
 
 private:

@@ -27,6 +27,7 @@ struct InferenceScratch {
     Buffer<T> surface_in, surface_out;      ///< surface towers: the mixture in surface order, a tower's predictions
     std::vector<Buffer<T>> preds;           ///< each task's predictions of the block
     std::vector<ConstView<T>> out;
+    std::vector<std::vector<T>> values;     ///< graph models (moe::graph): one buffer per value of the graph
 };
 
 /// Scratch of one caller of a model's predict(): reuse it across calls (nothing is allocated once

@@ -1,6 +1,6 @@
 #pragma once
 // torch.bmm(input, other): [n, p, k] x [n, k, q] -> [n, p, q], no broadcasting.
-#include "moe/graph/op_context.hpp"
+#include "moe/graph/ops/matmul.hpp"
 
 namespace moe::graph::ops {
 
@@ -19,6 +19,11 @@ struct Bmm {
                           " (" + dim_string(b[1]) + "): they differ");
         const Shape out{{a[0], a[1], b[2]}};
         return {out, 0.0, 2.0 * out.per_sample() * (a[2] == kBatch ? 1.0 : double(a[2]))};
+    }
+    /// torch.matmul's kernel: 3-D operands with equal batch dimensions are its plain case.
+    template <class T>
+    static std::unique_ptr<Kernel<T>> kernel(const OpContext& c, const Shape& out) {
+        return Matmul::kernel<T>(c, out);
     }
 };
 

@@ -1,7 +1,7 @@
 #pragma once
 // torch.cat(tensors, dim=0): equal shapes but along dim, where the sizes add up. Not along the
 // batch dimension (the samples of a batch would become more samples).
-#include "moe/graph/op_context.hpp"
+#include "moe/graph/kernel.hpp"
 
 namespace moe::graph::ops {
 
@@ -28,6 +28,45 @@ struct Cat {
             r.out.dims[std::size_t(d)] += s[d];
         }
         return r;
+    }
+
+    /// The output as [outer, total] around dim: input i fills its own columns of every outer row.
+    template <class T>
+    class Run final : public Kernel<T> {
+    public:
+        explicit Run(Index dim) : dim_(dim) {}
+        void infer(const std::vector<In<T>>& in, T* out, const Dims& d) const override {
+            const Index outer = outer_of(d), total = numel(d) / std::max<Index>(1, outer);
+            Index at = 0;
+            for (const auto& x : in) {
+                const Index w = outer ? x.size() / outer : 0;
+                for (Index o = 0; o < outer; ++o) std::copy(x.data + o * w, x.data + (o + 1) * w, out + o * total + at);
+                at += w;
+            }
+        }
+        void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims& d, const std::vector<T*>& din) override {
+            const Index outer = outer_of(d), total = numel(d) / std::max<Index>(1, outer);
+            Index at = 0;
+            for (std::size_t i = 0; i < in.size(); ++i) {
+                const Index w = outer ? in[i].size() / outer : 0;
+                if (T* dx = din[i])
+                    for (Index o = 0; o < outer; ++o)
+                        for (Index j = 0; j < w; ++j) dx[o * w + j] += dout[o * total + at + j];
+                at += w;
+            }
+        }
+
+    private:
+        Index outer_of(const Dims& d) const {
+            Index outer = 1;
+            for (Index i = 0; i < dim_; ++i) outer *= d[std::size_t(i)];
+            return outer;
+        }
+        Index dim_;
+    };
+    template <class T>
+    static std::unique_ptr<Kernel<T>> kernel(const OpContext& c, const Shape&) {
+        return std::make_unique<Run<T>>(c.dim_index(c.int_param("dim", 0), c.input(0).rank()));
     }
 };
 

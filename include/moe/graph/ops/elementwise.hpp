@@ -2,7 +2,8 @@
 // The elementwise activations, modules and functions alike: torch.nn.ReLU, GELU, Sigmoid, Tanh and
 // torch.nn.functional.relu, sigmoid. The output has the input's shape. (One rule for six types:
 // each is a one-line struct here.)
-#include "moe/graph/op_context.hpp"
+#include "moe/graph/kernel.hpp"
+#include "moe/layers/activations.hpp"
 
 namespace moe::graph::ops {
 
@@ -14,14 +15,41 @@ struct Elementwise {
         c.expect_inputs(1, 1);
         return {c.input(0), 0.0, c.input(0).per_sample()};
     }
+
+    /// The library's activation on the elements, seen as a (last dim) x rest column-major matrix
+    /// (the columns spread over threads for large batches).
+    template <class T>
+    class Run final : public Kernel<T> {
+    public:
+        void infer(const std::vector<In<T>>& in, T* out, const Dims& d) const override {
+            const Index rows = d.empty() ? 1 : d.back(), cols = rows ? in[0].size() / rows : 0;
+            MatrixView<T> y(out, rows, cols);
+            moe::detail::activation_forward(Name::kind, ConstView<T>(in[0].data, rows, cols), y);
+        }
+        void backward(const std::vector<In<T>>& in, const T* out, const T* dout, const Dims& d, const std::vector<T*>& din) override {
+            if (!din[0]) return;
+            const Index rows = d.empty() ? 1 : d.back(), cols = rows ? in[0].size() / rows : 0;
+            scratch_.resize(rows, cols);
+            moe::detail::activation_backward(Name::kind, ConstView<T>(in[0].data, rows, cols), ConstView<T>(out, rows, cols),
+                                             ConstView<T>(dout, rows, cols), scratch_.view());
+            MatrixView<T>(din[0], rows, cols) += scratch_.view();
+        }
+
+    private:
+        Buffer<T> scratch_;
+    };
+    template <class T>
+    static std::unique_ptr<Kernel<T>> kernel(const OpContext&, const Shape&) {
+        return std::make_unique<Run<T>>();
+    }
 };
 
-struct ReLUName { static constexpr const char* value = "torch.nn.ReLU"; };
-struct GELUName { static constexpr const char* value = "torch.nn.GELU"; };
-struct SigmoidName { static constexpr const char* value = "torch.nn.Sigmoid"; };
-struct TanhName { static constexpr const char* value = "torch.nn.Tanh"; };
-struct FunctionalReLUName { static constexpr const char* value = "torch.nn.functional.relu"; };
-struct FunctionalSigmoidName { static constexpr const char* value = "torch.nn.functional.sigmoid"; };
+struct ReLUName { static constexpr const char* value = "torch.nn.ReLU"; static constexpr ActivationKind kind = ActivationKind::relu; };
+struct GELUName { static constexpr const char* value = "torch.nn.GELU"; static constexpr ActivationKind kind = ActivationKind::gelu; };
+struct SigmoidName { static constexpr const char* value = "torch.nn.Sigmoid"; static constexpr ActivationKind kind = ActivationKind::sigmoid; };
+struct TanhName { static constexpr const char* value = "torch.nn.Tanh"; static constexpr ActivationKind kind = ActivationKind::tanh; };
+struct FunctionalReLUName { static constexpr const char* value = "torch.nn.functional.relu"; static constexpr ActivationKind kind = ActivationKind::relu; };
+struct FunctionalSigmoidName { static constexpr const char* value = "torch.nn.functional.sigmoid"; static constexpr ActivationKind kind = ActivationKind::sigmoid; };
 
 using ReLU = Elementwise<ReLUName>;
 using GELU = Elementwise<GELUName>;

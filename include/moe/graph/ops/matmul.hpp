@@ -6,7 +6,7 @@
 // The check catches the classic mixture-of-experts bug: gates [B, E] times experts stacked on the
 // default dim 0, [E, B, D], is a batched product that contracts E against B. It fails for every
 // batch size but E and at batch E silently mixes samples; the message says what is meant instead.
-#include "moe/graph/op_context.hpp"
+#include "moe/graph/kernel.hpp"
 
 namespace moe::graph::ops {
 
@@ -35,6 +35,46 @@ struct Matmul {
         Shape products = out;  // every output element is one dot product of length k
         const double per_sample = products.per_sample() * (ka == kBatch ? 1.0 : double(ka));
         return {out, 0.0, 2.0 * per_sample};
+    }
+
+
+    /// PyTorch's rules at run time: vectors become matrices, the batch dimensions broadcast, and
+    /// each output matrix is one row-major product (graph/tensor.hpp: BatchedProduct).
+    template <class T>
+    class Run final : public Kernel<T> {
+    public:
+        void infer(const std::vector<In<T>>& in, T* out, const Dims&) const override {
+            thread_local std::vector<Index> ao, bo;
+            product(*in[0].dims, *in[1].dims).forward(in[0].data, in[1].data, out, ao, bo);
+        }
+        void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims&, const std::vector<T*>& din) override {
+            product(*in[0].dims, *in[1].dims).backward(in[0].data, in[1].data, dout, din[0], din[1], ao_, bo_);
+        }
+
+    private:
+        static BatchedProduct product(Dims a, Dims b) {
+            if (a.size() == 1) a.insert(a.begin(), 1);
+            if (b.size() == 1) b.push_back(1);
+            BatchedProduct p;
+            p.n = a[a.size() - 2];
+            p.k = a.back();
+            p.m = b.back();
+            const Dims ba(a.begin(), a.end() - 2), bb(b.begin(), b.end() - 2);
+            const std::size_t r = std::max(ba.size(), bb.size());  // batch dimensions aligned on the right
+            p.batch.assign(r, 1);
+            for (std::size_t i = 0; i < r; ++i) {
+                const Index da = i + ba.size() >= r ? ba[i + ba.size() - r] : 1, db = i + bb.size() >= r ? bb[i + bb.size() - r] : 1;
+                p.batch[i] = std::max(da, db);
+            }
+            p.a_stride = broadcast_strides(ba, p.batch);
+            p.b_stride = broadcast_strides(bb, p.batch);
+            return p;
+        }
+        std::vector<Index> ao_, bo_;
+    };
+    template <class T>
+    static std::unique_ptr<Kernel<T>> kernel(const OpContext&, const Shape&) {
+        return std::make_unique<Run<T>>();
     }
 
 private:

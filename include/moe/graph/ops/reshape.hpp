@@ -2,7 +2,7 @@
 // torch.reshape(input, shape): the same elements in a new shape; one entry may be -1 (inferred).
 // The batch dimension must stay a dimension of its own: the -1 (or null) becomes B only when the
 // other entries hold exactly the non-batch elements.
-#include "moe/graph/op_context.hpp"
+#include "moe/graph/kernel.hpp"
 
 namespace moe::graph::ops {
 
@@ -34,6 +34,10 @@ struct Reshape {
         if (!has_batch && r.out.per_sample() != x.per_sample())
             throw c.error("reshapes " + to_string(x) + " to " + to_string(r.out) + ": the element counts differ");
         return r;
+    }
+    template <class T>
+    static std::unique_ptr<Kernel<T>> kernel(const OpContext&, const Shape&) {
+        return std::make_unique<SameElements<T>>();
     }
 };
 

@@ -1,7 +1,9 @@
 #pragma once
 // torch.nn.functional.softmax(input, dim): the input's shape. dim is required (PyTorch's implicit
 // choice is deprecated).
-#include "moe/graph/op_context.hpp"
+#include <cmath>
+
+#include "moe/graph/kernel.hpp"
 
 namespace moe::graph::ops {
 
@@ -15,6 +17,53 @@ struct Softmax {
             throw c.error("softmax over dim " + std::to_string(d) + ", the batch dimension of " + to_string(c.input(0)) +
                           ": it would mix the samples of a batch (a gate's softmax is over its experts, dim 1 or -1)");
         return {c.input(0), 0.0, 4.0 * c.input(0).per_sample()};
+    }
+
+    /// The tensor as [outer, r, inner] around dim; each of the outer x inner rows of r elements
+    /// (stride inner) gets a max-shifted softmax. Backward: dx = y (dy - sum(dy y)).
+    template <class T>
+    class Run final : public Kernel<T> {
+    public:
+        explicit Run(Index dim) : dim_(dim) {}
+        void infer(const std::vector<In<T>>& in, T* out, const Dims& d) const override {
+            Index outer, r, inner;
+            split(d, outer, r, inner);
+            const T* x = in[0].data;
+            for (Index o = 0; o < outer; ++o)
+                for (Index j = 0; j < inner; ++j) {
+                    const Index base = o * r * inner + j;
+                    T m = x[base];
+                    for (Index i = 1; i < r; ++i) m = std::max(m, x[base + i * inner]);
+                    T sum = 0;
+                    for (Index i = 0; i < r; ++i) sum += out[base + i * inner] = std::exp(x[base + i * inner] - m);
+                    for (Index i = 0; i < r; ++i) out[base + i * inner] /= sum;
+                }
+        }
+        void backward(const std::vector<In<T>>&, const T* y, const T* dy, const Dims& d, const std::vector<T*>& din) override {
+            if (!din[0]) return;
+            Index outer, r, inner;
+            split(d, outer, r, inner);
+            for (Index o = 0; o < outer; ++o)
+                for (Index j = 0; j < inner; ++j) {
+                    const Index base = o * r * inner + j;
+                    T dot = 0;
+                    for (Index i = 0; i < r; ++i) dot += dy[base + i * inner] * y[base + i * inner];
+                    for (Index i = 0; i < r; ++i) din[0][base + i * inner] += y[base + i * inner] * (dy[base + i * inner] - dot);
+                }
+        }
+
+    private:
+        void split(const Dims& d, Index& outer, Index& r, Index& inner) const {
+            outer = inner = 1;
+            for (Index i = 0; i < dim_; ++i) outer *= d[std::size_t(i)];
+            r = d[std::size_t(dim_)];
+            for (std::size_t i = std::size_t(dim_) + 1; i < d.size(); ++i) inner *= d[i];
+        }
+        Index dim_;
+    };
+    template <class T>
+    static std::unique_ptr<Kernel<T>> kernel(const OpContext& c, const Shape&) {
+        return std::make_unique<Run<T>>(c.dim_index(c.int_param("dim"), c.input(0).rank()));
     }
 };
 

@@ -1,7 +1,7 @@
 #pragma once
 // torch.squeeze(input, dim=None): removes dimension dim if it is 1 (every 1 without dim). Never the
 // batch dimension: whether B is 1 is not known until the data comes.
-#include "moe/graph/op_context.hpp"
+#include "moe/graph/kernel.hpp"
 
 namespace moe::graph::ops {
 
@@ -21,6 +21,10 @@ struct Squeeze {
                                               ": a batch of one sample would lose it"));
         if (r.out[d] == 1) r.out.dims.erase(r.out.dims.begin() + d);
         return r;
+    }
+    template <class T>
+    static std::unique_ptr<Kernel<T>> kernel(const OpContext&, const Shape&) {
+        return std::make_unique<SameElements<T>>();
     }
 };
 

@@ -1,6 +1,6 @@
 #pragma once
 // torch.stack(tensors, dim=0): n equal shapes -> a new dimension of size n at dim.
-#include "moe/graph/op_context.hpp"
+#include "moe/graph/kernel.hpp"
 
 namespace moe::graph::ops {
 
@@ -20,6 +20,46 @@ struct Stack {
         r.out.dims.insert(r.out.dims.begin() + d, Index(c.inputs().size()));
         r.flops_per_sample = 0;
         return r;
+    }
+
+    /// The output as [outer, n, inner] around the new dim: input i fills slice i of every outer block.
+    template <class T>
+    class Run final : public Kernel<T> {
+    public:
+        explicit Run(Index dim) : dim_(dim) {}
+        void infer(const std::vector<In<T>>& in, T* out, const Dims& d) const override {
+            Index outer, inner;
+            split(d, outer, inner);
+            const Index n = Index(in.size());
+            for (Index i = 0; i < n; ++i)
+                for (Index o = 0; o < outer; ++o)
+                    std::copy(in[std::size_t(i)].data + o * inner, in[std::size_t(i)].data + (o + 1) * inner, out + (o * n + i) * inner);
+        }
+        void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims& d, const std::vector<T*>& din) override {
+            Index outer, inner;
+            split(d, outer, inner);
+            const Index n = Index(in.size());
+            for (Index i = 0; i < n; ++i) {
+                T* dx = din[std::size_t(i)];
+                if (!dx) continue;
+                for (Index o = 0; o < outer; ++o) {
+                    const T* src = dout + (o * n + i) * inner;
+                    for (Index j = 0; j < inner; ++j) dx[o * inner + j] += src[j];
+                }
+            }
+        }
+
+    private:
+        void split(const Dims& d, Index& outer, Index& inner) const {
+            outer = inner = 1;
+            for (Index i = 0; i < dim_; ++i) outer *= d[std::size_t(i)];
+            for (std::size_t i = std::size_t(dim_) + 1; i < d.size(); ++i) inner *= d[i];
+        }
+        Index dim_;
+    };
+    template <class T>
+    static std::unique_ptr<Kernel<T>> kernel(const OpContext& c, const Shape&) {
+        return std::make_unique<Run<T>>(c.dim_index(c.int_param("dim", 0), c.input(0).rank() + 1));
     }
 };
 

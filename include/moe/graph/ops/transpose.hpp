@@ -1,6 +1,8 @@
 #pragma once
 // torch.transpose(input, dim0, dim1): the two dimensions swapped.
-#include "moe/graph/op_context.hpp"
+#include <numeric>
+
+#include "moe/graph/kernel.hpp"
 
 namespace moe::graph::ops {
 
@@ -14,6 +16,28 @@ struct Transpose {
         OpShape out{c.input(0), 0.0, 0.0};
         std::swap(out.out.dims[std::size_t(a)], out.out.dims[std::size_t(b)]);
         return out;
+    }
+
+    /// A permutation of the elements (its own inverse): forward and backward are the same walk.
+    template <class T>
+    class Run final : public Kernel<T> {
+    public:
+        Run(std::size_t rank, Index a, Index b) : perm_(rank) {
+            std::iota(perm_.begin(), perm_.end(), std::size_t(0));
+            std::swap(perm_[std::size_t(a)], perm_[std::size_t(b)]);
+        }
+        void infer(const std::vector<In<T>>& in, T* out, const Dims&) const override { permute(in[0].data, *in[0].dims, perm_, out, false); }
+        void backward(const std::vector<In<T>>&, const T*, const T* dout, const Dims& d, const std::vector<T*>& din) override {
+            if (din[0]) permute(dout, d, perm_, din[0], true);
+        }
+
+    private:
+        std::vector<std::size_t> perm_;
+    };
+    template <class T>
+    static std::unique_ptr<Kernel<T>> kernel(const OpContext& c, const Shape&) {
+        const Index r = c.input(0).rank();
+        return std::make_unique<Run<T>>(std::size_t(r), c.dim_index(c.int_param("dim0"), r, "dim0"), c.dim_index(c.int_param("dim1"), r, "dim1"));
     }
 };
 

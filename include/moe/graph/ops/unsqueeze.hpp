@@ -1,6 +1,6 @@
 #pragma once
 // torch.unsqueeze(input, dim): a dimension of size 1 inserted at dim.
-#include "moe/graph/op_context.hpp"
+#include "moe/graph/kernel.hpp"
 
 namespace moe::graph::ops {
 
@@ -13,6 +13,10 @@ struct Unsqueeze {
         OpShape r{c.input(0), 0.0, 0.0};
         r.out.dims.insert(r.out.dims.begin() + d, 1);
         return r;
+    }
+    template <class T>
+    static std::unique_ptr<Kernel<T>> kernel(const OpContext&, const Shape&) {
+        return std::make_unique<SameElements<T>>();
     }
 };
 

@@ -1,0 +1,190 @@
+#pragma once
+// Tensors of a running graph: PyTorch's layout (row-major, contiguous, outermost dimension first)
+// with the batch size filled in. A [B, F] tensor is then exactly the library's F x B column-major
+// batch, so Linear, BatchNorm and the losses read graph values without copies.
+//
+// The helpers here are the few loops every op is made of: walking an index space with per-operand
+// strides (broadcasting is a stride of 0), and row-major matrix products, batched with broadcast
+// batch dimensions (torch.matmul, bmm, einsum).
+#include <algorithm>
+#include <array>
+#include <vector>
+
+#include "moe/core/threads.hpp"
+#include "moe/detail/gemm.hpp"
+#include "moe/graph/shape.hpp"
+
+namespace moe::graph {
+
+/// Concrete dimensions of a tensor at run time.
+using Dims = std::vector<Index>;
+
+/// The shape with the batch size `batch` in place of B.
+inline Dims resolve(const Shape& s, Index batch) {
+    Dims d = s.dims;
+    for (Index& x : d)
+        if (x == kBatch) x = batch;
+    return d;
+}
+
+inline Index numel(const Dims& d) {
+    Index n = 1;
+    for (Index x : d) n *= x;
+    return n;
+}
+
+/// Row-major strides of a contiguous tensor.
+inline Dims strides_of(const Dims& d) {
+    Dims s(d.size());
+    Index step = 1;
+    for (std::size_t i = d.size(); i-- > 0;) {
+        s[i] = step;
+        step *= d[i];
+    }
+    return s;
+}
+
+/// The strides with which a tensor of dims `from` is read as a tensor of dims `to` under PyTorch's
+/// broadcasting (dimensions aligned on the right; a dimension of 1, or a missing one, repeats: stride 0).
+inline Dims broadcast_strides(const Dims& from, const Dims& to) {
+    const Dims s = strides_of(from);
+    Dims out(to.size(), 0);
+    const std::size_t shift = to.size() - from.size();
+    for (std::size_t i = 0; i < from.size(); ++i) out[shift + i] = from[i] == 1 ? 0 : s[i];
+    return out;
+}
+
+/// Calls f(offsets) for every index of `dims` in row-major order, where offsets[k] is the index's
+/// offset in operand k (sum of index * strides[k]). The innermost dimension is a plain loop.
+template <std::size_t K, class F>
+void walk(const Dims& dims, const std::array<Dims, K>& strides, F&& f) {
+    const std::size_t r = dims.size();
+    std::array<Index, K> off{};
+    if (r == 0) {
+        f(off);
+        return;
+    }
+    for (Index d : dims)
+        if (d == 0) return;
+    std::vector<Index> idx(r, 0);
+    const Index inner = dims[r - 1];
+    while (true) {
+        std::array<Index, K> o = off;
+        for (Index i = 0; i < inner; ++i) {
+            f(o);
+            for (std::size_t k = 0; k < K; ++k) o[k] += strides[k][r - 1];
+        }
+        // Advance the outer dimensions (odometer).
+        std::size_t d = r - 1;
+        while (true) {
+            if (d == 0) return;
+            --d;
+            ++idx[d];
+            for (std::size_t k = 0; k < K; ++k) off[k] += strides[k][d];
+            if (idx[d] < dims[d]) break;
+            for (std::size_t k = 0; k < K; ++k) off[k] -= strides[k][d] * dims[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+/// Row-major C (n x m) = op(A) op(B) (+ C when accumulate); op(A) is n x k, op(B) k x m; lda, ldb,
+/// ldc are row strides. Small products (a gate row times its experts) run as plain loops, the others
+/// as one serial GEMM of the backend (the column-major product C^T = op(B)^T op(A)^T).
+template <class T>
+void row_gemm(bool trans_a, bool trans_b, Index n, Index m, Index k, const T* a, Index lda, const T* b, Index ldb, T* c,
+              Index ldc, bool accumulate) {
+    if (n * m * k > 4096) {
+        moe::detail::gemm_serial<T>(trans_b, trans_a, m, n, k, T(1), b, ldb, a, lda, accumulate, c, ldc);
+        return;
+    }
+    for (Index i = 0; i < n; ++i) {
+        T* ci = c + i * ldc;
+        if (!accumulate) std::fill(ci, ci + m, T(0));
+        for (Index p = 0; p < k; ++p) {
+            const T av = trans_a ? a[p * lda + i] : a[i * lda + p];
+            if (!trans_b) {
+                const T* bp = b + p * ldb;
+                for (Index j = 0; j < m; ++j) ci[j] += av * bp[j];
+            } else {
+                for (Index j = 0; j < m; ++j) ci[j] += av * b[j * ldb + p];
+            }
+        }
+    }
+}
+
+/// A batch of row-major products C[i] = A[a_off(i)] B[b_off(i)] over the batch index space `batch`
+/// (broadcast: operand strides 0). A is n x k, B k x m, C m per row; all contiguous per matrix.
+struct BatchedProduct {
+    Dims batch;               ///< the output's batch dimensions
+    Dims a_stride, b_stride;  ///< per batch dimension, in matrices of A and B (0: broadcast)
+    Index n = 0, k = 0, m = 0;
+
+    Index count() const { return numel(batch); }
+    /// Offsets (in matrices) of A and B for each output matrix, in order.
+    void offsets(std::vector<Index>& a, std::vector<Index>& b) const {
+        a.clear();
+        b.clear();
+        walk<2>(batch, {a_stride, b_stride}, [&](const std::array<Index, 2>& o) {
+            a.push_back(o[0]);
+            b.push_back(o[1]);
+        });
+    }
+    bool a_broadcast() const { return std::count(a_stride.begin(), a_stride.end(), Index(0)) > 0; }
+    bool b_broadcast() const { return std::count(b_stride.begin(), b_stride.end(), Index(0)) > 0; }
+
+    /// C = A B.
+    template <class T>
+    void forward(const T* a, const T* b, T* c, std::vector<Index>& ao, std::vector<Index>& bo) const {
+        offsets(ao, bo);
+        const Index count = Index(ao.size());
+        parallel_for(count, 16, 2.0 * double(count) * double(n * k * m), [&](Index i0, Index i1) {
+            for (Index i = i0; i < i1; ++i)
+                row_gemm<T>(false, false, n, m, k, a + ao[std::size_t(i)] * n * k, k, b + bo[std::size_t(i)] * k * m, m, c + i * n * m, m,
+                            false);
+        });
+    }
+    /// dA += dC B^T and dB += A^T dC (either may be null). Broadcast operands sum over the batch
+    /// entries that read them, in batch order (serial then: the sums must not depend on threads).
+    template <class T>
+    void backward(const T* a, const T* b, const T* dc, T* da, T* db, std::vector<Index>& ao, std::vector<Index>& bo) const {
+        offsets(ao, bo);
+        const Index count = Index(ao.size());
+        const double flops = 2.0 * double(count) * double(n * k * m);
+        auto run = [&](bool serial, auto&& one) {
+            if (serial)
+                for (Index i = 0; i < count; ++i) one(i);
+            else
+                parallel_for(count, 16, flops, [&](Index i0, Index i1) {
+                    for (Index i = i0; i < i1; ++i) one(i);
+                });
+        };
+        if (da)
+            run(a_broadcast(), [&](Index i) {
+                row_gemm<T>(false, true, n, k, m, dc + i * n * m, m, b + bo[std::size_t(i)] * k * m, m, da + ao[std::size_t(i)] * n * k, k, true);
+            });
+        if (db)
+            run(b_broadcast(), [&](Index i) {
+                row_gemm<T>(true, false, k, m, n, a + ao[std::size_t(i)] * n * k, k, dc + i * n * m, m, db + bo[std::size_t(i)] * k * m, m, true);
+            });
+    }
+};
+
+/// Copies (or adds, when accumulate) src, a tensor of dims `dims`, into dst permuted: dst's
+/// dimension i is src's dimension perm[i].
+template <class T>
+void permute(const T* src, const Dims& dims, const std::vector<std::size_t>& perm, T* dst, bool accumulate) {
+    const Dims s = strides_of(dims);
+    Dims out_dims(perm.size()), src_strides(perm.size());
+    for (std::size_t i = 0; i < perm.size(); ++i) {
+        out_dims[i] = dims[perm[i]];
+        src_strides[i] = s[perm[i]];
+    }
+    Index j = 0;
+    walk<1>(out_dims, {src_strides}, [&](const std::array<Index, 1>& o) {
+        if (accumulate) dst[j++] += src[o[0]];
+        else dst[j++] = src[o[0]];
+    });
+}
+
+}  // namespace moe::graph
