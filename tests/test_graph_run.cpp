@@ -24,11 +24,6 @@ constexpr double kTol = 1e-6;
 
 GraphModelSpec fixture_spec(const std::string& name) { return graph_spec_from_file(moe::testing::fixture_path("graph/" + name)); }
 
-/// A graph on one input x [B, 6] with the given node lines; outputs as given.
-GraphModelSpec small_graph(const std::string& nodes, const std::string& outputs) {
-    return {"inputs:\n  x: {shape: [null, 6]}\ngraph:\n" + nodes + "outputs:\n" + outputs, "small.yaml"};
-}
-
 double gradcheck(const GraphModelSpec& spec, Index batch = 7) {
     Model<GraphModel<double>> model(spec, 5);
     model.freeze_dropout();
@@ -71,72 +66,62 @@ TEST_CASE("Graph model: the corrected MMoE passes the gradient checker, and pred
     CHECK((Matrix<double>(p[1]) - watch).cwiseAbs().maxCoeff() < 1e-12);
 }
 
-TEST_CASE("Graph model: activations, LayerNorm, BatchNorm and dropout pass the gradient checker", "[graph][gradcheck]") {
-    const auto spec = small_graph(R"(
-  - {name: lin, type: torch.nn.Linear, params: {in_features: 6, out_features: 8}, inputs: [x]}
-  - {name: gelu, type: torch.nn.GELU, inputs: [lin.output]}
-  - {name: ln, type: torch.nn.LayerNorm, params: {normalized_shape: [8]}, inputs: [gelu.output]}
-  - {name: bn, type: torch.nn.BatchNorm1d, params: {num_features: 8}, inputs: [ln.output]}
-  - {name: sig, type: torch.nn.Sigmoid, inputs: [bn.output]}
-  - {name: drop, type: torch.nn.Dropout, params: {p: 0.3}, inputs: [sig.output]}
-  - {name: tanh, type: torch.nn.Tanh, inputs: [drop.output]}
-  - {name: relu, type: torch.nn.functional.relu, inputs: [tanh.output]}
-  - {name: fsig, type: torch.nn.functional.sigmoid, inputs: [lin.output]}
-  - {name: both, type: torch.add, inputs: [relu.output, fsig.output], params: {alpha: 0.5}}
-  - {name: head, type: torch.nn.Linear, params: {in_features: 8, out_features: 1}, inputs: [both.output]}
-)",
-                                  "  y: head.output\n");
-    CHECK(gradcheck(spec) < kTol);
+TEST_CASE("Graph model: every op passes the gradient checker (fixtures ops_norms, ops_matmul, ops_einsum)", "[graph][gradcheck]") {
+    // ops_norms: activations, LayerNorm, BatchNorm1d, dropout (masks frozen), functional ops, add with alpha.
+    CHECK(gradcheck(fixture_spec("ops_norms.yaml")) < kTol);
+    // ops_matmul: matmul with broadcast batch dimensions, mean over two dims, cat, the shape ops,
+    // add and mul broadcasting and with a scalar, sum with keepdim; multiclass and regression outputs.
+    CHECK(gradcheck(fixture_spec("ops_matmul.yaml")) < kTol);
+    // ops_einsum: bmm, BatchNorm1d on [B, C, L], softmax over a middle dim, einsum with a permuted
+    // output, summed letters and a batch letter inside, stack on dim 0 and the transpose back.
+    CHECK(gradcheck(fixture_spec("ops_einsum.yaml")) < kTol);
 }
 
-TEST_CASE("Graph model: matmul with broadcast batch dimensions, cat, reductions and the shape ops pass the gradient checker",
-          "[graph][gradcheck]") {
-    const auto spec = small_graph(R"(
-  - {name: la, type: torch.nn.Linear, params: {in_features: 6, out_features: 12}, inputs: [x]}
-  - {name: a, type: torch.reshape, params: {shape: [-1, 1, 4, 3]}, inputs: [la.output]}
-  - {name: lb, type: torch.nn.Linear, params: {in_features: 6, out_features: 30}, inputs: [x]}
-  - {name: b, type: torch.reshape, params: {shape: [-1, 2, 3, 5]}, inputs: [lb.output]}
-  - {name: ab, type: torch.matmul, inputs: [a.output, b.output]}
-  - {name: m, type: torch.mean, params: {dim: [1, 3]}, inputs: [ab.output]}
-  - {name: lc, type: torch.nn.Linear, params: {in_features: 6, out_features: 2, bias: false}, inputs: [x]}
-  - {name: c, type: torch.cat, params: {dim: 1}, inputs: [m.output, lc.output]}
-  - {name: u, type: torch.unsqueeze, params: {dim: 2}, inputs: [c.output]}
-  - {name: t, type: torch.transpose, params: {dim0: 1, dim1: 2}, inputs: [u.output]}
-  - {name: s, type: torch.squeeze, params: {dim: 1}, inputs: [t.output]}
-  - {name: ld, type: torch.nn.Linear, params: {in_features: 6, out_features: 1}, inputs: [x]}
-  - {name: bc, type: torch.add, inputs: [s.output, ld.output]}
-  - {name: prod, type: torch.mul, inputs: [bc.output, c.output]}
-  - {name: half, type: torch.mul, params: {other: 0.5}, inputs: [prod.output]}
-  - {name: shift, type: torch.add, params: {other: 1.5}, inputs: [half.output]}
-  - {name: classes, type: torch.nn.Linear, params: {in_features: 6, out_features: 3}, inputs: [shift.output]}
-  - {name: total, type: torch.sum, params: {dim: 1, keepdim: true}, inputs: [shift.output]}
-)",
-                                  "  kind: {output: classes.output, task: multiclass, classes: 3}\n  amount: {output: total.output, task: regression}\n");
-    CHECK(gradcheck(spec) < kTol);
-}
-
-TEST_CASE("Graph model: einsum (permuted output, summed letters), bmm, stack on dim 0, softmax and BatchNorm on [B, C, L] pass "
-          "the gradient checker",
-          "[graph][gradcheck]") {
-    const auto spec = small_graph(R"(
-  - {name: la, type: torch.nn.Linear, params: {in_features: 6, out_features: 12}, inputs: [x]}
-  - {name: a, type: torch.reshape, params: {shape: [-1, 3, 4]}, inputs: [la.output]}
-  - {name: lb, type: torch.nn.Linear, params: {in_features: 6, out_features: 8}, inputs: [x]}
-  - {name: b, type: torch.reshape, params: {shape: [-1, 4, 2]}, inputs: [lb.output]}
-  - {name: ab, type: torch.bmm, inputs: [a.output, b.output]}
-  - {name: bn, type: torch.nn.BatchNorm1d, params: {num_features: 3}, inputs: [ab.output]}
-  - {name: sm, type: torch.nn.functional.softmax, params: {dim: 1}, inputs: [bn.output]}
-  - {name: e1, type: torch.einsum, params: {equation: "bij,bjk->bki"}, inputs: [a.output, b.output]}
-  - {name: e2, type: torch.einsum, params: {equation: "bij,bk->bk"}, inputs: [a.output, lb.output]}
-  - {name: e3, type: torch.einsum, params: {equation: "bik,bki->bi"}, inputs: [sm.output, e1.output]}
-  - {name: st, type: torch.stack, inputs: [e3.output, e3.output]}
-  - {name: tr, type: torch.transpose, params: {dim0: 0, dim1: 1}, inputs: [st.output]}
-  - {name: flat, type: torch.reshape, params: {shape: [-1, 6]}, inputs: [tr.output]}
-  - {name: head, type: torch.nn.Linear, params: {in_features: 6, out_features: 1}, inputs: [flat.output]}
-  - {name: head2, type: torch.nn.Linear, params: {in_features: 8, out_features: 1}, inputs: [e2.output]}
-)",
-                                  "  y: head.output\n  z: head2.output\n");
-    CHECK(gradcheck(spec) < kTol);
+TEMPLATE_TEST_CASE("Graph model: outputs, loss, every gradient and one Adam step match the PyTorch interpreter "
+                   "(tools/graph_torch.py)",
+                   "[graph][parity]", float, double) {
+    using T = TestType;
+    const std::string path = moe::testing::fixture_path(std::string("graph/reference_") + (std::is_same_v<T, double> ? "f64" : "f32") +
+                                                        ".safetensors");
+    const SafetensorsFile f = read_safetensors(path);
+    for (const char* name : {"mmoe", "matmul", "einsum", "norms"}) {
+        INFO(name);
+        const std::string n = name;
+        const nlohmann::json c = nlohmann::json::parse(f.metadata.at("case." + n));
+        Model<GraphModel<T>> model(fixture_spec(c.at("file").get<std::string>()), 1);
+        auto& store = model.params();
+        Index reference_params = 0;
+        for (const auto& [key, tensor] : f.tensors)
+            reference_params += key.rfind("param." + n + ".", 0) == 0 && key.find("running_") == std::string::npos &&
+                                key.find("num_batches") == std::string::npos;
+        CHECK(reference_params == Index(store.entries().size()));
+        for (const auto& e : store.entries()) store.value(e.name) = f.at("param." + n + "." + e.name).template matrix<T>();
+        model.for_each_batchnorm("", [&](const std::string& bn_name, BatchNorm1d<T>& bn) {
+            bn.running_mean() = f.at("param." + n + "." + bn_name + ".running_mean").template matrix<T>();
+            bn.running_var() = f.at("param." + n + "." + bn_name + ".running_var").template matrix<T>();
+        });
+        model.set_training(c.at("mode") == "train");
+        const Matrix<T> x = f.at(n + ".x").template batch<T>(), labels = f.at(n + ".labels").template batch<T>();
+        MultiTaskLoss<T> loss(model.tasks());
+        model.zero_grad();
+        const auto& out = model.forward(x);
+        for (std::size_t k = 0; k < out.size(); ++k) MOE_CHECK_CLOSE(Matrix<T>(out[k]), f.at(n + ".out." + std::to_string(k)).template batch<T>(), T);
+        const T total = loss.forward(out, labels);
+        MOE_CHECK_CLOSE((Matrix<T>(1, 1) << total).finished(), f.at(n + ".loss").template matrix<T>(), T);
+        MOE_CHECK_CLOSE(Matrix<T>(model.backward(loss.backward(), true)), f.at(n + ".dx").template batch<T>(), T);
+        for (const auto& e : store.entries()) {
+            INFO(e.name);
+            MOE_CHECK_CLOSE(Matrix<T>(store.grad(e.name)), f.at(n + ".grad." + e.name).template matrix<T>(), T);
+        }
+        AdamOptions o;
+        o.lr = 0.01;
+        Adam<T> adam(o);
+        adam.step(store.values(), store.grads());
+        for (const auto& e : store.entries()) {
+            INFO(e.name << " after Adam");
+            MOE_CHECK_CLOSE(Matrix<T>(store.value(e.name)), f.at(n + ".after." + e.name).template matrix<T>(), T);
+        }
+    }
 }
 
 TEST_CASE("Graph model: fit trains the corrected MMoE, and a model file holds the YAML and gives the same predictions", "[graph]") {
