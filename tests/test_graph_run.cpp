@@ -9,6 +9,9 @@
 #include "support/catch.hpp"
 #include "support/fixtures.hpp"
 
+#include <fstream>
+
+#include <moe/graph/graph_data.hpp>
 #include <moe/graph/graph_model_file.hpp>
 #include <moe/moe.hpp>
 #include <moe/testing/gradcheck.hpp>
@@ -155,6 +158,51 @@ TEST_CASE("Graph model: fit trains the corrected MMoE, and a model file holds th
     const auto& pa = model.predict(data.x, a);
     const auto& pb = loaded.predict(data.x, b);
     for (std::size_t t = 0; t < 2; ++t) CHECK(Matrix<T>(pa[t]) == Matrix<T>(pb[t]));
+}
+
+TEMPLATE_TEST_CASE("Graph model: a model file written by PyTorch (tools/graph_torch.py) loads and predicts as PyTorch does",
+                   "[graph][parity]", float, double) {
+    using T = TestType;
+    const std::string suffix = std::is_same_v<T, double> ? "f64" : "f32";
+    const auto model = load<GraphModel<T>>(moe::testing::fixture_path("graph/mmoe_torch_" + suffix + ".safetensors"));
+    const SafetensorsFile f = read_safetensors(moe::testing::fixture_path("graph/reference_" + suffix + ".safetensors"));
+    InferenceWorkspace<T> ws;
+    const auto& p = model.predict(f.at("mmoe.x").template batch<T>(), ws);
+    for (std::size_t k = 0; k < p.size(); ++k) MOE_CHECK_CLOSE(Matrix<T>(p[k]), f.at("mmoe.predict." + std::to_string(k)).template batch<T>(), T);
+}
+
+TEST_CASE("Graph data: a CSV file is read by the inputs' columns and the labels, and bad files are refused with their place",
+          "[graph]") {
+    const CheckedGraph g = check_graph(parse_graph_yaml(
+        "inputs:\n  x: {shape: [null, 2], columns: [a, b]}\ngraph:\n  - {name: l, type: torch.nn.Linear, params: {in_features: 2, out_features: 1}, inputs: [x]}\n"
+        "outputs:\n  y: l.output\n",
+        "m.yaml"));
+    auto write = [](const std::string& path, const std::string& text) { std::ofstream(path) << text; };
+    const std::string path = "graph_data_test.csv";
+    write(path, "b,extra,a,y\n1,9,2,1\n3,9,4,\n");
+    const auto d = read_graph_csv<double>(path, g, {"y"});
+    CHECK(d.x == (Matrix<double>(2, 2) << 2, 4, 1, 3).finished());
+    CHECK(d.labels(0, 0) == 1);
+    CHECK(d.mask == (Matrix<double>(1, 2) << 1, 0).finished());  // an empty label is a missing one
+    write(path, "b,y\n1,1\n");
+    CHECK_THROWS_WITH(read_graph_csv<double>(path, g, {"y"}), Contains(path + ": the columns do not match the model's: missing a (input); the file has b, y"));
+    write(path, "a,b,y\n1,2,1\n1,two,1\n");
+    CHECK_THROWS_WITH(read_graph_csv<double>(path, g, {"y"}), Contains(path + ":3: column 'b' is 'two', expected a finite number"));
+    write(path, "a,b,y\n1,2\n");
+    CHECK_THROWS_WITH(read_graph_csv<double>(path, g, {"y"}), Contains(path + ":2: 2 fields, the header has 3"));
+    write(path, "a,b,y\n1,nan,1\n");
+    CHECK_THROWS_WITH(read_graph_csv<double>(path, g, {"y"}), Contains("expected a finite number"));
+    write(path, "a,b,y\n1,2,1\n");
+    CHECK_THROWS_WITH(read_graph_csv<double>(path, g, {"y", "z"}), Contains("2 label columns for the model's 1 tasks"));
+    write(path, "");
+    CHECK_THROWS_WITH(read_graph_csv<double>(path, g, {"y"}), Contains("the data file is empty"));
+    std::remove(path.c_str());
+    CHECK_THROWS_WITH(read_graph_csv<double>("no/such.csv", g, {"y"}), Contains("no/such.csv: cannot open"));
+    const CheckedGraph nameless = check_graph(parse_graph_yaml(
+        "inputs:\n  x: {shape: [null, 2]}\ngraph:\n  - {name: l, type: torch.nn.Linear, params: {in_features: 2, out_features: 1}, inputs: [x]}\n"
+        "outputs:\n  y: l.output\n",
+        "m.yaml"));
+    CHECK_THROWS_WITH(read_graph_csv<double>(path, nameless, {"y"}), Contains("input 'x' has no columns"));
 }
 
 TEST_CASE("Graph model: a model file whose YAML does not check, or whose tensors miss a node, is refused naming the file", "[graph]") {

@@ -17,7 +17,9 @@ The loss is moe's MultiTaskLoss with default weights (graph_torch.GraphModule.lo
 backward, one torch.optim.Adam step (lr 0.01).
 Names: param.<case>.<name> (the state_dict, buffers included), <case>.x (16, in), <case>.labels
 (16, tasks), <case>.out.<k> (output k), <case>.loss (1,), <case>.dx, <case>.grad.<name>,
-<case>.after.<name>; the metadata holds each case's file and mode.
+<case>.after.<name>; the metadata holds each case's file and mode. The mmoe case after its step,
+in evaluation mode, is also saved by graph_torch.save_moe_file as mmoe_torch_{f64,f32}.safetensors
+(a model file PyTorch wrote), with its predictions of the case's x as mmoe.predict.<k>.
 """
 import json
 import os
@@ -82,6 +84,14 @@ def case(dtype):
         for n, p in model.named_parameters():
             t[f"{name}.after.{n}"] = p.detach().clone()
         meta[f"case.{name}"] = json.dumps({"file": file, "mode": mode})
+        if name == "mmoe":
+            # A model file written by PyTorch (graph_torch.save_moe_file) and its predictions.
+            model.eval()
+            with torch.no_grad():
+                for k, p in enumerate(model.predict(x.detach())):
+                    t[f"mmoe.predict.{k}"] = p.reshape(BATCH, -1).clone()
+            suffix = "f64" if dtype == torch.float64 else "f32"
+            graph_torch.save_moe_file(model, os.path.join(FIXTURES, f"mmoe_torch_{suffix}.safetensors"), "mmoe_corrected.yaml")
     suffix = "f64" if dtype == torch.float64 else "f32"
     path = os.path.join(FIXTURES, f"reference_{suffix}.safetensors")
     safetensors_io.save(path, t, meta)

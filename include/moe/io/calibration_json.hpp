@@ -16,6 +16,8 @@
 
 namespace moe::detail {
 
+using json = nlohmann::json;  // as in spec_json.hpp (the same alias may be declared twice)
+
 inline nlohmann::json calibration_to_json(const Calibration& c) {
     nlohmann::json j;
     j["surfaces"] = c.surfaces();
@@ -43,7 +45,6 @@ inline nlohmann::json calibration_to_json(const Calibration& c) {
 /// Reads the calibration of a model of `surfaces` surfaces and these tasks; config_error naming
 /// the field ("calibration.calibrators[1][0].a: ...") when anything is wrong.
 inline Calibration calibration_from_json(const nlohmann::json& j, Index surfaces, const std::vector<TaskSpec>& tasks) {
-    using json = nlohmann::json;
     const std::string root = "calibration";
     auto field = [](const json& obj, const std::string& path, const char* key) -> const json& {
         require(obj.is_object(), path, ": expected an object");
