@@ -68,7 +68,7 @@ TEST_CASE("Graph: the corrected MMoE checks, with every node's shape, its parame
     CHECK(g.spec.inputs.front().columns.size() == 20);
 }
 
-TEST_CASE("Graph loader: syntax errors, unknown keys, wrong kinds, missing blocks; line and column in each", "[graph][errors]") {
+TEST_CASE("Graph loader: syntax errors, unknown keys, wrong kinds, missing blocks, with line and column in each", "[graph][errors]") {
     CHECK_THROWS_WITH(parse_graph_yaml("inputs: [a\ngraph: []\n", "m.yaml"), Contains("m.yaml:2:") && Contains("YAML syntax error"));
     CHECK_THROWS_WITH(parse_graph_yaml("inputs: {}\ngraph: []\noutputs: {}\nextra: 1\n", "m.yaml"),
                       Contains("m.yaml:4:1: the file: unknown key 'extra' (expected graph, inputs, outputs)"));

@@ -4,17 +4,15 @@
 // small graphs (broadcasting matmul, einsum with permuted outputs and summed letters, bmm, BatchNorm
 // on [B, C] and [B, C, L], LayerNorm, dropout with frozen masks, the shape ops).
 #include <cstdio>
-#include <string>
-
-#include "support/catch.hpp"
-#include "support/fixtures.hpp"
-
 #include <fstream>
-
 #include <moe/graph/graph_data.hpp>
 #include <moe/graph/graph_model_file.hpp>
 #include <moe/moe.hpp>
 #include <moe/testing/gradcheck.hpp>
+#include <string>
+
+#include "support/catch.hpp"
+#include "support/fixtures.hpp"
 
 namespace test_graph_run {
 
@@ -25,7 +23,9 @@ using Catch::Matchers::Contains;
 namespace {
 constexpr double kTol = 1e-6;
 
-GraphModelSpec fixture_spec(const std::string& name) { return graph_spec_from_file(moe::testing::fixture_path("graph/" + name)); }
+GraphModelSpec fixture_spec(const std::string& name) {
+    return graph_spec_from_file(moe::testing::fixture_path("graph/" + name));
+}
 
 double gradcheck(const GraphModelSpec& spec, Index batch = 7) {
     Model<GraphModel<double>> model(spec, 5);
@@ -37,7 +37,8 @@ double gradcheck(const GraphModelSpec& spec, Index batch = 7) {
 }
 }  // namespace
 
-TEST_CASE("Graph model: the corrected MMoE compiles, fuses its experts and gates, and names parameters as PyTorch", "[graph]") {
+TEST_CASE("Graph model: the corrected MMoE compiles, fuses its experts and gates, and names parameters as PyTorch",
+          "[graph]") {
     Model<GraphModel<float>> model(fixture_spec("mmoe_corrected.yaml"), 1);
     CHECK(model.in_features() == 20);
     REQUIRE(model.tasks().size() == 2);
@@ -55,7 +56,8 @@ TEST_CASE("Graph model: the corrected MMoE compiles, fuses its experts and gates
     CHECK(model.params().entry("tower_click.weight").cols == 32);
 }
 
-TEST_CASE("Graph model: the corrected MMoE passes the gradient checker, and predict is the heads of forward", "[graph][gradcheck]") {
+TEST_CASE("Graph model: the corrected MMoE passes the gradient checker, and predict is the heads of forward",
+          "[graph][gradcheck]") {
     CHECK(gradcheck(fixture_spec("mmoe_corrected.yaml")) < kTol);
 
     Model<GraphModel<double>> model(fixture_spec("mmoe_corrected.yaml"), 2);
@@ -65,11 +67,14 @@ TEST_CASE("Graph model: the corrected MMoE passes the gradient checker, and pred
     const Matrix<double> click = z[0], watch = z[1];
     InferenceWorkspace<double> ws;
     const auto& p = model.predict(x, ws);
-    CHECK((Matrix<double>(p[0]) - click.unaryExpr([](double v) { return 1 / (1 + std::exp(-v)); })).cwiseAbs().maxCoeff() < 1e-12);
+    CHECK((Matrix<double>(p[0]) - click.unaryExpr([](double v) { return 1 / (1 + std::exp(-v)); }))
+              .cwiseAbs()
+              .maxCoeff() < 1e-12);
     CHECK((Matrix<double>(p[1]) - watch).cwiseAbs().maxCoeff() < 1e-12);
 }
 
-TEST_CASE("Graph model: every op passes the gradient checker (fixtures ops_norms, ops_matmul, ops_einsum)", "[graph][gradcheck]") {
+TEST_CASE("Graph model: every op passes the gradient checker (fixtures ops_norms, ops_matmul, ops_einsum)",
+          "[graph][gradcheck]") {
     // ops_norms: activations, LayerNorm, BatchNorm1d, dropout (masks frozen), functional ops, add with alpha.
     CHECK(gradcheck(fixture_spec("ops_norms.yaml")) < kTol);
     // ops_matmul: matmul with broadcast batch dimensions, mean over two dims, cat, the shape ops,
@@ -80,12 +85,13 @@ TEST_CASE("Graph model: every op passes the gradient checker (fixtures ops_norms
     CHECK(gradcheck(fixture_spec("ops_einsum.yaml")) < kTol);
 }
 
-TEMPLATE_TEST_CASE("Graph model: outputs, loss, every gradient and one Adam step match the PyTorch interpreter "
-                   "(tools/graph_torch.py)",
-                   "[graph][parity]", float, double) {
+TEMPLATE_TEST_CASE(
+    "Graph model: outputs, loss, every gradient and one Adam step match the PyTorch interpreter "
+    "(tools/graph_torch.py)",
+    "[graph][parity]", float, double) {
     using T = TestType;
-    const std::string path = moe::testing::fixture_path(std::string("graph/reference_") + (std::is_same_v<T, double> ? "f64" : "f32") +
-                                                        ".safetensors");
+    const std::string path = moe::testing::fixture_path(std::string("graph/reference_") +
+                                                        (std::is_same_v<T, double> ? "f64" : "f32") + ".safetensors");
     const SafetensorsFile f = read_safetensors(path);
     for (const char* name : {"mmoe", "matmul", "einsum", "norms"}) {
         INFO(name);
@@ -98,7 +104,8 @@ TEMPLATE_TEST_CASE("Graph model: outputs, loss, every gradient and one Adam step
             reference_params += key.rfind("param." + n + ".", 0) == 0 && key.find("running_") == std::string::npos &&
                                 key.find("num_batches") == std::string::npos;
         CHECK(reference_params == Index(store.entries().size()));
-        for (const auto& e : store.entries()) store.value(e.name) = f.at("param." + n + "." + e.name).template matrix<T>();
+        for (const auto& e : store.entries())
+            store.value(e.name) = f.at("param." + n + "." + e.name).template matrix<T>();
         model.for_each_batchnorm("", [&](const std::string& bn_name, BatchNorm1d<T>& bn) {
             bn.running_mean() = f.at("param." + n + "." + bn_name + ".running_mean").template matrix<T>();
             bn.running_var() = f.at("param." + n + "." + bn_name + ".running_var").template matrix<T>();
@@ -108,7 +115,8 @@ TEMPLATE_TEST_CASE("Graph model: outputs, loss, every gradient and one Adam step
         MultiTaskLoss<T> loss(model.tasks());
         model.zero_grad();
         const auto& out = model.forward(x);
-        for (std::size_t k = 0; k < out.size(); ++k) MOE_CHECK_CLOSE(Matrix<T>(out[k]), f.at(n + ".out." + std::to_string(k)).template batch<T>(), T);
+        for (std::size_t k = 0; k < out.size(); ++k)
+            MOE_CHECK_CLOSE(Matrix<T>(out[k]), f.at(n + ".out." + std::to_string(k)).template batch<T>(), T);
         const T total = loss.forward(out, labels);
         MOE_CHECK_CLOSE((Matrix<T>(1, 1) << total).finished(), f.at(n + ".loss").template matrix<T>(), T);
         MOE_CHECK_CLOSE(Matrix<T>(model.backward(loss.backward(), true)), f.at(n + ".dx").template batch<T>(), T);
@@ -127,7 +135,8 @@ TEMPLATE_TEST_CASE("Graph model: outputs, loss, every gradient and one Adam step
     }
 }
 
-TEST_CASE("Graph model: fit trains the corrected MMoE, and a model file holds the YAML and gives the same predictions", "[graph]") {
+TEST_CASE("Graph model: fit trains the corrected MMoE, and a model file holds the YAML and gives the same predictions",
+          "[graph]") {
     using T = float;
     Model<GraphModel<T>> model(fixture_spec("mmoe_corrected.yaml"), 4);
     // Labels from a fixed function of the features: click from one direction, watch from another.
@@ -160,23 +169,28 @@ TEST_CASE("Graph model: fit trains the corrected MMoE, and a model file holds th
     for (std::size_t t = 0; t < 2; ++t) CHECK(Matrix<T>(pa[t]) == Matrix<T>(pb[t]));
 }
 
-TEMPLATE_TEST_CASE("Graph model: a model file written by PyTorch (tools/graph_torch.py) loads and predicts as PyTorch does",
-                   "[graph][parity]", float, double) {
+TEMPLATE_TEST_CASE(
+    "Graph model: a model file written by PyTorch (tools/graph_torch.py) loads and predicts as PyTorch does",
+    "[graph][parity]", float, double) {
     using T = TestType;
     const std::string suffix = std::is_same_v<T, double> ? "f64" : "f32";
     const auto model = load<GraphModel<T>>(moe::testing::fixture_path("graph/mmoe_torch_" + suffix + ".safetensors"));
-    const SafetensorsFile f = read_safetensors(moe::testing::fixture_path("graph/reference_" + suffix + ".safetensors"));
+    const SafetensorsFile f =
+        read_safetensors(moe::testing::fixture_path("graph/reference_" + suffix + ".safetensors"));
     InferenceWorkspace<T> ws;
     const auto& p = model.predict(f.at("mmoe.x").template batch<T>(), ws);
-    for (std::size_t k = 0; k < p.size(); ++k) MOE_CHECK_CLOSE(Matrix<T>(p[k]), f.at("mmoe.predict." + std::to_string(k)).template batch<T>(), T);
+    for (std::size_t k = 0; k < p.size(); ++k)
+        MOE_CHECK_CLOSE(Matrix<T>(p[k]), f.at("mmoe.predict." + std::to_string(k)).template batch<T>(), T);
 }
 
-TEST_CASE("Graph data: a CSV file is read by the inputs' columns and the labels, and bad files are refused with their place",
-          "[graph]") {
-    const CheckedGraph g = check_graph(parse_graph_yaml(
-        "inputs:\n  x: {shape: [null, 2], columns: [a, b]}\ngraph:\n  - {name: l, type: torch.nn.Linear, params: {in_features: 2, out_features: 1}, inputs: [x]}\n"
-        "outputs:\n  y: l.output\n",
-        "m.yaml"));
+TEST_CASE(
+    "Graph data: a CSV file is read by the inputs' columns and the labels, and bad files are refused with their place",
+    "[graph]") {
+    const CheckedGraph g =
+        check_graph(parse_graph_yaml("inputs:\n  x: {shape: [null, 2], columns: [a, b]}\ngraph:\n  - {name: l, type: "
+                                     "torch.nn.Linear, params: {in_features: 2, out_features: 1}, inputs: [x]}\n"
+                                     "outputs:\n  y: l.output\n",
+                                     "m.yaml"));
     auto write = [](const std::string& path, const std::string& text) { std::ofstream(path) << text; };
     const std::string path = "graph_data_test.csv";
     write(path, "b,extra,a,y\n1,9,2,1\n3,9,4,\n");
@@ -185,9 +199,11 @@ TEST_CASE("Graph data: a CSV file is read by the inputs' columns and the labels,
     CHECK(d.labels(0, 0) == 1);
     CHECK(d.mask == (Matrix<double>(1, 2) << 1, 0).finished());  // an empty label is a missing one
     write(path, "b,y\n1,1\n");
-    CHECK_THROWS_WITH(read_graph_csv<double>(path, g, {"y"}), Contains(path + ": the columns do not match the model's: missing a (input); the file has b, y"));
+    CHECK_THROWS_WITH(read_graph_csv<double>(path, g, {"y"}),
+                      Contains(path + ": the columns do not match the model's: missing a (input); the file has b, y"));
     write(path, "a,b,y\n1,2,1\n1,two,1\n");
-    CHECK_THROWS_WITH(read_graph_csv<double>(path, g, {"y"}), Contains(path + ":3: column 'b' is 'two', expected a finite number"));
+    CHECK_THROWS_WITH(read_graph_csv<double>(path, g, {"y"}),
+                      Contains(path + ":3: column 'b' is 'two', expected a finite number"));
     write(path, "a,b,y\n1,2\n");
     CHECK_THROWS_WITH(read_graph_csv<double>(path, g, {"y"}), Contains(path + ":2: 2 fields, the header has 3"));
     write(path, "a,b,y\n1,nan,1\n");
@@ -198,14 +214,17 @@ TEST_CASE("Graph data: a CSV file is read by the inputs' columns and the labels,
     CHECK_THROWS_WITH(read_graph_csv<double>(path, g, {"y"}), Contains("the data file is empty"));
     std::remove(path.c_str());
     CHECK_THROWS_WITH(read_graph_csv<double>("no/such.csv", g, {"y"}), Contains("no/such.csv: cannot open"));
-    const CheckedGraph nameless = check_graph(parse_graph_yaml(
-        "inputs:\n  x: {shape: [null, 2]}\ngraph:\n  - {name: l, type: torch.nn.Linear, params: {in_features: 2, out_features: 1}, inputs: [x]}\n"
-        "outputs:\n  y: l.output\n",
-        "m.yaml"));
+    const CheckedGraph nameless =
+        check_graph(parse_graph_yaml("inputs:\n  x: {shape: [null, 2]}\ngraph:\n  - {name: l, type: torch.nn.Linear, "
+                                     "params: {in_features: 2, out_features: 1}, inputs: [x]}\n"
+                                     "outputs:\n  y: l.output\n",
+                                     "m.yaml"));
     CHECK_THROWS_WITH(read_graph_csv<double>(path, nameless, {"y"}), Contains("input 'x' has no columns"));
 }
 
-TEST_CASE("Graph model: a model file whose YAML does not check, or whose tensors miss a node, is refused naming the file", "[graph]") {
+TEST_CASE(
+    "Graph model: a model file whose YAML does not check, or whose tensors miss a node, is refused naming the file",
+    "[graph]") {
     Model<GraphModel<float>> model(fixture_spec("mmoe_corrected.yaml"), 4);
     const std::string path = "graph_model_bad.safetensors";
     save(model, path);
@@ -220,6 +239,39 @@ TEST_CASE("Graph model: a model file whose YAML does not check, or whose tensors
     CHECK_THROWS_WITH(load<GraphModel<float>>(path), Contains(path) && Contains("gate_watch.weight"));
     std::remove(path.c_str());
 }
+
+#ifdef _OPENMP
+TEST_CASE("Graph model: training gives the same bits on 1, 2 and 3 threads, with BatchNorm and dropout",
+          "[graph][threads]") {
+    // Every loop of the kernels is cut by the shape alone (fixed chunks, per-sample products, the
+    // library's GEMM tiles), never by the thread count: the bits must not change with it.
+    for (const char* file : {"mmoe_corrected.yaml", "ops_norms.yaml", "ops_einsum.yaml"}) {
+        INFO(file);
+        std::vector<Vector<float>> params;
+        for (int threads : {1, 2, 3}) {
+            const int saved = omp_get_max_threads();
+            omp_set_num_threads(threads);
+            moe::detail::always_parallel() = true;
+            Model<GraphModel<float>> model(fixture_spec(file), 7);
+            MultiTaskData<float> data;
+            const Index n = 700;
+            data.x = moe::testing::random_matrix(model.in_features(), n, 4).cast<float>();
+            data.labels = moe::testing::labels_for(model.tasks(), n, 5).cast<float>();
+            MultiTaskLoss<float> loss(model.tasks());
+            FitOptions o;
+            o.epochs = 2;
+            o.batch_size = 350;
+            o.out = nullptr;
+            fit(model, loss, data, nullptr, o);
+            moe::detail::always_parallel() = false;
+            omp_set_num_threads(saved);
+            params.push_back(model.params().values());
+        }
+        CHECK(params[0] == params[1]);
+        CHECK(params[0] == params[2]);
+    }
+}
+#endif
 
 TEST_CASE("Graph model: bad batches are refused naming the graph", "[graph]") {
     Model<GraphModel<float>> model(fixture_spec("mmoe_corrected.yaml"), 4);

@@ -14,19 +14,17 @@
 //                                  a seeded toy recommender data set for the corrected MMoE of the
 //                                  README: features f0..f19, a click label and a watch time.
 // Exit codes: 0 done, 1 a bad model, data file or option value (the message says which), 2 usage.
+#include <CLI/CLI.hpp>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
-#include <sstream>
-#include <string>
-#include <vector>
-
-#include <CLI/CLI.hpp>
-
 #include <moe/graph/graph_data.hpp>
 #include <moe/graph/graph_model_file.hpp>
 #include <moe/moe.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
 
 namespace {
 
@@ -35,15 +33,17 @@ using namespace moe::graph;
 int check(const std::string& path) {
     const CheckedGraph g = check_graph(load_graph_yaml(path));
     std::printf("%-24s %-30s %-16s %12s %14s\n", "node", "type", "output", "params", "FLOPs/sample");
-    for (const auto& in : g.spec.inputs) std::printf("%-24s %-30s %-16s %12s %14s\n", in.name.c_str(), "input", to_string(in.shape).c_str(), "", "");
+    for (const auto& in : g.spec.inputs)
+        std::printf("%-24s %-30s %-16s %12s %14s\n", in.name.c_str(), "input", to_string(in.shape).c_str(), "", "");
     for (const auto& n : g.nodes)
-        std::printf("%-24s %-30s %-16s %12.0f %14.0f\n", n.name.c_str(), n.type.c_str(), to_string(n.out).c_str(), n.params, n.flops_per_sample);
+        std::printf("%-24s %-30s %-16s %12.0f %14.0f\n", n.name.c_str(), n.type.c_str(), to_string(n.out).c_str(),
+                    n.params, n.flops_per_sample);
     std::string outputs;
     for (std::size_t i = 0; i < g.outputs.size(); ++i)
         outputs += (i ? ", " : "") + g.spec.outputs[i].name + " " + to_string(g.values[g.outputs[i]]) + " " +
                    moe::to_string(g.spec.outputs[i].task.kind);
-    std::printf("\n%s: %zu nodes, outputs %s; %.0f parameters, %.0f FLOPs per sample\n", path.c_str(), g.nodes.size(), outputs.c_str(),
-                g.params(), g.flops_per_sample());
+    std::printf("\n%s: %zu nodes, outputs %s; %.0f parameters, %.0f FLOPs per sample\n", path.c_str(), g.nodes.size(),
+                outputs.c_str(), g.params(), g.flops_per_sample());
     const moe::Model<GraphModel<float>> model(graph_spec_from_file(path));
     for (const auto& group : model.fused_groups()) {
         std::string names;
@@ -93,12 +93,14 @@ int train(const TrainOptions& o) {
         valid_data = read_graph_csv<T>(o.valid, model.graph(), labels);
     } else {
         const moe::Index n = all.size(), n_valid = moe::Index(std::floor(double(n) * o.valid_fraction));
-        if (n - n_valid < 2) throw moe::config_error(moe::detail::concat(o.data, ": ", n, " rows leave too few to train on"));
+        if (n - n_valid < 2)
+            throw moe::config_error(moe::detail::concat(o.data, ": ", n, " rows leave too few to train on"));
         train_data = take_columns(all, 0, n - n_valid);
         if (n_valid > 0) valid_data = take_columns(all, n - n_valid, n_valid);
     }
-    std::printf("%s: %lld training rows, %lld validation rows; %zu parameters\n", o.yaml.c_str(), static_cast<long long>(train_data.size()),
-                static_cast<long long>(valid_data.size()), static_cast<std::size_t>(model.params().size()));
+    std::printf("%s: %lld training rows, %lld validation rows; %zu parameters\n", o.yaml.c_str(),
+                static_cast<long long>(train_data.size()), static_cast<long long>(valid_data.size()),
+                static_cast<std::size_t>(model.params().size()));
     moe::MultiTaskLoss<T> loss(model.tasks());
     moe::FitOptions fo;
     fo.epochs = o.epochs;
@@ -131,9 +133,11 @@ int predict(const std::string& model_path, const std::string& data, const std::s
     std::ostream& out = out_path.empty() ? std::cout : file;
     std::string header;
     for (const auto& t : model.tasks())
-        if (t.outputs() == 1) header += (header.empty() ? "" : ",") + t.name;
+        if (t.outputs() == 1)
+            header += (header.empty() ? "" : ",") + t.name;
         else
-            for (moe::Index c = 0; c < t.outputs(); ++c) header += (header.empty() ? "" : ",") + t.name + "_" + std::to_string(c);
+            for (moe::Index c = 0; c < t.outputs(); ++c)
+                header += (header.empty() ? "" : ",") + t.name + "_" + std::to_string(c);
     out << header << "\n";
     out.precision(7);
     for (moe::Index j = 0; j < d.size(); ++j) {
@@ -145,7 +149,9 @@ int predict(const std::string& model_path, const std::string& data, const std::s
             }
         out << "\n";
     }
-    if (!out_path.empty()) std::printf("wrote %lld predictions of %zu tasks to %s\n", static_cast<long long>(d.size()), model.tasks().size(), out_path.c_str());
+    if (!out_path.empty())
+        std::printf("wrote %lld predictions of %zu tasks to %s\n", static_cast<long long>(d.size()),
+                    model.tasks().size(), out_path.c_str());
     return 0;
 }
 
@@ -186,7 +192,8 @@ int toy_data(moe::Index rows, std::uint64_t seed, const std::string& path) {
         const double match = x[0] * x[1] + x[2] * x[3];
         const double click_logit = 0.8 * match + 1.2 * x[4] - 0.5;
         const int click = rng.uniform() < 1.0 / (1.0 + std::exp(-click_logit));
-        const double watch = click ? std::max(0.0, 2.0 + 0.8 * match + 1.0 * x[5] - 1.0 * x[4] + 0.3 * rng.normal()) : 0.0;
+        const double watch =
+            click ? std::max(0.0, 2.0 + 0.8 * match + 1.0 * x[5] - 1.0 * x[4] + 0.3 * rng.normal()) : 0.0;
         for (double v : x) f << v << ",";
         f << click << "," << watch << "\n";
     }
@@ -200,18 +207,24 @@ int main(int argc, char** argv) {
     CLI::App app{"moe-graph: model graphs of torch ops written in YAML"};
     app.require_subcommand(1);
     std::string path;
-    CLI::App* check_cmd = app.add_subcommand("check", "check a graph: every node's shape, parameters and FLOPs per sample");
+    CLI::App* check_cmd =
+        app.add_subcommand("check", "check a graph: every node's shape, parameters and FLOPs per sample");
     check_cmd->add_option("model", path, "the model's YAML file")->required();
 
     TrainOptions t;
     CLI::App* train_cmd = app.add_subcommand("train", "train a graph on a CSV file and save the model file");
     train_cmd->add_option("model", t.yaml, "the model's YAML file")->required();
-    train_cmd->add_option("--data", t.data, "training data: CSV with a header naming the inputs' columns and the labels")->required();
-    train_cmd->add_option("--labels", t.labels, "the label column of each output, in order, comma-separated (default: the outputs' names)");
+    train_cmd
+        ->add_option("--data", t.data, "training data: CSV with a header naming the inputs' columns and the labels")
+        ->required();
+    train_cmd->add_option("--labels", t.labels,
+                          "the label column of each output, in order, comma-separated (default: the outputs' names)");
     train_cmd->add_option("--valid", t.valid, "validation data (CSV); default: the last --valid-fraction of --data");
-    train_cmd->add_option("--valid-fraction", t.valid_fraction, "rows of --data held out for validation")->check(CLI::Range(0.0, 0.9));
+    train_cmd->add_option("--valid-fraction", t.valid_fraction, "rows of --data held out for validation")
+        ->check(CLI::Range(0.0, 0.9));
     train_cmd->add_option("--epochs", t.epochs, "epochs")->check(CLI::Range(1, 1000000));
-    train_cmd->add_option("--batch-size", t.batch_size, "samples per step")->check(CLI::Range(moe::Index(2), moe::Index(1) << 30));
+    train_cmd->add_option("--batch-size", t.batch_size, "samples per step")
+        ->check(CLI::Range(moe::Index(2), moe::Index(1) << 30));
     train_cmd->add_option("--lr", t.lr, "Adam's learning rate")->check(CLI::PositiveNumber);
     train_cmd->add_option("--seed", t.seed, "initialisation and shuffling seed");
     train_cmd->add_option("--out", t.out, "the model file to write (safetensors)")->required();
@@ -222,14 +235,16 @@ int main(int argc, char** argv) {
     predict_cmd->add_option("--data", data, "CSV with a header naming the inputs' columns")->required();
     predict_cmd->add_option("--out", out, "where to write the predictions (CSV); default: standard output");
 
-    CLI::App* export_cmd = app.add_subcommand("export", "write a model file's YAML and its parameters as a plain PyTorch state_dict");
+    CLI::App* export_cmd =
+        app.add_subcommand("export", "write a model file's YAML and its parameters as a plain PyTorch state_dict");
     export_cmd->add_option("model", path, "the model file")->required();
     export_cmd->add_option("--yaml", yaml_out, "where to write the YAML");
     export_cmd->add_option("--state-dict", state_dict_out, "where to write the state_dict (safetensors)");
 
     moe::Index rows = 20000;
     std::uint64_t seed = 1;
-    CLI::App* toy_cmd = app.add_subcommand("toy-data", "write the toy recommender data set (f0..f19, click, watch) as CSV");
+    CLI::App* toy_cmd =
+        app.add_subcommand("toy-data", "write the toy recommender data set (f0..f19, click, watch) as CSV");
     toy_cmd->add_option("--rows", rows, "rows");
     toy_cmd->add_option("--seed", seed, "seed");
     toy_cmd->add_option("--out", out, "the CSV file to write")->required();
@@ -241,9 +256,11 @@ int main(int argc, char** argv) {
             const CheckedGraph g = check_graph(load_graph_yaml(t.yaml));
             return g.spec.inputs.front().dtype == "float64" ? train<double>(t) : train<float>(t);
         }
-        if (*predict_cmd) return file_dtype(path) == "float64" ? predict<double>(path, data, out) : predict<float>(path, data, out);
+        if (*predict_cmd)
+            return file_dtype(path) == "float64" ? predict<double>(path, data, out) : predict<float>(path, data, out);
         if (*export_cmd) {
-            if (yaml_out.empty() && state_dict_out.empty()) throw moe::config_error("export: give --yaml, --state-dict or both");
+            if (yaml_out.empty() && state_dict_out.empty())
+                throw moe::config_error("export: give --yaml, --state-dict or both");
             return file_dtype(path) == "float64" ? export_model<double>(path, yaml_out, state_dict_out)
                                                  : export_model<float>(path, yaml_out, state_dict_out);
         }

@@ -72,12 +72,15 @@ inline CheckedGraph check_graph(GraphSpec spec) {
         const std::string port = dot == std::string::npos ? "" : r.text.substr(dot + 1);
         auto it = node_index.find(node);
         if (it == node_index.end())
-            throw graph_error(r.where, "'" + r.text + "' names no input and no node (inputs are read by their name, node results as '<node>.output')");
-        if (port != "output")
-            throw graph_error(r.where, "'" + r.text + "': a node's result is '" + node + ".output'");
+            throw graph_error(
+                r.where,
+                "'" + r.text +
+                    "' names no input and no node (inputs are read by their name, node results as '<node>.output')");
+        if (port != "output") throw graph_error(r.where, "'" + r.text + "': a node's result is '" + node + ".output'");
         if (it->second == reader) throw graph_error(r.where, "node '" + node + "' reads its own output: a cycle");
         if (it->second > reader)
-            throw graph_error(r.where, moe::detail::concat("'", r.text, "' is the output of a node defined later (", spec.nodes[it->second].where.str(),
+            throw graph_error(r.where, moe::detail::concat("'", r.text, "' is the output of a node defined later (",
+                                                           spec.nodes[it->second].where.str(),
                                                            "): nodes run in file order, move it above its readers"));
         read[it->second] = true;
         return spec.inputs.size() + it->second;
@@ -108,19 +111,24 @@ inline CheckedGraph check_graph(GraphSpec spec) {
     }
     std::set<std::string> output_names;
     for (const auto& o : spec.outputs) {
-        if (!output_names.insert(o.name).second) throw graph_error(o.ref.where, "output '" + o.name + "' is named twice");
+        if (!output_names.insert(o.name).second)
+            throw graph_error(o.ref.where, "output '" + o.name + "' is named twice");
         const std::size_t id = resolve(o.ref, spec.nodes.size());
         const Shape& s = g.values[id];
         const Index want = o.task.outputs();
-        const bool matrix = s.rank() == 2 && s[0] == kBatch && s[1] == want, vector = s.rank() == 1 && s[0] == kBatch && want == 1;
+        const bool matrix = s.rank() == 2 && s[0] == kBatch && s[1] == want,
+                   vector = s.rank() == 1 && s[0] == kBatch && want == 1;
         if (!matrix && !vector)
-            throw graph_error(o.ref.where, moe::detail::concat("output '", o.name, "' is ", to_string(s), ": a ", to_string(o.task.kind),
-                                                               " task's output is [B, ", want, "]",
-                                                               o.task.kind == TaskKind::multiclass ? " (its logits)" : ""));
+            throw graph_error(o.ref.where,
+                              moe::detail::concat("output '", o.name, "' is ", to_string(s), ": a ",
+                                                  to_string(o.task.kind), " task's output is [B, ", want, "]",
+                                                  o.task.kind == TaskKind::multiclass ? " (its logits)" : ""));
         g.outputs.push_back(id);
     }
     for (std::size_t i = 0; i < spec.nodes.size(); ++i)
-        if (!read[i]) g.warnings.push_back(spec.nodes[i].where.str() + ": node '" + spec.nodes[i].name + "' is computed but nothing reads it");
+        if (!read[i])
+            g.warnings.push_back(spec.nodes[i].where.str() + ": node '" + spec.nodes[i].name +
+                                 "' is computed but nothing reads it");
     g.spec = std::move(spec);
     return g;
 }

@@ -37,7 +37,8 @@ inline std::vector<std::string> input_columns(const CheckedGraph& g) {
     std::vector<std::string> cols;
     for (const auto& in : g.spec.inputs) {
         if (in.columns.empty())
-            throw graph_error(in.where, "input '" + in.name + "' has no columns: reading a data file needs the names of its columns");
+            throw graph_error(
+                in.where, "input '" + in.name + "' has no columns: reading a data file needs the names of its columns");
         cols.insert(cols.end(), in.columns.begin(), in.columns.end());
     }
     return cols;
@@ -48,18 +49,22 @@ inline std::vector<std::string> input_columns(const CheckedGraph& g) {
 /// prediction). io_error naming the file, the line and the column for a missing column, a line with
 /// the wrong number of fields, or a field that is not a finite number.
 template <class T>
-MultiTaskData<T> read_graph_csv(const std::string& path, const CheckedGraph& g, const std::vector<std::string>& labels) {
+MultiTaskData<T> read_graph_csv(const std::string& path, const CheckedGraph& g,
+                                const std::vector<std::string>& labels) {
     const std::vector<std::string> inputs = input_columns(g);
     std::ifstream f(path, std::ios::binary);
     if (!f) throw io_error(path + ": cannot open the data file");
     std::string line;
-    if (!std::getline(f, line)) throw io_error(path + ": the data file is empty (a header line of column names is needed)");
+    if (!std::getline(f, line))
+        throw io_error(path + ": the data file is empty (a header line of column names is needed)");
     const std::vector<std::string> header = detail::split_csv_line(line);
     std::map<std::string, std::size_t> where;
     for (std::size_t i = 0; i < header.size(); ++i)
-        if (!where.emplace(header[i], i).second) throw io_error(path + ":1: column '" + header[i] + "' appears twice in the header");
+        if (!where.emplace(header[i], i).second)
+            throw io_error(path + ":1: column '" + header[i] + "' appears twice in the header");
     if (!labels.empty() && labels.size() != g.spec.outputs.size())
-        throw config_error(moe::detail::concat(path, ": ", labels.size(), " label columns for the model's ", g.spec.outputs.size(),
+        throw config_error(moe::detail::concat(path, ": ", labels.size(), " label columns for the model's ",
+                                               g.spec.outputs.size(),
                                                " tasks (one per output, in the order of the outputs block)"));
     std::string missing;
     auto index_of = [&](const std::string& name, const char* role) -> std::size_t {
@@ -87,7 +92,8 @@ MultiTaskData<T> read_graph_csv(const std::string& path, const CheckedGraph& g, 
         if (line.empty() || line == "\r") continue;
         const std::vector<std::string> fields = detail::split_csv_line(line);
         if (fields.size() != header.size())
-            throw io_error(moe::detail::concat(path, ":", line_no, ": ", fields.size(), " fields, the header has ", header.size()));
+            throw io_error(moe::detail::concat(path, ":", line_no, ": ", fields.size(), " fields, the header has ",
+                                               header.size()));
         auto number = [&](std::size_t i, bool allow_empty, bool& empty) -> T {
             const std::string& s = fields[i];
             empty = s.empty();
@@ -95,7 +101,8 @@ MultiTaskData<T> read_graph_csv(const std::string& path, const CheckedGraph& g, 
             char* end = nullptr;
             const double v = std::strtod(s.c_str(), &end);
             if (s.empty() || end != s.c_str() + s.size() || !std::isfinite(v))
-                throw io_error(moe::detail::concat(path, ":", line_no, ": column '", header[i], "' is '", s, "', expected a finite number"));
+                throw io_error(moe::detail::concat(path, ":", line_no, ": column '", header[i], "' is '", s,
+                                                   "', expected a finite number"));
             return T(v);
         };
         bool empty = false;
@@ -110,7 +117,8 @@ MultiTaskData<T> read_graph_csv(const std::string& path, const CheckedGraph& g, 
     if (rows == 0) throw io_error(path + ": no data rows after the header");
     MultiTaskData<T> d;
     d.x = Eigen::Map<const Matrix<T>>(xs.data(), Index(x_at.size()), rows);
-    d.labels = labels.empty() ? Matrix<T>(Index(g.spec.outputs.size()), rows) : Matrix<T>(Eigen::Map<const Matrix<T>>(ys.data(), Index(y_at.size()), rows));
+    d.labels = labels.empty() ? Matrix<T>(Index(g.spec.outputs.size()), rows)
+                              : Matrix<T>(Eigen::Map<const Matrix<T>>(ys.data(), Index(y_at.size()), rows));
     if (labels.empty()) d.labels.setZero();
     if (masked) d.mask = Eigen::Map<const Matrix<T>>(ms.data(), Index(y_at.size()), rows);
     return d;

@@ -3,9 +3,9 @@
 //
 // Compilation: the YAML is loaded and checked (graph/graph_check.hpp), every node gets its op's
 // kernel (graph/kernel.hpp), and the parameters are laid out in one ParameterStore under PyTorch's
-// names ("<node>.weight"). Linears that read the same value (the experts and gates of an MMoE) are
-// fused: their weights sit next to each other in the store, so the group is one GEMM forward and
-// two backward (graph/fused_linear.hpp).
+// names ("<node>.weight"), in node order. Linears that read the same value (the experts and gates
+// of an MMoE) are fused: the group runs as one grouped GEMM forward and one for its weight
+// gradients (graph/fused_linear.hpp).
 //
 // Running: nodes run in file order on whole batches; the plan owns one buffer per value and per
 // value's gradient, sized on the first batch of a size and reused (no allocation per step after
@@ -14,6 +14,7 @@
 // Data: x is the library's features x B batch. The graph's inputs take its rows in order (an input
 // [B, 4, 8] takes 32 rows, its sample's elements in PyTorch's order). Outputs are the tasks: each
 // [B, outputs] output is the task's outputs x B view that the losses and metrics read.
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -56,7 +57,8 @@ public:
     using Scalar = T;
     using Spec = GraphModelSpec;
 
-    explicit GraphModel(const GraphModelSpec& spec) : spec_(spec), graph_(check_graph(parse_graph_yaml(spec.yaml, spec.file))) {
+    explicit GraphModel(const GraphModelSpec& spec)
+        : spec_(spec), graph_(check_graph(parse_graph_yaml(spec.yaml, spec.file))) {
         compile();
     }
     /// A copy has its own kernels (built from the spec) and the original's buffers (BatchNorm's
@@ -94,20 +96,6 @@ public:
     void for_each_parameter(const std::string& prefix, F&& f) {
         std::vector<std::pair<std::string, Param<T>*>> list;
         for (std::size_t n = 0; n < kernels_.size(); ++n) {
-            if (group_of_[n] >= 0) {
-                // A fused group lists every member's weight, then every bias, at its first member:
-                // the store then holds the group's weights as one matrix.
-                const FusedLinear<T>& g = groups_[std::size_t(group_of_[n])];
-                if (g.nodes().front() != n) continue;
-                for (const char* which : {"weight", "bias"})
-                    for (std::size_t m : g.nodes()) {
-                        list.clear();
-                        kernels_[m]->parameters(list);
-                        for (auto& [name, p] : list)
-                            if (name == which) f(join_name(prefix, graph_.nodes[m].name + "." + name), *p);
-                    }
-                continue;
-            }
             list.clear();
             kernels_[n]->parameters(list);
             for (auto& [name, p] : list) f(join_name(prefix, graph_.nodes[n].name + "." + name), *p);
@@ -152,7 +140,7 @@ public:
             const std::size_t v = graph_.spec.inputs.size() + i;
             if (group_of_[i] >= 0) {
                 FusedLinear<T>& g = groups_[std::size_t(group_of_[i])];
-                if (g.nodes().front() == i) g.forward(value_ptr_[g.input()], rows_of(g, dims_), values_out(g, values_));
+                if (g.nodes().front() == i) g.infer(value_ptr_[g.input()], rows_of(g, dims_), values_out(g, values_));
                 continue;
             }
             kernels_[i]->forward(inputs_of(i, dims_, value_ptr_), values_[v].data(), dims_[v]);
@@ -163,28 +151,56 @@ public:
     /// Backward of the last forward: d holds each task's gradient (outputs x B). Adds the parameter
     /// gradients; returns dx (in_features x B) when input_grad, else an empty view.
     const MatrixView<T>& backward(const std::vector<ConstView<T>>& d, bool input_grad = false) {
-        moe::detail::require(d.size() == tasks_.size(), spec_.file, "::backward: ", d.size(), " output gradients for ", tasks_.size(), " tasks");
+        moe::detail::require(d.size() == tasks_.size(), spec_.file, "::backward: ", d.size(), " output gradients for ",
+                             tasks_.size(), " tasks");
         const std::size_t inputs = graph_.spec.inputs.size();
+        // Gradient buffers are not zeroed: the first contribution to each writes it (a kernel's
+        // fresh input), or the buffer is zeroed just before a kernel that only adds.
         for (std::size_t v = 0; v < dims_.size(); ++v) {
             const bool needed = v >= inputs || input_grad;
-            grads_[v].assign(needed ? std::size_t(numel(dims_[v])) : 0, T(0));
+            grads_[v].resize(needed ? std::size_t(numel(dims_[v])) : 0);
         }
+        written_.assign(dims_.size(), 0);
         for (std::size_t t = 0; t < d.size(); ++t) {
             moe::detail::check_shape(d[t], tasks_[t].outputs(), batch_, spec_.file, "backward", "output gradient");
-            MatrixView<T>(grads_[graph_.outputs[t]].data(), tasks_[t].outputs(), batch_) += d[t];
+            MatrixView<T> g(grads_[graph_.outputs[t]].data(), tasks_[t].outputs(), batch_);
+            if (written_[graph_.outputs[t]])
+                g += d[t];
+            else
+                g = d[t];
+            written_[graph_.outputs[t]] = 1;
         }
         for (std::size_t i = kernels_.size(); i-- > 0;) {
             if (!reaches_output_[i]) continue;
             const std::size_t v = inputs + i;
             if (group_of_[i] >= 0) {
                 FusedLinear<T>& g = groups_[std::size_t(group_of_[i])];
-                if (g.nodes().front() == i) g.backward(value_ptr_[g.input()], rows_of(g, dims_), grads_out(g), grad_ptr(g.input()));
+                if (g.nodes().front() != i) continue;
+                const std::size_t u = g.input();
+                T* dx = grad_ptr(u);
+                g.backward(value_ptr_[u], rows_of(g, dims_), grads_out(g), dx, dx && !written_[u]);
+                if (dx) written_[u] = 1;
                 continue;
             }
+            Kernel<T>& k = *kernels_[i];
+            const auto& ins = graph_.nodes[i].inputs;
             std::vector<T*>& din = din_[i];
-            for (std::size_t k = 0; k < din.size(); ++k) din[k] = grad_ptr(graph_.nodes[i].inputs[k]);
-            kernels_[i]->backward(inputs_of(i, dims_, value_ptr_), values_[v].data(), grads_[v].data(), dims_[v], din);
+            k.fresh.assign(ins.size(), 0);
+            for (std::size_t a = 0; a < ins.size(); ++a) {
+                const std::size_t u = ins[a];
+                din[a] = grad_ptr(u);
+                if (!din[a] || written_[u]) continue;
+                const bool read_twice = std::count(ins.begin(), ins.end(), u) > 1;
+                if (k.assigns_fresh_grads() && !read_twice)
+                    k.fresh[a] = 1;
+                else
+                    std::fill(grads_[u].begin(), grads_[u].end(), T(0));
+                written_[u] = 1;
+            }
+            k.backward(inputs_of(i, dims_, value_ptr_), values_[v].data(), grads_[v].data(), dims_[v], din);
         }
+        for (std::size_t u = 0; u < inputs; ++u)  // an input no node reads has a zero gradient
+            if (!written_[u]) std::fill(grads_[u].begin(), grads_[u].end(), T(0));
         if (!input_grad) {
             new (&dx_) MatrixView<T>(nullptr, 0, 0);
             return dx_;
@@ -203,7 +219,8 @@ public:
     /// The predictions (after the heads: sigmoid for binary tasks, softmax for multiclass, the
     /// value for regression, ReLU'd when relu_output) of x in evaluation semantics, whatever the
     /// model's mode; blocks of samples on separate threads, buffers in ws (reuse it).
-    const std::vector<ConstView<T>>& predict(const ConstView<T>& x, InferenceWorkspace<T>& ws, const SurfaceIds& surfaces = {}) const {
+    const std::vector<ConstView<T>>& predict(const ConstView<T>& x, InferenceWorkspace<T>& ws,
+                                             const SurfaceIds& surfaces = {}) const {
         check_input(x, surfaces, "predict");
         return moe::detail::predict_in_blocks(
             x, surfaces, tasks_, graph_.flops_per_sample() / 2.0, ws,
@@ -221,7 +238,8 @@ private:
             const NodeSpec& n = graph_.spec.nodes[i];
             std::vector<Shape> shapes;
             for (std::size_t v : graph_.nodes[i].inputs) shapes.push_back(graph_.values[v]);
-            kernels_.push_back(registry.at(n.type).template kernel<T>()(OpContext(n, std::move(shapes)), graph_.nodes[i].out));
+            kernels_.push_back(
+                registry.at(n.type).template kernel<T>()(OpContext(n, std::move(shapes)), graph_.nodes[i].out));
             din_.emplace_back(graph_.nodes[i].inputs.size(), nullptr);
         }
         for (const auto& o : graph_.spec.outputs) tasks_.push_back(o.task);
@@ -253,8 +271,8 @@ private:
             std::vector<std::size_t> members{i};
             for (std::size_t j = i + 1; j < graph_.nodes.size(); ++j) {
                 auto* other = linear(j);
-                if (other && !taken[j] && graph_.nodes[j].inputs[0] == graph_.nodes[i].inputs[0] && other->has_bias() == first->has_bias() &&
-                    reaches_output_[j] == reaches_output_[i])
+                if (other && !taken[j] && graph_.nodes[j].inputs[0] == graph_.nodes[i].inputs[0] &&
+                    other->has_bias() == first->has_bias() && reaches_output_[j] == reaches_output_[i])
                     members.push_back(j);
             }
             if (members.size() < 2) continue;
@@ -273,7 +291,8 @@ private:
 
     void check_input(const ConstView<T>& x, const SurfaceIds& surfaces, const char* what) const {
         moe::detail::check_rows(x, in_features_, spec_.file, what);
-        moe::detail::require(!surfaces.given(), spec_.file, "::", what, ": a graph model has no surfaces (tower trees)");
+        moe::detail::require(!surfaces.given(), spec_.file, "::", what,
+                             ": a graph model has no surfaces (tower trees)");
         moe::detail::require(x.cols() > 0, spec_.file, "::", what, ": the batch is empty");
     }
     void resolve_dims(Index n, std::vector<Dims>& dims) const {
@@ -302,7 +321,8 @@ private:
             row += f;
         }
     }
-    const std::vector<In<T>>& inputs_of(std::size_t node, const std::vector<Dims>& dims, const std::vector<const T*>& ptr) {
+    const std::vector<In<T>>& inputs_of(std::size_t node, const std::vector<Dims>& dims,
+                                        const std::vector<const T*>& ptr) {
         auto& in = in_scratch_;
         in.clear();
         for (std::size_t v : graph_.nodes[node].inputs) in.push_back({ptr[v], &dims[v]});
@@ -329,8 +349,7 @@ private:
         return out;
     }
 
-    /// One block of predict on one thread: every value in s.values (the fused groups' products in
-    /// the slots after them), then the heads.
+    /// One block of predict on one thread: every value in s.values, then the heads.
     const std::vector<ConstView<T>>& infer_block(const ConstView<T>& x, InferenceScratch<T>& s) const {
         const Index n = x.cols();
         const std::size_t inputs = graph_.spec.inputs.size(), values = graph_.values.size();
@@ -340,7 +359,7 @@ private:
         thread_local std::vector<T*> member;
         resolve_dims(n, dims);
         ptr.assign(values, nullptr);
-        if (s.values.size() < values + 1) s.values.resize(values + 1);
+        if (s.values.size() < values) s.values.resize(values);
         std::vector<std::vector<T>>& store = s.values;
         set_inputs(x, ptr, store);
         for (std::size_t i = 0; i < kernels_.size(); ++i) {
@@ -356,7 +375,7 @@ private:
                 if (g.nodes().front() != i) continue;
                 member.clear();
                 for (std::size_t m : g.nodes()) member.push_back(store[inputs + m].data());
-                g.infer(ptr[g.input()], rows_of(g, dims), member, store[values]);
+                g.infer(ptr[g.input()], rows_of(g, dims), member);
                 continue;
             }
             in.clear();
@@ -371,8 +390,12 @@ private:
             const ConstView<T> z(ptr[graph_.outputs[t]], task.outputs(), n);
             auto& p = s.preds[t].resize(task.outputs(), n);
             switch (task.kind) {
-                case TaskKind::binary: p = z.unaryExpr([](T v) { return moe::detail::stable_sigmoid(v); }); break;
-                case TaskKind::regression: p = task.relu_output ? Matrix<T>(z.cwiseMax(T(0))) : Matrix<T>(z); break;
+                case TaskKind::binary:
+                    p = z.unaryExpr([](T v) { return moe::detail::stable_sigmoid(v); });
+                    break;
+                case TaskKind::regression:
+                    p = task.relu_output ? Matrix<T>(z.cwiseMax(T(0))) : Matrix<T>(z);
+                    break;
                 case TaskKind::multiclass:
                     for (Index b = 0; b < n; ++b) {
                         const T m = z.col(b).maxCoeff();
@@ -415,6 +438,7 @@ private:
     std::vector<const T*> value_ptr_;
     std::vector<Dims> dims_;
     std::vector<std::vector<T*>> din_;
+    std::vector<char> written_;  // per value: its gradient holds a contribution of this backward
     std::vector<In<T>> in_scratch_;
     std::vector<T*> member_ptr_;
     std::vector<const T*> member_grad_;

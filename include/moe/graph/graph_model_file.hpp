@@ -10,13 +10,16 @@
 namespace moe::graph {
 
 /// The config of a model file (found by the model-file code through argument-dependent lookup).
-inline nlohmann::json spec_to_json(const GraphModelSpec& s) { return nlohmann::json{{"yaml", s.yaml}, {"file", s.file}}; }
+inline nlohmann::json spec_to_json(const GraphModelSpec& s) {
+    return nlohmann::json{{"yaml", s.yaml}, {"file", s.file}};
+}
 
 inline void spec_from_json(const nlohmann::json& j, GraphModelSpec& s) {
     if (!j.is_object() || !j.contains("yaml") || !j["yaml"].is_string())
         throw config_error("config: a graph model's config holds its YAML text as the string \"yaml\"");
     for (const auto& [key, value] : j.items())
-        if (key != "yaml" && key != "file") throw config_error("config: unknown key '" + key + "' (a graph model has yaml and file)");
+        if (key != "yaml" && key != "file")
+            throw config_error("config: unknown key '" + key + "' (a graph model has yaml and file)");
     s.yaml = j["yaml"].get<std::string>();
     s.file = j.contains("file") && j["file"].is_string() ? j["file"].get<std::string>() : "model.yaml";
 }

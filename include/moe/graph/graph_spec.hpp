@@ -22,7 +22,7 @@ struct Position {
 /// throw config_error naming the position, the node and the parameter.
 struct ParamValue {
     enum class Kind { null, scalar, list } kind = Kind::null;
-    std::string text;               ///< the scalar's text
+    std::string text;                ///< the scalar's text
     std::vector<std::string> items;  ///< the list's scalars
     Position where;
 };

@@ -51,17 +51,26 @@ public:
     /// The training forward (in training mode) or infer; caches what backward needs.
     virtual void forward(const std::vector<In<T>>& in, T* out, const Dims& out_dims) { infer(in, out, out_dims); }
     /// Adds the gradient of every input to din[i] (skipped where din[i] is null), given the output
-    /// and its gradient `dout`, after the forward of the same inputs.
+    /// and its gradient `dout`, after the forward of the same inputs. Where fresh[i] is set, din[i]
+    /// holds nothing yet and the kernel WRITES it instead (saves zeroing and reading the buffer).
     virtual void backward(const std::vector<In<T>>& in, const T* out, const T* dout, const Dims& out_dims,
                           const std::vector<T*>& din) = 0;
+
+    /// Whether backward honours `fresh`; for the others the plan zeroes a fresh buffer first.
+    virtual bool assigns_fresh_grads() const { return false; }
+    /// Set by the plan before each backward (one entry per input) when assigns_fresh_grads().
+    std::vector<char> fresh;
 };
 
 /// The ops that only re-index (unsqueeze, squeeze, reshape): the same elements in the same order.
 template <class T>
 class SameElements final : public Kernel<T> {
 public:
-    void infer(const std::vector<In<T>>& in, T* out, const Dims&) const override { std::copy(in[0].data, in[0].data + in[0].size(), out); }
-    void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims&, const std::vector<T*>& din) override {
+    void infer(const std::vector<In<T>>& in, T* out, const Dims&) const override {
+        std::copy(in[0].data, in[0].data + in[0].size(), out);
+    }
+    void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims&,
+                  const std::vector<T*>& din) override {
         if (!din[0]) return;
         const Index n = in[0].size();
         for (Index i = 0; i < n; ++i) din[0][i] += dout[i];

@@ -37,15 +37,19 @@ public:
             if (!known.count(key)) {
                 std::string list;
                 for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-                throw graph_error(value.where, moe::detail::concat("node '", node_.name, "' (", node_.type, "): unknown param '", key,
-                                                                   "' (", known.empty() ? std::string("it takes none") : "expected " + list, ")"));
+                throw graph_error(
+                    value.where,
+                    moe::detail::concat("node '", node_.name, "' (", node_.type, "): unknown param '", key, "' (",
+                                        known.empty() ? std::string("it takes none") : "expected " + list, ")"));
             }
     }
     /// Refuses a number of inputs outside [least, most].
     void expect_inputs(std::size_t least, std::size_t most) const {
         if (in_.size() < least || in_.size() > most)
-            throw error(least == most ? moe::detail::concat("takes ", least, " input", least == 1 ? "" : "s", ", got ", in_.size())
-                                      : moe::detail::concat("takes ", least, " to ", most, " inputs, got ", in_.size()));
+            throw error(
+                least == most
+                    ? moe::detail::concat("takes ", least, " input", least == 1 ? "" : "s", ", got ", in_.size())
+                    : moe::detail::concat("takes ", least, " to ", most, " inputs, got ", in_.size()));
     }
 
     bool has(const std::string& key) const { return node_.params.count(key) > 0; }
@@ -86,8 +90,8 @@ public:
     /// A dimension index of a rank-r tensor (negative counts from the end, as PyTorch's), checked.
     Index dim_index(Index dim, Index rank, const std::string& key = "dim") const {
         if (dim < -rank || dim >= rank)
-            throw error(moe::detail::concat("param '", key, "' = ", dim, " is out of range for a tensor of rank ", rank, " (expected ",
-                                            -rank, " .. ", rank - 1, ")"));
+            throw error(moe::detail::concat("param '", key, "' = ", dim, " is out of range for a tensor of rank ", rank,
+                                            " (expected ", -rank, " .. ", rank - 1, ")"));
         return dim < 0 ? dim + rank : dim;
     }
 
@@ -112,9 +116,10 @@ private:
         }
         throw param_error(v, key, "an integer", "'" + text + "'");
     }
-    config_error param_error(const ParamValue& v, const std::string& key, const std::string& want, const std::string& got) const {
-        return graph_error(v.where, moe::detail::concat("node '", node_.name, "' (", node_.type, "): param '", key, "' must be ", want,
-                                                        ", got ", got));
+    config_error param_error(const ParamValue& v, const std::string& key, const std::string& want,
+                             const std::string& got) const {
+        return graph_error(v.where, moe::detail::concat("node '", node_.name, "' (", node_.type, "): param '", key,
+                                                        "' must be ", want, ", got ", got));
     }
 
     const NodeSpec& node_;
@@ -134,9 +139,12 @@ inline Shape broadcast(const Shape& a, const Shape& b, bool& ok) {
     for (Index i = 0; i < r; ++i) {
         const Index da = i < r - a.rank() ? 1 : a[i - (r - a.rank())];
         const Index db = i < r - b.rank() ? 1 : b[i - (r - b.rank())];
-        if (da == db || db == 1) out.dims[std::size_t(i)] = da;
-        else if (da == 1) out.dims[std::size_t(i)] = db;
-        else ok = false;
+        if (da == db || db == 1)
+            out.dims[std::size_t(i)] = da;
+        else if (da == 1)
+            out.dims[std::size_t(i)] = db;
+        else
+            ok = false;
     }
     return out;
 }

@@ -35,8 +35,10 @@ struct OpEntry {
     KernelFactory<double> kernel_f64;
     template <class T>
     KernelFactory<T> kernel() const {
-        if constexpr (std::is_same_v<T, float>) return kernel_f32;
-        else return kernel_f64;
+        if constexpr (std::is_same_v<T, float>)
+            return kernel_f32;
+        else
+            return kernel_f64;
     }
 };
 
@@ -50,10 +52,10 @@ std::map<std::string, OpEntry> make_registry() {
 /// Every known node type: its shape rule and kernels.
 inline const std::map<std::string, OpEntry>& op_registry() {
     static const std::map<std::string, OpEntry> ops =
-        detail::make_registry<ops::Linear, ops::ReLU, ops::GELU, ops::Sigmoid, ops::Tanh, ops::FunctionalReLU, ops::FunctionalSigmoid,
-                              ops::Dropout, ops::BatchNorm1d, ops::LayerNorm, ops::Softmax, ops::Stack, ops::Cat, ops::Matmul, ops::Bmm,
-                              ops::Einsum, ops::Unsqueeze, ops::Squeeze, ops::Reshape, ops::Transpose, ops::Sum, ops::Mean, ops::Add,
-                              ops::Mul>();
+        detail::make_registry<ops::Linear, ops::ReLU, ops::GELU, ops::Sigmoid, ops::Tanh, ops::FunctionalReLU,
+                              ops::FunctionalSigmoid, ops::Dropout, ops::BatchNorm1d, ops::LayerNorm, ops::Softmax,
+                              ops::Stack, ops::Cat, ops::Matmul, ops::Bmm, ops::Einsum, ops::Unsqueeze, ops::Squeeze,
+                              ops::Reshape, ops::Transpose, ops::Sum, ops::Mean, ops::Add, ops::Mul>();
     return ops;
 }
 

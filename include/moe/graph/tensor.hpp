@@ -98,17 +98,26 @@ void row_gemm(bool trans_a, bool trans_b, Index n, Index m, Index k, const T* a,
         moe::detail::gemm_serial<T>(trans_b, trans_a, m, n, k, T(1), b, ldb, a, lda, accumulate, c, ldc);
         return;
     }
+    // Eigen's maps vectorise the short rows whatever the compiler's flags (plain loops do not at -O2).
+    using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
     for (Index i = 0; i < n; ++i) {
         T* ci = c + i * ldc;
-        if (!accumulate) std::fill(ci, ci + m, T(0));
+        if (trans_b && !trans_a) {  // dot products of contiguous rows
+            const Eigen::Map<const Vec> ai(a + i * lda, k);
+            for (Index j = 0; j < m; ++j) {
+                const T s = ai.dot(Eigen::Map<const Vec>(b + j * ldb, k));
+                ci[j] = accumulate ? ci[j] + s : s;
+            }
+            continue;
+        }
+        Eigen::Map<Vec> row(ci, m);
+        if (!accumulate) row.setZero();
         for (Index p = 0; p < k; ++p) {
             const T av = trans_a ? a[p * lda + i] : a[i * lda + p];
-            if (!trans_b) {
-                const T* bp = b + p * ldb;
-                for (Index j = 0; j < m; ++j) ci[j] += av * bp[j];
-            } else {
+            if (!trans_b)
+                row += av * Eigen::Map<const Vec>(b + p * ldb, m);  // rows of B scaled and added
+            else
                 for (Index j = 0; j < m; ++j) ci[j] += av * b[j * ldb + p];
-            }
         }
     }
 }
@@ -130,6 +139,13 @@ struct BatchedProduct {
             b.push_back(o[1]);
         });
     }
+    /// Matrices an operand holds: the batch dimensions it does not broadcast.
+    Index matrices(const Dims& stride) const {
+        Index n_mats = 1;
+        for (std::size_t i = 0; i < batch.size(); ++i)
+            if (stride[i] != 0) n_mats *= batch[i];
+        return n_mats;
+    }
     bool a_broadcast() const { return std::count(a_stride.begin(), a_stride.end(), Index(0)) > 0; }
     bool b_broadcast() const { return std::count(b_stride.begin(), b_stride.end(), Index(0)) > 0; }
 
@@ -139,15 +155,26 @@ struct BatchedProduct {
         offsets(ao, bo);
         const Index count = Index(ao.size());
         parallel_for(count, 16, 2.0 * double(count) * double(n * k * m), [&](Index i0, Index i1) {
+            if (n == 1 && k * m <= 4096) {  // a vector times a small matrix per entry: one product each
+                using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+                using RowMajor = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+                for (Index i = i0; i < i1; ++i)
+                    Eigen::Map<Vec>(c + i * m, m).noalias() =
+                        Eigen::Map<const RowMajor>(b + bo[std::size_t(i)] * k * m, k, m).transpose() *
+                        Eigen::Map<const Vec>(a + ao[std::size_t(i)] * k, k);
+                return;
+            }
             for (Index i = i0; i < i1; ++i)
-                row_gemm<T>(false, false, n, m, k, a + ao[std::size_t(i)] * n * k, k, b + bo[std::size_t(i)] * k * m, m, c + i * n * m, m,
-                            false);
+                row_gemm<T>(false, false, n, m, k, a + ao[std::size_t(i)] * n * k, k, b + bo[std::size_t(i)] * k * m, m,
+                            c + i * n * m, m, false);
         });
     }
-    /// dA += dC B^T and dB += A^T dC (either may be null). Broadcast operands sum over the batch
-    /// entries that read them, in batch order (serial then: the sums must not depend on threads).
+    /// dA += dC B^T and dB += A^T dC (either may be null; = instead of += where *_fresh). Broadcast
+    /// operands sum over the batch entries that read them, in batch order (serial then: the sums
+    /// must not depend on threads; and never fresh, several entries add into one matrix).
     template <class T>
-    void backward(const T* a, const T* b, const T* dc, T* da, T* db, std::vector<Index>& ao, std::vector<Index>& bo) const {
+    void backward(const T* a, const T* b, const T* dc, T* da, T* db, std::vector<Index>& ao, std::vector<Index>& bo,
+                  bool da_fresh = false, bool db_fresh = false) const {
         offsets(ao, bo);
         const Index count = Index(ao.size());
         const double flops = 2.0 * double(count) * double(n * k * m);
@@ -159,13 +186,46 @@ struct BatchedProduct {
                     for (Index i = i0; i < i1; ++i) one(i);
                 });
         };
+        if (n == 1 && !a_broadcast() && !b_broadcast()) {
+            // Vector times matrix per entry (a gate row times its experts): both gradients in one
+            // pass over each entry's dC and B, as the library's combine does.
+            using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+            parallel_for(count, 16, flops, [&](Index i0, Index i1) {
+                for (Index i = i0; i < i1; ++i) {
+                    const Eigen::Map<const Vec> g(dc + i * m, m);
+                    const T* bi = b + bo[std::size_t(i)] * k * m;
+                    const T* ai = a + ao[std::size_t(i)] * k;
+                    T* dai = da ? da + ao[std::size_t(i)] * k : nullptr;
+                    T* dbi = db ? db + bo[std::size_t(i)] * k * m : nullptr;
+                    for (Index p = 0; p < k; ++p) {
+                        if (dai) {
+                            const T s = Eigen::Map<const Vec>(bi + p * m, m).dot(g);
+                            dai[p] = da_fresh ? s : dai[p] + s;
+                        }
+                        if (dbi) {
+                            Eigen::Map<Vec> d(dbi + p * m, m);
+                            if (db_fresh)
+                                d = ai[p] * g;
+                            else
+                                d += ai[p] * g;
+                        }
+                    }
+                }
+            });
+            return;
+        }
+        if (da && da_fresh && a_broadcast()) std::fill(da, da + matrices(a_stride) * n * k, T(0));
+        if (db && db_fresh && b_broadcast()) std::fill(db, db + matrices(b_stride) * k * m, T(0));
+        const bool set_a = da_fresh && !a_broadcast(), set_b = db_fresh && !b_broadcast();
         if (da)
             run(a_broadcast(), [&](Index i) {
-                row_gemm<T>(false, true, n, k, m, dc + i * n * m, m, b + bo[std::size_t(i)] * k * m, m, da + ao[std::size_t(i)] * n * k, k, true);
+                row_gemm<T>(false, true, n, k, m, dc + i * n * m, m, b + bo[std::size_t(i)] * k * m, m,
+                            da + ao[std::size_t(i)] * n * k, k, !set_a);
             });
         if (db)
             run(b_broadcast(), [&](Index i) {
-                row_gemm<T>(true, false, k, m, n, a + ao[std::size_t(i)] * n * k, k, dc + i * n * m, m, db + bo[std::size_t(i)] * k * m, m, true);
+                row_gemm<T>(true, false, k, m, n, a + ao[std::size_t(i)] * n * k, k, dc + i * n * m, m,
+                            db + bo[std::size_t(i)] * k * m, m, !set_b);
             });
     }
 };
@@ -182,8 +242,10 @@ void permute(const T* src, const Dims& dims, const std::vector<std::size_t>& per
     }
     Index j = 0;
     walk<1>(out_dims, {src_strides}, [&](const std::array<Index, 1>& o) {
-        if (accumulate) dst[j++] += src[o[0]];
-        else dst[j++] = src[o[0]];
+        if (accumulate)
+            dst[j++] += src[o[0]];
+        else
+            dst[j++] = src[o[0]];
     });
 }
 

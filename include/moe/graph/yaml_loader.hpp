@@ -13,14 +13,14 @@
 //   outputs:                     # task name: node output (a binary task: [B, 1] logits)
 //     click: tower_1.output
 //     watch: {output: tower_2.output, task: regression}   # or multiclass with classes: C
+#include <yaml-cpp/yaml.h>
+
 #include <fstream>
 #include <set>
 #include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <yaml-cpp/yaml.h>
 
 #include "moe/graph/graph_spec.hpp"
 
@@ -32,24 +32,32 @@ inline Position position(const std::string& file, const YAML::Mark& m) { return 
 
 inline const char* kind_name(const YAML::Node& n) {
     switch (n.Type()) {
-        case YAML::NodeType::Null: return "nothing";
-        case YAML::NodeType::Scalar: return "a scalar";
-        case YAML::NodeType::Sequence: return "a list";
-        case YAML::NodeType::Map: return "a map";
-        default: return "an undefined value";
+        case YAML::NodeType::Null:
+            return "nothing";
+        case YAML::NodeType::Scalar:
+            return "a scalar";
+        case YAML::NodeType::Sequence:
+            return "a list";
+        case YAML::NodeType::Map:
+            return "a map";
+        default:
+            return "an undefined value";
     }
 }
 
-inline YAML::Node expect(const YAML::Node& n, YAML::NodeType::value type, const std::string& file, const std::string& what);
+inline YAML::Node expect(const YAML::Node& n, YAML::NodeType::value type, const std::string& file,
+                         const std::string& what);
 
 /// The keys of the map `n` in order: each a scalar, none twice (YAML parsers differ on which of two
 /// equal keys wins; here it is an error at the second one).
-inline std::vector<std::pair<std::string, YAML::Node>> map_items(const YAML::Node& n, const std::string& file, const std::string& what) {
+inline std::vector<std::pair<std::string, YAML::Node>> map_items(const YAML::Node& n, const std::string& file,
+                                                                 const std::string& what) {
     std::vector<std::pair<std::string, YAML::Node>> items;
     std::set<std::string> seen;
     for (auto it = n.begin(); it != n.end(); ++it) {
         const std::string key = expect(it->first, YAML::NodeType::Scalar, file, what + ": a key").Scalar();
-        if (!seen.insert(key).second) throw graph_error(position(file, it->first.Mark()), what + ": key '" + key + "' appears twice");
+        if (!seen.insert(key).second)
+            throw graph_error(position(file, it->first.Mark()), what + ": key '" + key + "' appears twice");
         items.emplace_back(key, it->second);
     }
     return items;
@@ -57,22 +65,28 @@ inline std::vector<std::pair<std::string, YAML::Node>> map_items(const YAML::Nod
 
 /// Refuses keys of the map `n` that are not in `known`, naming them and the known ones (and keys
 /// that are not scalars or appear twice).
-inline void check_keys(const YAML::Node& n, const std::string& file, const std::string& what, const std::set<std::string>& known) {
+inline void check_keys(const YAML::Node& n, const std::string& file, const std::string& what,
+                       const std::set<std::string>& known) {
     map_items(n, file, what);
     for (auto it = n.begin(); it != n.end(); ++it) {
         const std::string key = it->first.Scalar();
         if (!known.count(key)) {
             std::string list;
             for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-            throw graph_error(position(file, it->first.Mark()), moe::detail::concat(what, ": unknown key '", key, "' (expected ", list, ")"));
+            throw graph_error(position(file, it->first.Mark()),
+                              moe::detail::concat(what, ": unknown key '", key, "' (expected ", list, ")"));
         }
     }
 }
 
-inline YAML::Node expect(const YAML::Node& n, YAML::NodeType::value type, const std::string& file, const std::string& what) {
+inline YAML::Node expect(const YAML::Node& n, YAML::NodeType::value type, const std::string& file,
+                         const std::string& what) {
     if (n.Type() != type) {
-        const char* want = type == YAML::NodeType::Map ? "a map" : type == YAML::NodeType::Sequence ? "a list" : "a scalar";
-        throw graph_error(position(file, n.Mark()), moe::detail::concat(what, " must be ", want, ", got ", kind_name(n)));
+        const char* want = type == YAML::NodeType::Map        ? "a map"
+                           : type == YAML::NodeType::Sequence ? "a list"
+                                                              : "a scalar";
+        throw graph_error(position(file, n.Mark()),
+                          moe::detail::concat(what, " must be ", want, ", got ", kind_name(n)));
     }
     return n;
 }
@@ -81,7 +95,8 @@ inline std::string scalar(const YAML::Node& n, const std::string& file, const st
     return expect(n, YAML::NodeType::Scalar, file, what).Scalar();
 }
 
-inline Reference reference(const YAML::Node& n, const std::string& file, const std::string& what, std::string argument = "") {
+inline Reference reference(const YAML::Node& n, const std::string& file, const std::string& what,
+                           std::string argument = "") {
     return {scalar(n, file, what), std::move(argument), position(file, n.Mark())};
 }
 
@@ -111,7 +126,8 @@ inline Index dimension(const YAML::Node& n, const std::string& file, const std::
         if (used == text.size() && v > 0) return Index(v);
     } catch (const std::exception&) {
     }
-    throw graph_error(position(file, n.Mark()), what + ": expected a positive size or null (the batch), got '" + text + "'");
+    throw graph_error(position(file, n.Mark()),
+                      what + ": expected a positive size or null (the batch), got '" + text + "'");
 }
 
 }  // namespace detail
@@ -129,7 +145,9 @@ inline GraphSpec parse_graph_yaml(const std::string& text, const std::string& fi
     }
     GraphSpec g;
     g.file = file;
-    if (!root.IsMap()) throw graph_error({file, 1, 1}, std::string("the file must be a map with inputs, graph and outputs, got ") + detail::kind_name(root));
+    if (!root.IsMap())
+        throw graph_error({file, 1, 1}, std::string("the file must be a map with inputs, graph and outputs, got ") +
+                                            detail::kind_name(root));
     check_keys(root, file, "the file", {"inputs", "graph", "outputs"});
     for (const char* key : {"inputs", "graph", "outputs"})
         if (!root[key]) throw graph_error({file, 1, 1}, moe::detail::concat("the file has no '", key, "' block"));
@@ -146,22 +164,26 @@ inline GraphSpec parse_graph_yaml(const std::string& text, const std::string& fi
         if (body["dtype"]) {
             in.dtype = detail::scalar(body["dtype"], file, what + ".dtype");
             if (in.dtype != "float32" && in.dtype != "float64")
-                throw graph_error(position(file, body["dtype"].Mark()), what + ".dtype: expected float32 or float64, got '" + in.dtype + "'");
+                throw graph_error(position(file, body["dtype"].Mark()),
+                                  what + ".dtype: expected float32 or float64, got '" + in.dtype + "'");
         }
         if (!body["shape"]) throw graph_error(in.where, what + " has no shape (e.g. shape: [null, 20])");
         for (const auto& d : expect(body["shape"], YAML::NodeType::Sequence, file, what + ".shape")) {
             in.shape.dims.push_back(detail::dimension(d, file, what + ".shape"));
             if (in.shape.dims.size() > 1 && in.shape.dims.back() == kBatch)
-                throw graph_error(position(file, d.Mark()), what + ".shape: only the first dimension is the batch (null)");
+                throw graph_error(position(file, d.Mark()),
+                                  what + ".shape: only the first dimension is the batch (null)");
         }
         if (in.shape.dims.empty() || in.shape.dims.front() != kBatch)
-            throw graph_error(position(file, body["shape"].Mark()), what + ".shape must start with null, the batch dimension, got " + to_string(in.shape));
+            throw graph_error(position(file, body["shape"].Mark()),
+                              what + ".shape must start with null, the batch dimension, got " + to_string(in.shape));
         if (body["columns"]) {
             for (const auto& c : expect(body["columns"], YAML::NodeType::Sequence, file, what + ".columns"))
                 in.columns.push_back(detail::scalar(c, file, what + ".columns"));
             if (Index(in.columns.size()) != Index(in.shape.per_sample()))
                 throw graph_error(position(file, body["columns"].Mark()),
-                                  moe::detail::concat(what, " has ", in.columns.size(), " columns for the shape ", to_string(in.shape)));
+                                  moe::detail::concat(what, " has ", in.columns.size(), " columns for the shape ",
+                                                      to_string(in.shape)));
         }
         g.inputs.push_back(std::move(in));
     }
@@ -189,7 +211,8 @@ inline GraphSpec parse_graph_yaml(const std::string& text, const std::string& fi
         } else if (ins.IsMap()) {
             for (const auto& [arg, value] : detail::map_items(ins, file, what + ".inputs")) {
                 if (value.IsSequence()) {  // {tensors: [a.output, b.output]}
-                    for (const auto& r : value) node.inputs.push_back(detail::reference(r, file, what + " input '" + arg + "'", arg));
+                    for (const auto& r : value)
+                        node.inputs.push_back(detail::reference(r, file, what + " input '" + arg + "'", arg));
                 } else {
                     node.inputs.push_back(detail::reference(value, file, what + " input '" + arg + "'", arg));
                 }
@@ -208,14 +231,20 @@ inline GraphSpec parse_graph_yaml(const std::string& text, const std::string& fi
         o.task.name = name;
         if (value.IsMap()) {
             check_keys(value, file, what, {"output", "task", "classes", "relu"});
-            if (!value["output"]) throw graph_error(position(file, value.Mark()), what + " has no 'output' (the node output it is)");
+            if (!value["output"])
+                throw graph_error(position(file, value.Mark()), what + " has no 'output' (the node output it is)");
             o.ref = detail::reference(value["output"], file, what);
             if (value["task"]) {
                 const std::string kind = detail::scalar(value["task"], file, what + ".task");
-                if (kind == "binary") o.task.kind = TaskKind::binary;
-                else if (kind == "regression") o.task.kind = TaskKind::regression;
-                else if (kind == "multiclass") o.task.kind = TaskKind::multiclass;
-                else throw graph_error(position(file, value["task"].Mark()), what + ".task: expected binary, regression or multiclass, got '" + kind + "'");
+                if (kind == "binary")
+                    o.task.kind = TaskKind::binary;
+                else if (kind == "regression")
+                    o.task.kind = TaskKind::regression;
+                else if (kind == "multiclass")
+                    o.task.kind = TaskKind::multiclass;
+                else
+                    throw graph_error(position(file, value["task"].Mark()),
+                                      what + ".task: expected binary, regression or multiclass, got '" + kind + "'");
             }
             auto number = [&](const char* key) -> Index {
                 const std::string digits = detail::scalar(value[key], file, what + "." + key);
@@ -225,19 +254,28 @@ inline GraphSpec parse_graph_yaml(const std::string& text, const std::string& fi
                     if (used == digits.size()) return Index(v);
                 } catch (const std::exception&) {
                 }
-                throw graph_error(position(file, value[key].Mark()), what + "." + key + ": expected an integer, got '" + digits + "'");
+                throw graph_error(position(file, value[key].Mark()),
+                                  what + "." + key + ": expected an integer, got '" + digits + "'");
             };
             if (value["classes"]) {
-                if (o.task.kind != TaskKind::multiclass) throw graph_error(position(file, value["classes"].Mark()), what + ": classes belongs to a multiclass task");
+                if (o.task.kind != TaskKind::multiclass)
+                    throw graph_error(position(file, value["classes"].Mark()),
+                                      what + ": classes belongs to a multiclass task");
                 o.task.classes = number("classes");
-                if (o.task.classes < 2) throw graph_error(position(file, value["classes"].Mark()), moe::detail::concat(what, ".classes must be at least 2, got ", o.task.classes));
+                if (o.task.classes < 2)
+                    throw graph_error(position(file, value["classes"].Mark()),
+                                      moe::detail::concat(what, ".classes must be at least 2, got ", o.task.classes));
             } else if (o.task.kind == TaskKind::multiclass) {
                 throw graph_error(position(file, value.Mark()), what + ": a multiclass task needs classes");
             }
             if (value["relu"]) {
                 const std::string flag = detail::scalar(value["relu"], file, what + ".relu");
-                if (o.task.kind != TaskKind::regression) throw graph_error(position(file, value["relu"].Mark()), what + ": relu belongs to a regression task");
-                if (flag != "true" && flag != "false") throw graph_error(position(file, value["relu"].Mark()), what + ".relu: expected true or false, got '" + flag + "'");
+                if (o.task.kind != TaskKind::regression)
+                    throw graph_error(position(file, value["relu"].Mark()),
+                                      what + ": relu belongs to a regression task");
+                if (flag != "true" && flag != "false")
+                    throw graph_error(position(file, value["relu"].Mark()),
+                                      what + ".relu: expected true or false, got '" + flag + "'");
                 o.task.relu_output = flag == "true";
             }
         } else {
@@ -245,7 +283,8 @@ inline GraphSpec parse_graph_yaml(const std::string& text, const std::string& fi
         }
         g.outputs.push_back(std::move(o));
     }
-    if (g.outputs.empty()) throw graph_error(position(file, outputs.Mark()), "outputs is empty: name at least one task's prediction");
+    if (g.outputs.empty())
+        throw graph_error(position(file, outputs.Mark()), "outputs is empty: name at least one task's prediction");
     return g;
 }
 

@@ -14,11 +14,13 @@ struct BatchNorm1d {
         if (f <= 0) throw c.error(moe::detail::concat("num_features must be positive, got ", f));
         const double eps = c.number_param("eps", 1e-5), momentum = c.number_param("momentum", 0.1);
         if (!(eps > 0)) throw c.error(moe::detail::concat("eps must be positive, got ", eps));
-        if (!(momentum >= 0 && momentum <= 1)) throw c.error(moe::detail::concat("momentum must be in [0, 1], got ", momentum));
+        if (!(momentum >= 0 && momentum <= 1))
+            throw c.error(moe::detail::concat("momentum must be in [0, 1], got ", momentum));
         const Shape& x = c.input(0);
         if ((x.rank() != 2 && x.rank() != 3) || x[0] != kBatch || x[1] != f)
             throw c.error(moe::detail::concat("expects [B, ", f, "] or [B, ", f, ", L], got ", to_string(x)));
-        if (!c.bool_param("affine", true)) throw c.error("affine: false is not supported yet (BatchNorm1d runs with weight and bias)");
+        if (!c.bool_param("affine", true))
+            throw c.error("affine: false is not supported yet (BatchNorm1d runs with weight and bias)");
         return {x, 2.0 * double(f), 2.0 * x.per_sample()};
     }
 
@@ -59,7 +61,8 @@ struct BatchNorm1d {
             const auto& y = bn_.forward(ConstView<T>(x_.data(), c, d[0] * d[2]));
             permute(y.data(), Dims{d[0], d[2], c}, {0, 2, 1}, out, false);
         }
-        void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims& d, const std::vector<T*>& din) override {
+        void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims& d,
+                      const std::vector<T*>& din) override {
             const Index c = d[1];
             if (d.size() == 2) {
                 const auto& dx = bn_.backward(ConstView<T>(dout, c, d[0]));
@@ -78,7 +81,8 @@ struct BatchNorm1d {
     };
     template <class T>
     static std::unique_ptr<Kernel<T>> kernel(const OpContext& c, const Shape&) {
-        return std::make_unique<Run<T>>(c.int_param("num_features"), c.number_param("eps", 1e-5), c.number_param("momentum", 0.1));
+        return std::make_unique<Run<T>>(c.int_param("num_features"), c.number_param("eps", 1e-5),
+                                        c.number_param("momentum", 0.1));
     }
 };
 

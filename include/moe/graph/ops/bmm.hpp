@@ -11,12 +11,14 @@ struct Bmm {
         c.expect_inputs(2, 2);
         const Shape& a = c.input(0);
         const Shape& b = c.input(1);
-        if (a.rank() != 3 || b.rank() != 3) throw c.error("multiplies two 3-D tensors, got " + to_string(a) + " and " + to_string(b));
+        if (a.rank() != 3 || b.rank() != 3)
+            throw c.error("multiplies two 3-D tensors, got " + to_string(a) + " and " + to_string(b));
         if (a[0] != b[0])
-            throw c.error("the batch dimensions differ: " + to_string(a) + " and " + to_string(b) + " (bmm does not broadcast)");
+            throw c.error("the batch dimensions differ: " + to_string(a) + " and " + to_string(b) +
+                          " (bmm does not broadcast)");
         if (a[2] != b[1])
-            throw c.error("contracts dimension 2 of " + to_string(a) + " (" + dim_string(a[2]) + ") with dimension 1 of " + to_string(b) +
-                          " (" + dim_string(b[1]) + "): they differ");
+            throw c.error("contracts dimension 2 of " + to_string(a) + " (" + dim_string(a[2]) +
+                          ") with dimension 1 of " + to_string(b) + " (" + dim_string(b[1]) + "): they differ");
         const Shape out{{a[0], a[1], b[2]}};
         return {out, 0.0, 2.0 * out.per_sample() * (a[2] == kBatch ? 1.0 : double(a[2]))};
     }

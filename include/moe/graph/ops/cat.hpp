@@ -20,11 +20,11 @@ struct Cat {
             bool ok = s.rank() == first.rank();
             for (Index k = 0; ok && k < s.rank(); ++k) ok = k == d || s[k] == first[k];
             if (!ok)
-                throw c.error(moe::detail::concat("concatenates along dim ", d, " shapes equal elsewhere, but input ", i, " is ",
-                                                  to_string(s), " and input 0 ", to_string(first)));
+                throw c.error(moe::detail::concat("concatenates along dim ", d, " shapes equal elsewhere, but input ",
+                                                  i, " is ", to_string(s), " and input 0 ", to_string(first)));
             if (s[d] == kBatch)
-                throw c.error(moe::detail::concat("concatenates along dim ", d, ", the batch dimension of ", to_string(s),
-                                                  ": features are concatenated along dim 1 (or -1)"));
+                throw c.error(moe::detail::concat("concatenates along dim ", d, ", the batch dimension of ",
+                                                  to_string(s), ": features are concatenated along dim 1 (or -1)"));
             r.out.dims[std::size_t(d)] += s[d];
         }
         return r;
@@ -44,7 +44,8 @@ struct Cat {
                 at += w;
             }
         }
-        void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims& d, const std::vector<T*>& din) override {
+        void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims& d,
+                      const std::vector<T*>& din) override {
             const Index outer = outer_of(d), total = numel(d) / std::max<Index>(1, outer);
             Index at = 0;
             for (std::size_t i = 0; i < in.size(); ++i) {

@@ -38,7 +38,8 @@ struct Dropout {
             }
             for (Index i = 0; i < n; ++i) out[i] = in[0].data[i] * mask_[std::size_t(i)];
         }
-        void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims&, const std::vector<T*>& din) override {
+        void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims&,
+                      const std::vector<T*>& din) override {
             if (!din[0]) return;
             const Index n = in[0].size();
             const bool masked = training_ && p_ != 0.0;

@@ -3,7 +3,6 @@
 // per dimension, a letter's dimensions equal wherever it appears (B only with B), output letters
 // from the inputs, each once. No "..." (write the dimensions out).
 #include <map>
-
 #include <numeric>
 
 #include "moe/graph/kernel.hpp"
@@ -19,34 +18,41 @@ struct Einsum {
         for (char ch : c.string_param("equation"))
             if (ch != ' ') eq += ch;
         const auto arrow = eq.find("->"), comma = eq.find(',');
-        if (arrow == std::string::npos || comma == std::string::npos || comma > arrow || eq.find(',', comma + 1) < arrow)
+        if (arrow == std::string::npos || comma == std::string::npos || comma > arrow ||
+            eq.find(',', comma + 1) < arrow)
             throw c.error("equation '" + eq + "' must have two operands and an explicit output, as 'be,bed->bd'");
-        if (eq.find('.') != std::string::npos) throw c.error("equation '" + eq + "': '...' is not supported, write the dimensions out");
+        if (eq.find('.') != std::string::npos)
+            throw c.error("equation '" + eq + "': '...' is not supported, write the dimensions out");
         const std::string terms[2] = {eq.substr(0, comma), eq.substr(comma + 1, arrow - comma - 1)};
         const std::string out_term = eq.substr(arrow + 2);
         std::map<char, Index> size;
         for (int t = 0; t < 2; ++t) {
             const Shape& s = c.input(std::size_t(t));
             if (Index(terms[t].size()) != s.rank())
-                throw c.error(moe::detail::concat("operand ", t, " is '", terms[t], "' (", terms[t].size(), " dimensions) but its input is ",
-                                                  to_string(s)));
+                throw c.error(moe::detail::concat("operand ", t, " is '", terms[t], "' (", terms[t].size(),
+                                                  " dimensions) but its input is ", to_string(s)));
             for (std::size_t i = 0; i < terms[t].size(); ++i) {
                 const char l = terms[t][i];
-                if (!std::isalpha(static_cast<unsigned char>(l))) throw c.error(std::string("equation '") + eq + "': '" + l + "' is not a letter");
+                if (!std::isalpha(static_cast<unsigned char>(l)))
+                    throw c.error(std::string("equation '") + eq + "': '" + l + "' is not a letter");
                 if (terms[t].find(l) != i)
-                    throw c.error(std::string("equation '") + eq + "': letter '" + l + "' appears twice in operand " + std::to_string(t) +
-                                  " (diagonals are not supported)");
+                    throw c.error(std::string("equation '") + eq + "': letter '" + l + "' appears twice in operand " +
+                                  std::to_string(t) + " (diagonals are not supported)");
                 auto it = size.find(l);
-                if (it == size.end()) size[l] = s[Index(i)];
+                if (it == size.end())
+                    size[l] = s[Index(i)];
                 else if (it->second != s[Index(i)])
-                    throw c.error(moe::detail::concat("letter '", l, "' is ", dim_string(it->second), " in one place and ",
-                                                      dim_string(s[Index(i)]), " in operand ", t, " ", to_string(s)));
+                    throw c.error(moe::detail::concat("letter '", l, "' is ", dim_string(it->second),
+                                                      " in one place and ", dim_string(s[Index(i)]), " in operand ", t,
+                                                      " ", to_string(s)));
             }
         }
         OpShape r;
         for (char l : out_term) {
-            if (!size.count(l)) throw c.error(std::string("output letter '") + l + "' is in no operand of '" + eq + "'");
-            if (std::count(out_term.begin(), out_term.end(), l) > 1) throw c.error(std::string("output letter '") + l + "' appears twice");
+            if (!size.count(l))
+                throw c.error(std::string("output letter '") + l + "' is in no operand of '" + eq + "'");
+            if (std::count(out_term.begin(), out_term.end(), l) > 1)
+                throw c.error(std::string("output letter '") + l + "' appears twice");
             r.out.dims.push_back(size[l]);
         }
         double products = 1;  // one multiply-add per combination of all letters
@@ -75,10 +81,14 @@ struct Einsum {
             auto in = [](const std::string& s, char l) { return s.find(l) != std::string::npos; };
             std::string batch, left, right, contracted, sum_a, sum_b;
             for (char l : a_) {
-                if (in(b_, l) && in(out_, l)) batch += l;
-                else if (in(out_, l)) left += l;
-                else if (in(b_, l)) contracted += l;
-                else sum_a += l;
+                if (in(b_, l) && in(out_, l))
+                    batch += l;
+                else if (in(out_, l))
+                    left += l;
+                else if (in(b_, l))
+                    contracted += l;
+                else
+                    sum_a += l;
             }
             for (char l : b_)
                 if (!in(a_, l)) (in(out_, l) ? right : sum_b) += l;
@@ -92,8 +102,11 @@ struct Einsum {
             thread_local std::vector<Index> ao, bo;
             run_forward(in, out, d, a, b, c, ta, tb, ao, bo);
         }
-        void forward(const std::vector<In<T>>& in, T* out, const Dims& d) override { run_forward(in, out, d, a_buf_, b_buf_, c_buf_, ta_, tb_, ao_, bo_); }
-        void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims& d, const std::vector<T*>& din) override {
+        void forward(const std::vector<In<T>>& in, T* out, const Dims& d) override {
+            run_forward(in, out, d, a_buf_, b_buf_, c_buf_, ta_, tb_, ao_, bo_);
+        }
+        void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims& d,
+                      const std::vector<T*>& din) override {
             const Sizes z = sizes(*in[0].dims, *in[1].dims);
             const BatchedProduct p = product(z);
             // dC in the product's order.
@@ -105,12 +118,18 @@ struct Einsum {
             }
             const T* a = operand(in[0], a_, order_a_, z.sa, a_buf_, ta_);
             const T* b = operand(in[1], b_, order_b_, z.sb, b_buf_, tb_);
-            da_.assign(std::size_t(z.nb * z.n * z.k), T(0));
-            db_.assign(std::size_t(z.nb * z.k * z.m), T(0));
-            p.backward(a, b, dc, din[0] ? da_.data() : nullptr, din[1] ? db_.data() : nullptr, ao_, bo_);
-            if (din[0]) scatter(da_, z.sa, *in[0].dims, a_, order_a_, din[0], ta_);
-            if (din[1]) scatter(db_, z.sb, *in[1].dims, b_, order_b_, din[1], tb_);
+            // An operand in the product's order already (nothing permuted or summed) takes its
+            // gradient directly; the others through a buffer, scattered back.
+            const bool direct_a = identity(a_, order_a_) && z.sa == 1, direct_b = identity(b_, order_b_) && z.sb == 1;
+            if (din[0] && !direct_a) da_.resize(std::size_t(z.nb * z.n * z.k));
+            if (din[1] && !direct_b) db_.resize(std::size_t(z.nb * z.k * z.m));
+            T* da = !din[0] ? nullptr : direct_a ? din[0] : da_.data();
+            T* db = !din[1] ? nullptr : direct_b ? din[1] : db_.data();
+            p.backward(a, b, dc, da, db, ao_, bo_, !direct_a || this->fresh[0], !direct_b || this->fresh[1]);
+            if (din[0] && !direct_a) scatter(da_, z.sa, *in[0].dims, a_, order_a_, din[0], this->fresh[0], ta_);
+            if (din[1] && !direct_b) scatter(db_, z.sb, *in[1].dims, b_, order_b_, din[1], this->fresh[1], tb_);
         }
+        bool assigns_fresh_grads() const override { return true; }
 
     private:
         struct Sizes {
@@ -144,8 +163,8 @@ struct Einsum {
             return p;
         }
         /// The operand in `order`, its summed letters (innermost, `s` elements) summed out.
-        const T* operand(const In<T>& x, const std::string& letters, const std::string& order, Index s, std::vector<T>& buf,
-                         std::vector<T>& tmp) const {
+        const T* operand(const In<T>& x, const std::string& letters, const std::string& order, Index s,
+                         std::vector<T>& buf, std::vector<T>& tmp) const {
             const T* p = x.data;
             if (!identity(letters, order)) {
                 tmp.resize(std::size_t(x.size()));
@@ -159,24 +178,20 @@ struct Einsum {
                 for (Index j = 0; j < s; ++j) buf[std::size_t(r)] += p[r * s + j];
             return buf.data();
         }
-        /// Adds the gradient g of the reduced, permuted operand back to its input's layout.
-        void scatter(const std::vector<T>& g, Index s, const Dims& dims, const std::string& letters, const std::string& order, T* dx,
-                     std::vector<T>& tmp) const {
+        /// Writes (fresh) or adds the gradient g of the reduced, permuted operand to its input's layout.
+        void scatter(const std::vector<T>& g, Index s, const Dims& dims, const std::string& letters,
+                     const std::string& order, T* dx, bool overwrite, std::vector<T>& tmp) const {
             const Index rows = Index(g.size());
-            if (identity(letters, order) && s == 1) {
-                for (Index i = 0; i < rows; ++i) dx[i] += g[std::size_t(i)];
-                return;
-            }
             tmp.resize(std::size_t(rows * s));
             for (Index r = 0; r < rows; ++r)
                 for (Index j = 0; j < s; ++j) tmp[std::size_t(r * s + j)] = g[std::size_t(r)];
             Dims od;
             for (char l : order) od.push_back(dims[letters.find(l)]);
-            permute(tmp.data(), od, perm(order, letters), dx, true);
+            permute(tmp.data(), od, perm(order, letters), dx, !overwrite);
         }
-        void run_forward(const std::vector<In<T>>& in, T* out, const Dims& d, std::vector<T>& a_buf, std::vector<T>& b_buf,
-                         std::vector<T>& c_buf, std::vector<T>& ta, std::vector<T>& tb, std::vector<Index>& ao,
-                         std::vector<Index>& bo) const {
+        void run_forward(const std::vector<In<T>>& in, T* out, const Dims& d, std::vector<T>& a_buf,
+                         std::vector<T>& b_buf, std::vector<T>& c_buf, std::vector<T>& ta, std::vector<T>& tb,
+                         std::vector<Index>& ao, std::vector<Index>& bo) const {
             const Sizes z = sizes(*in[0].dims, *in[1].dims);
             const T* a = operand(in[0], a_, order_a_, z.sa, a_buf, ta);
             const T* b = operand(in[1], b_, order_b_, z.sb, b_buf, tb);

@@ -26,14 +26,17 @@ struct Elementwise {
             MatrixView<T> y(out, rows, cols);
             moe::detail::activation_forward(Name::kind, ConstView<T>(in[0].data, rows, cols), y);
         }
-        void backward(const std::vector<In<T>>& in, const T* out, const T* dout, const Dims& d, const std::vector<T*>& din) override {
+        void backward(const std::vector<In<T>>& in, const T* out, const T* dout, const Dims& d,
+                      const std::vector<T*>& din) override {
             if (!din[0]) return;
             const Index rows = d.empty() ? 1 : d.back(), cols = rows ? in[0].size() / rows : 0;
-            scratch_.resize(rows, cols);
-            moe::detail::activation_backward(Name::kind, ConstView<T>(in[0].data, rows, cols), ConstView<T>(out, rows, cols),
-                                             ConstView<T>(dout, rows, cols), scratch_.view());
-            MatrixView<T>(din[0], rows, cols) += scratch_.view();
+            MatrixView<T> dx(din[0], rows, cols);
+            MatrixView<T>& target = this->fresh[0] ? dx : scratch_.resize(rows, cols);
+            moe::detail::activation_backward(Name::kind, ConstView<T>(in[0].data, rows, cols),
+                                             ConstView<T>(out, rows, cols), ConstView<T>(dout, rows, cols), target);
+            if (!this->fresh[0]) dx += scratch_.view();
         }
+        bool assigns_fresh_grads() const override { return true; }
 
     private:
         Buffer<T> scratch_;
@@ -44,12 +47,30 @@ struct Elementwise {
     }
 };
 
-struct ReLUName { static constexpr const char* value = "torch.nn.ReLU"; static constexpr ActivationKind kind = ActivationKind::relu; };
-struct GELUName { static constexpr const char* value = "torch.nn.GELU"; static constexpr ActivationKind kind = ActivationKind::gelu; };
-struct SigmoidName { static constexpr const char* value = "torch.nn.Sigmoid"; static constexpr ActivationKind kind = ActivationKind::sigmoid; };
-struct TanhName { static constexpr const char* value = "torch.nn.Tanh"; static constexpr ActivationKind kind = ActivationKind::tanh; };
-struct FunctionalReLUName { static constexpr const char* value = "torch.nn.functional.relu"; static constexpr ActivationKind kind = ActivationKind::relu; };
-struct FunctionalSigmoidName { static constexpr const char* value = "torch.nn.functional.sigmoid"; static constexpr ActivationKind kind = ActivationKind::sigmoid; };
+struct ReLUName {
+    static constexpr const char* value = "torch.nn.ReLU";
+    static constexpr ActivationKind kind = ActivationKind::relu;
+};
+struct GELUName {
+    static constexpr const char* value = "torch.nn.GELU";
+    static constexpr ActivationKind kind = ActivationKind::gelu;
+};
+struct SigmoidName {
+    static constexpr const char* value = "torch.nn.Sigmoid";
+    static constexpr ActivationKind kind = ActivationKind::sigmoid;
+};
+struct TanhName {
+    static constexpr const char* value = "torch.nn.Tanh";
+    static constexpr ActivationKind kind = ActivationKind::tanh;
+};
+struct FunctionalReLUName {
+    static constexpr const char* value = "torch.nn.functional.relu";
+    static constexpr ActivationKind kind = ActivationKind::relu;
+};
+struct FunctionalSigmoidName {
+    static constexpr const char* value = "torch.nn.functional.sigmoid";
+    static constexpr ActivationKind kind = ActivationKind::sigmoid;
+};
 
 using ReLU = Elementwise<ReLUName>;
 using GELU = Elementwise<GELUName>;

@@ -20,7 +20,9 @@ struct LayerNorm {
             ok = norm[i] > 0 && x[x.rank() - Index(norm.size()) + Index(i)] == norm[i];
             n *= double(norm[i]);
         }
-        if (!ok) throw c.error("normalized_shape " + to_string(Shape{norm}) + " is not the end of its input's shape " + to_string(x));
+        if (!ok)
+            throw c.error("normalized_shape " + to_string(Shape{norm}) + " is not the end of its input's shape " +
+                          to_string(x));
         if (!(c.number_param("eps", 1e-5) > 0)) throw c.error("eps must be positive");
         if (norm.size() > 2) throw c.error("normalized_shape of more than 2 dimensions is not supported yet");
         return {x, c.bool_param("elementwise_affine", true) ? 2.0 * n : 0.0, 5.0 * x.per_sample()};
@@ -50,13 +52,16 @@ struct LayerNorm {
             weight.value_vec().setOnes();
             bias.value_vec().setZero();
         }
-        void infer(const std::vector<In<T>>& in, T* out, const Dims&) const override { run(in[0], out, nullptr, nullptr); }
+        void infer(const std::vector<In<T>>& in, T* out, const Dims&) const override {
+            run(in[0], out, nullptr, nullptr);
+        }
         void forward(const std::vector<In<T>>& in, T* out, const Dims&) override {
             xhat_.resize(std::size_t(in[0].size()));
             rstd_.resize(std::size_t(in[0].size() / n_));
             run(in[0], out, xhat_.data(), rstd_.data());
         }
-        void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims&, const std::vector<T*>& din) override {
+        void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims&,
+                      const std::vector<T*>& din) override {
             const Index rows = in[0].size() / n_;
             const bool affine = weight.size() > 0;
             for (Index r = 0; r < rows; ++r) {

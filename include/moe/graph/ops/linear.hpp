@@ -12,7 +12,8 @@ struct Linear {
         c.allow_params({"in_features", "out_features", "bias"});
         c.expect_inputs(1, 1);
         const Index in = c.int_param("in_features"), out = c.int_param("out_features");
-        if (in <= 0 || out <= 0) throw c.error(moe::detail::concat("in_features and out_features must be positive, got ", in, " and ", out));
+        if (in <= 0 || out <= 0)
+            throw c.error(moe::detail::concat("in_features and out_features must be positive, got ", in, " and ", out));
         const bool bias = c.bool_param("bias", true);
         const Shape& x = c.input(0);
         if (x.rank() < 1 || x[x.rank() - 1] != in)
@@ -51,9 +52,11 @@ struct Linear {
             const Index rows = in[0].size() / in_features();
             MatrixView<T> y(out, out_features(), rows);
             if (has_bias()) y.colwise() = bias.value_vec();
-            moe::detail::matmul<T>(y, weight.value_t(), true, ConstView<T>(in[0].data, in_features(), rows), false, has_bias());
+            moe::detail::matmul<T>(y, weight.value_t(), true, ConstView<T>(in[0].data, in_features(), rows), false,
+                                   has_bias());
         }
-        void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims&, const std::vector<T*>& din) override {
+        void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims&,
+                      const std::vector<T*>& din) override {
             const Index rows = in[0].size() / in_features();
             const ConstView<T> dy(dout, out_features(), rows), x(in[0].data, in_features(), rows);
             if (has_bias()) moe::detail::add_row_sums(dy, bias.grad_vec());
@@ -61,13 +64,15 @@ struct Linear {
             moe::detail::matmul<T>(dw_t, x, false, dy, true, true);
             if (din[0]) {
                 MatrixView<T> dx(din[0], in_features(), rows);
-                moe::detail::matmul<T>(dx, weight.value_t(), false, dy, false, true);
+                moe::detail::matmul<T>(dx, weight.value_t(), false, dy, false, !this->fresh[0]);
             }
         }
+        bool assigns_fresh_grads() const override { return true; }
     };
     template <class T>
     static std::unique_ptr<Kernel<T>> kernel(const OpContext& c, const Shape&) {
-        return std::make_unique<Run<T>>(c.int_param("in_features"), c.int_param("out_features"), c.bool_param("bias", true));
+        return std::make_unique<Run<T>>(c.int_param("in_features"), c.int_param("out_features"),
+                                        c.bool_param("bias", true));
     }
 };
 

@@ -16,12 +16,15 @@ struct Reduce {
         const Shape& x = c.input(0);
         std::set<Index> dims;
         for (Index d : c.int_list_param("dim"))
-            if (!dims.insert(c.dim_index(d, x.rank())).second) throw c.error(moe::detail::concat("dim ", d, " is listed twice"));
+            if (!dims.insert(c.dim_index(d, x.rank())).second)
+                throw c.error(moe::detail::concat("dim ", d, " is listed twice"));
         const bool keep = c.bool_param("keepdim", false);
         OpShape r;
         for (Index i = 0; i < x.rank(); ++i)
-            if (!dims.count(i)) r.out.dims.push_back(x[i]);
-            else if (keep) r.out.dims.push_back(1);
+            if (!dims.count(i))
+                r.out.dims.push_back(x[i]);
+            else if (keep)
+                r.out.dims.push_back(1);
         r.flops_per_sample = x.per_sample();
         return r;
     }
@@ -42,7 +45,8 @@ struct Reduce {
                 for (Index i = 0; i < numel(d); ++i) out[i] *= scale;
             }
         }
-        void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims&, const std::vector<T*>& din) override {
+        void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims&,
+                      const std::vector<T*>& din) override {
             if (!din[0]) return;
             const Dims& xd = *in[0].dims;
             const T scale = is_mean() ? T(1) / T(count(xd)) : T(1);
@@ -81,8 +85,12 @@ struct Reduce {
     }
 };
 
-struct SumName { static constexpr const char* value = "torch.sum"; };
-struct MeanName { static constexpr const char* value = "torch.mean"; };
+struct SumName {
+    static constexpr const char* value = "torch.sum";
+};
+struct MeanName {
+    static constexpr const char* value = "torch.mean";
+};
 using Sum = Reduce<SumName>;
 using Mean = Reduce<MeanName>;
 

@@ -16,17 +16,21 @@ struct Reshape {
         double fixed = 1;
         int free = 0;
         for (Index d : want) {
-            if (d == -1) ++free;
-            else if (d <= 0) throw c.error(moe::detail::concat("shape entries must be positive or -1, got ", d));
-            else fixed *= double(d);
+            if (d == -1)
+                ++free;
+            else if (d <= 0)
+                throw c.error(moe::detail::concat("shape entries must be positive or -1, got ", d));
+            else
+                fixed *= double(d);
         }
         const bool has_batch = std::count(x.dims.begin(), x.dims.end(), kBatch) > 0;
         if (free > 1) throw c.error("shape has more than one -1");
         if (has_batch && (free != 1 || fixed != x.per_sample()))
-            throw c.error(moe::detail::concat("reshapes ", to_string(x), " to ", to_string(Shape{want}),
-                                              ": keep the batch as a dimension of its own, with -1 where it goes and the other entries "
-                                              "holding the ",
-                                              x.per_sample(), " elements of a sample"));
+            throw c.error(moe::detail::concat(
+                "reshapes ", to_string(x), " to ", to_string(Shape{want}),
+                ": keep the batch as a dimension of its own, with -1 where it goes and the other entries "
+                "holding the ",
+                x.per_sample(), " elements of a sample"));
         OpShape r;
         r.out.dims = want;
         for (Index& d : r.out.dims)

@@ -12,8 +12,8 @@ struct Stack {
         const Shape& first = c.input(0);
         for (std::size_t i = 1; i < c.inputs().size(); ++i)
             if (c.input(i) != first)
-                throw c.error(moe::detail::concat("stacks equal shapes, but input ", i, " is ", to_string(c.input(i)), " and input 0 ",
-                                                  to_string(first)));
+                throw c.error(moe::detail::concat("stacks equal shapes, but input ", i, " is ", to_string(c.input(i)),
+                                                  " and input 0 ", to_string(first)));
         const Index d = c.dim_index(c.int_param("dim", 0), first.rank() + 1);
         OpShape r;
         r.out = first;
@@ -31,23 +31,35 @@ struct Stack {
             Index outer, inner;
             split(d, outer, inner);
             const Index n = Index(in.size());
-            for (Index i = 0; i < n; ++i)
-                for (Index o = 0; o < outer; ++o)
-                    std::copy(in[std::size_t(i)].data + o * inner, in[std::size_t(i)].data + (o + 1) * inner, out + (o * n + i) * inner);
+            moe::detail::for_each_range(
+                outer, moe::detail::kElementwiseFlops * double(outer * n * inner), [&](Index o0, Index o1) {
+                    for (Index o = o0; o < o1; ++o)
+                        for (Index i = 0; i < n; ++i)
+                            std::copy(in[std::size_t(i)].data + o * inner, in[std::size_t(i)].data + (o + 1) * inner,
+                                      out + (o * n + i) * inner);
+                });
         }
-        void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims& d, const std::vector<T*>& din) override {
+        void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims& d,
+                      const std::vector<T*>& din) override {
             Index outer, inner;
             split(d, outer, inner);
             const Index n = Index(in.size());
-            for (Index i = 0; i < n; ++i) {
-                T* dx = din[std::size_t(i)];
-                if (!dx) continue;
-                for (Index o = 0; o < outer; ++o) {
-                    const T* src = dout + (o * n + i) * inner;
-                    for (Index j = 0; j < inner; ++j) dx[o * inner + j] += src[j];
-                }
-            }
+            moe::detail::for_each_range(outer, moe::detail::kElementwiseFlops * double(outer * n * inner),
+                                        [&](Index o0, Index o1) {
+                                            for (Index i = 0; i < n; ++i) {
+                                                T* dx = din[std::size_t(i)];
+                                                if (!dx) continue;
+                                                for (Index o = o0; o < o1; ++o) {
+                                                    const T* src = dout + (o * n + i) * inner;
+                                                    if (this->fresh[std::size_t(i)])
+                                                        std::copy(src, src + inner, dx + o * inner);
+                                                    else
+                                                        for (Index j = 0; j < inner; ++j) dx[o * inner + j] += src[j];
+                                                }
+                                            }
+                                        });
         }
+        bool assigns_fresh_grads() const override { return true; }
 
     private:
         void split(const Dims& d, Index& outer, Index& inner) const {

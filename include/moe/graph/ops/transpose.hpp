@@ -26,8 +26,11 @@ struct Transpose {
             std::iota(perm_.begin(), perm_.end(), std::size_t(0));
             std::swap(perm_[std::size_t(a)], perm_[std::size_t(b)]);
         }
-        void infer(const std::vector<In<T>>& in, T* out, const Dims&) const override { permute(in[0].data, *in[0].dims, perm_, out, false); }
-        void backward(const std::vector<In<T>>&, const T*, const T* dout, const Dims& d, const std::vector<T*>& din) override {
+        void infer(const std::vector<In<T>>& in, T* out, const Dims&) const override {
+            permute(in[0].data, *in[0].dims, perm_, out, false);
+        }
+        void backward(const std::vector<In<T>>&, const T*, const T* dout, const Dims& d,
+                      const std::vector<T*>& din) override {
             if (din[0]) permute(dout, d, perm_, din[0], true);
         }
 
@@ -37,7 +40,8 @@ struct Transpose {
     template <class T>
     static std::unique_ptr<Kernel<T>> kernel(const OpContext& c, const Shape&) {
         const Index r = c.input(0).rank();
-        return std::make_unique<Run<T>>(std::size_t(r), c.dim_index(c.int_param("dim0"), r, "dim0"), c.dim_index(c.int_param("dim1"), r, "dim1"));
+        return std::make_unique<Run<T>>(std::size_t(r), c.dim_index(c.int_param("dim0"), r, "dim0"),
+                                        c.dim_index(c.int_param("dim1"), r, "dim1"));
     }
 };
 
