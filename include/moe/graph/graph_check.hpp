@@ -50,6 +50,9 @@ inline CheckedGraph check_graph(GraphSpec spec) {
     std::map<std::string, std::size_t> node_index;  // every node, for "defined later" messages
     std::map<std::string, Position> defined;
     for (const auto& in : spec.inputs) {
+        if (in.shape.rank() > kMaxRank)
+            throw graph_error(in.where, moe::detail::concat("input '", in.name, "' ", to_string(in.shape),
+                                                            " has more than ", kMaxRank, " dimensions"));
         input_id[in.name] = g.values.size();
         g.values.push_back(in.shape);
         defined[in.name] = in.where;
@@ -103,6 +106,10 @@ inline CheckedGraph check_graph(GraphSpec spec) {
             shapes.push_back(g.values[info.inputs.back()]);
         }
         const OpShape s = op->second.shape(OpContext(n, std::move(shapes)));
+        if (s.out.rank() > kMaxRank)
+            throw graph_error(n.where,
+                              moe::detail::concat("node '", n.name, "' (", n.type, "): its output ", to_string(s.out),
+                                                  " has more than ", kMaxRank, " dimensions"));
         info.out = s.out;
         info.params = s.params;
         info.flops_per_sample = s.flops_per_sample;

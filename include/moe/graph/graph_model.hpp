@@ -394,7 +394,10 @@ private:
                     p = z.unaryExpr([](T v) { return moe::detail::stable_sigmoid(v); });
                     break;
                 case TaskKind::regression:
-                    p = task.relu_output ? Matrix<T>(z.cwiseMax(T(0))) : Matrix<T>(z);
+                    if (task.relu_output)
+                        p = z.cwiseMax(T(0));
+                    else
+                        p = z;
                     break;
                 case TaskKind::multiclass:
                     for (Index b = 0; b < n; ++b) {

@@ -13,6 +13,8 @@ namespace moe::graph {
 
 /// The batch dimension: "null" in a YAML shape, "B" in messages.
 constexpr Index kBatch = -1;
+/// The most dimensions a tensor of a graph may have (run-time shapes are held in place: no allocation).
+constexpr Index kMaxRank = 8;
 
 /// A tensor's dimensions, outermost first (PyTorch's order: [B, 20] is a batch of 20 features).
 struct Shape {

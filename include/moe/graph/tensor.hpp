@@ -8,6 +8,8 @@
 // batch dimensions (torch.matmul, bmm, einsum).
 #include <algorithm>
 #include <array>
+#include <initializer_list>
+#include <stdexcept>
 #include <vector>
 
 #include "moe/core/threads.hpp"
@@ -16,12 +18,59 @@
 
 namespace moe::graph {
 
-/// Concrete dimensions of a tensor at run time.
-using Dims = std::vector<Index>;
+/// Concrete dimensions of a tensor at run time (also strides and permutations): at most
+/// kMaxRank entries held in place, so the loops of a step never allocate for them. The graph check
+/// refuses tensors of higher rank.
+class Dims {
+public:
+    static constexpr std::size_t kMaxRank = std::size_t(graph::kMaxRank);
+
+    Dims() = default;
+    Dims(std::size_t n, Index value) { resize(n, value); }
+    Dims(std::initializer_list<Index> values) {
+        for (Index v : values) push_back(v);
+    }
+    Dims(const Index* first, const Index* last) {
+        for (; first != last; ++first) push_back(*first);
+    }
+    explicit Dims(const std::vector<Index>& values) : Dims(values.data(), values.data() + values.size()) {}
+
+    std::size_t size() const { return n_; }
+    bool empty() const { return n_ == 0; }
+    Index& operator[](std::size_t i) { return d_[i]; }
+    Index operator[](std::size_t i) const { return d_[i]; }
+    Index back() const { return d_[n_ - 1]; }
+    const Index* begin() const { return d_.data(); }
+    const Index* end() const { return d_.data() + n_; }
+    Index* begin() { return d_.data(); }
+    Index* end() { return d_.data() + n_; }
+    void push_back(Index v) {
+        if (n_ == kMaxRank) throw std::length_error("moe::graph::Dims: more than 8 dimensions");
+        d_[n_++] = v;
+    }
+    void push_front(Index v) {
+        push_back(v);
+        std::rotate(d_.begin(), d_.begin() + std::ptrdiff_t(n_ - 1), d_.begin() + std::ptrdiff_t(n_));
+    }
+    void resize(std::size_t n, Index value = 0) {
+        if (n > kMaxRank) throw std::length_error("moe::graph::Dims: more than 8 dimensions");
+        for (std::size_t i = n_; i < n; ++i) d_[i] = value;
+        n_ = n;
+    }
+    void assign(std::size_t n, Index value) {
+        n_ = 0;
+        resize(n, value);
+    }
+    bool operator==(const Dims& o) const { return n_ == o.n_ && std::equal(begin(), end(), o.begin()); }
+
+private:
+    std::array<Index, kMaxRank> d_{};
+    std::size_t n_ = 0;
+};
 
 /// The shape with the batch size `batch` in place of B.
 inline Dims resolve(const Shape& s, Index batch) {
-    Dims d = s.dims;
+    Dims d(s.dims);
     for (Index& x : d)
         if (x == kBatch) x = batch;
     return d;
@@ -35,7 +84,7 @@ inline Index numel(const Dims& d) {
 
 /// Row-major strides of a contiguous tensor.
 inline Dims strides_of(const Dims& d) {
-    Dims s(d.size());
+    Dims s(d.size(), 0);
     Index step = 1;
     for (std::size_t i = d.size(); i-- > 0;) {
         s[i] = step;
@@ -66,7 +115,7 @@ void walk(const Dims& dims, const std::array<Dims, K>& strides, F&& f) {
     }
     for (Index d : dims)
         if (d == 0) return;
-    std::vector<Index> idx(r, 0);
+    std::array<Index, Dims::kMaxRank> idx{};
     const Index inner = dims[r - 1];
     while (true) {
         std::array<Index, K> o = off;
@@ -233,12 +282,12 @@ struct BatchedProduct {
 /// Copies (or adds, when accumulate) src, a tensor of dims `dims`, into dst permuted: dst's
 /// dimension i is src's dimension perm[i].
 template <class T>
-void permute(const T* src, const Dims& dims, const std::vector<std::size_t>& perm, T* dst, bool accumulate) {
+void permute(const T* src, const Dims& dims, const Dims& perm, T* dst, bool accumulate) {
     const Dims s = strides_of(dims);
-    Dims out_dims(perm.size()), src_strides(perm.size());
+    Dims out_dims(perm.size(), 0), src_strides(perm.size(), 0);
     for (std::size_t i = 0; i < perm.size(); ++i) {
-        out_dims[i] = dims[perm[i]];
-        src_strides[i] = s[perm[i]];
+        out_dims[i] = dims[std::size_t(perm[i])];
+        src_strides[i] = s[std::size_t(perm[i])];
     }
     Index j = 0;
     walk<1>(out_dims, {src_strides}, [&](const std::array<Index, 1>& o) {

@@ -157,9 +157,9 @@ struct Einsum {
         }
         static bool identity(const std::string& from, const std::string& to) { return from == to; }
         /// perm[i] = position in `from` of the letter to[i].
-        static std::vector<std::size_t> perm(const std::string& from, const std::string& to) {
-            std::vector<std::size_t> p;
-            for (char l : to) p.push_back(from.find(l));
+        static Dims perm(const std::string& from, const std::string& to) {
+            Dims p;
+            for (char l : to) p.push_back(Index(from.find(l)));
             return p;
         }
         /// The operand in `order`, its summed letters (innermost, `s` elements) summed out.

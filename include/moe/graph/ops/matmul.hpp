@@ -58,7 +58,7 @@ struct Matmul {
 
     private:
         static BatchedProduct product(Dims a, Dims b) {
-            if (a.size() == 1) a.insert(a.begin(), 1);
+            if (a.size() == 1) a.push_front(1);
             if (b.size() == 1) b.push_back(1);
             BatchedProduct p;
             p.n = a[a.size() - 2];

@@ -22,8 +22,8 @@ struct Transpose {
     template <class T>
     class Run final : public Kernel<T> {
     public:
-        Run(std::size_t rank, Index a, Index b) : perm_(rank) {
-            std::iota(perm_.begin(), perm_.end(), std::size_t(0));
+        Run(std::size_t rank, Index a, Index b) : perm_(rank, 0) {
+            std::iota(perm_.begin(), perm_.end(), Index(0));
             std::swap(perm_[std::size_t(a)], perm_[std::size_t(b)]);
         }
         void infer(const std::vector<In<T>>& in, T* out, const Dims&) const override {
@@ -35,7 +35,7 @@ struct Transpose {
         }
 
     private:
-        std::vector<std::size_t> perm_;
+        Dims perm_;
     };
     template <class T>
     static std::unique_ptr<Kernel<T>> kernel(const OpContext& c, const Shape&) {
