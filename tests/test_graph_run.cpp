@@ -83,6 +83,37 @@ TEST_CASE("Graph model: every op passes the gradient checker (fixtures ops_norms
     // ops_einsum: bmm, BatchNorm1d on [B, C, L], softmax over a middle dim, einsum with a permuted
     // output, summed letters and a batch letter inside, stack on dim 0 and the transpose back.
     CHECK(gradcheck(fixture_spec("ops_einsum.yaml")) < kTol);
+    // blocks_mmoe: moe.MMoE (BatchNorm in the experts), torch.select, moe.MLP towers with BatchNorm and dropout.
+    CHECK(gradcheck(fixture_spec("blocks_mmoe.yaml")) < kTol);
+}
+
+TEST_CASE("Graph model: block nodes name their parameters as the library's modules do", "[graph]") {
+    Model<GraphModel<float>> model(fixture_spec("blocks_mmoe.yaml"), 1);
+    for (const char* name : {"mixture.experts.0.0.weight", "mixture.experts.2.2.bias", "mixture.experts.1.3.weight",
+                             "mixture.gates.0.weight", "mixture.gates.1.bias", "click_tower.0.weight",
+                             "click_tower.2.weight", "click_tower.4.bias", "watch_tower.2.bias"})
+        CHECK(model.params().contains(name));
+    std::vector<std::string> bns;
+    model.for_each_batchnorm("", [&](const std::string& name, BatchNorm1d<float>&) { bns.push_back(name); });
+    CHECK(bns == std::vector<std::string>{"mixture.experts.{}.2", "click_tower.2"});
+    CHECK_THROWS_WITH(
+        Model<GraphModel<float>>(GraphModelSpec{"inputs:\n  x: {shape: [null, 4]}\ngraph:\n"
+                                                "  - {name: m, type: moe.MLP, params: {sizes: [5, 1]}, inputs: [x]}\n"
+                                                "outputs:\n  y: m.output\n",
+                                                "b.yaml"}),
+        Contains("b.yaml:4:5: node 'm' (moe.MLP): its input [B, 4] must end in sizes[0] = 5"));
+    CHECK_THROWS_WITH(Model<GraphModel<float>>(GraphModelSpec{
+                          "inputs:\n  x: {shape: [null, 4]}\ngraph:\n"
+                          "  - {name: m, type: moe.MMoE, params: {experts: 2, expert_dim: 3, gates: 0}, inputs: [x]}\n"
+                          "outputs:\n  y: m.output\n",
+                          "b.yaml"}),
+                      Contains("experts, expert_dim and gates must be positive"));
+    CHECK_THROWS_WITH(Model<GraphModel<float>>(
+                          GraphModelSpec{"inputs:\n  x: {shape: [null, 4]}\ngraph:\n"
+                                         "  - {name: m, type: torch.select, params: {dim: 1, index: 4}, inputs: [x]}\n"
+                                         "outputs:\n  y: m.output\n",
+                                         "b.yaml"}),
+                      Contains("index 4 is out of range for dim 1 of size 4"));
 }
 
 TEMPLATE_TEST_CASE(
@@ -93,23 +124,21 @@ TEMPLATE_TEST_CASE(
     const std::string path = moe::testing::fixture_path(std::string("graph/reference_") +
                                                         (std::is_same_v<T, double> ? "f64" : "f32") + ".safetensors");
     const SafetensorsFile f = read_safetensors(path);
-    for (const char* name : {"mmoe", "matmul", "einsum", "norms"}) {
+    for (const char* name : {"mmoe", "matmul", "einsum", "norms", "blocks"}) {
         INFO(name);
         const std::string n = name;
         const nlohmann::json c = nlohmann::json::parse(f.metadata.at("case." + n));
-        Model<GraphModel<T>> model(fixture_spec(c.at("file").get<std::string>()), 1);
-        auto& store = model.params();
-        Index reference_params = 0;
+        // The case's state_dict (parameters and BatchNorm buffers) through the library's loader.
+        SafetensorsFile state;
+        const std::string prefix = "param." + n + ".";
         for (const auto& [key, tensor] : f.tensors)
-            reference_params += key.rfind("param." + n + ".", 0) == 0 && key.find("running_") == std::string::npos &&
-                                key.find("num_batches") == std::string::npos;
-        CHECK(reference_params == Index(store.entries().size()));
-        for (const auto& e : store.entries())
-            store.value(e.name) = f.at("param." + n + "." + e.name).template matrix<T>();
-        model.for_each_batchnorm("", [&](const std::string& bn_name, BatchNorm1d<T>& bn) {
-            bn.running_mean() = f.at("param." + n + "." + bn_name + ".running_mean").template matrix<T>();
-            bn.running_var() = f.at("param." + n + "." + bn_name + ".running_var").template matrix<T>();
-        });
+            if (key.rfind(prefix, 0) == 0) state.tensors[key.substr(prefix.size())] = tensor;
+        const std::string state_path = "graph_parity_" + n + ".safetensors";
+        write_safetensors(state_path, state);
+        Model<GraphModel<T>> model =
+            load_state_dict<GraphModel<T>>(state_path, fixture_spec(c.at("file").get<std::string>()));
+        std::remove(state_path.c_str());
+        auto& store = model.params();
         model.set_training(c.at("mode") == "train");
         const Matrix<T> x = f.at(n + ".x").template batch<T>(), labels = f.at(n + ".labels").template batch<T>();
         MultiTaskLoss<T> loss(model.tasks());
@@ -245,7 +274,7 @@ TEST_CASE("Graph model: training gives the same bits on 1, 2 and 3 threads, with
           "[graph][threads]") {
     // Every loop of the kernels is cut by the shape alone (fixed chunks, per-sample products, the
     // library's GEMM tiles), never by the thread count: the bits must not change with it.
-    for (const char* file : {"mmoe_corrected.yaml", "ops_norms.yaml", "ops_einsum.yaml"}) {
+    for (const char* file : {"mmoe_corrected.yaml", "ops_norms.yaml", "ops_einsum.yaml", "blocks_mmoe.yaml"}) {
         INFO(file);
         std::vector<Vector<float>> params;
         for (int threads : {1, 2, 3}) {

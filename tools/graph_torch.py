@@ -26,6 +26,46 @@ import yaml
 sys.path.insert(0, os.path.dirname(__file__))
 import safetensors_io  # noqa: E402
 
+ACTIVATIONS = {"relu": torch.nn.ReLU, "gelu": torch.nn.GELU, "sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh,
+               "identity": torch.nn.Identity}
+
+
+def block_mlp(sizes, activation="relu", batchnorm=False, dropout=0.0, output_activation=False):
+    """moe's MLP as nn.Sequential: Linear, activation (after the last Linear too with
+    output_activation), BatchNorm1d and Dropout after each hidden layer; moe's module indices."""
+    layers = []
+    for i in range(len(sizes) - 1):
+        last = i + 2 == len(sizes)
+        layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
+        if not last or output_activation:
+            layers.append(ACTIVATIONS[activation]())
+        if not last and batchnorm:
+            layers.append(torch.nn.BatchNorm1d(sizes[i + 1]))
+        if not last and dropout > 0:
+            layers.append(torch.nn.Dropout(dropout))
+    return torch.nn.Sequential(*layers)
+
+
+class MMoEMixture(torch.nn.Module):
+    """moe.MMoE: experts and softmax gates, output (B, gates, expert_dim) of gated sums."""
+
+    def __init__(self, in_features, p):
+        super().__init__()
+        act = p.get("activation", "relu")
+        sizes = [in_features] + list(p.get("expert_hidden", [])) + [p["expert_dim"]]
+        self.experts = torch.nn.ModuleList(
+            block_mlp(sizes, act, p.get("batchnorm", False), p.get("expert_dropout", 0.0), p.get("expert_output_activation", True))
+            for _ in range(p["experts"]))
+        gh = list(p.get("gate_hidden", []))
+        self.gates = torch.nn.ModuleList(
+            torch.nn.Linear(in_features, p["experts"]) if not gh else block_mlp([in_features] + gh + [p["experts"]], act)
+            for _ in range(p["gates"]))
+
+    def forward(self, x):
+        o = torch.stack([e(x) for e in self.experts], dim=1)  # (B, E, D)
+        return torch.stack([torch.einsum("be,bed->bd", torch.softmax(g(x), dim=1), o) for g in self.gates], dim=1)
+
+
 MODULES = {
     "torch.nn.Linear": lambda p: torch.nn.Linear(p["in_features"], p["out_features"], bias=p.get("bias", True)),
     "torch.nn.ReLU": lambda p: torch.nn.ReLU(),
@@ -37,6 +77,8 @@ MODULES = {
                                                            momentum=p.get("momentum", 0.1)),
     "torch.nn.LayerNorm": lambda p: torch.nn.LayerNorm(p["normalized_shape"], eps=p.get("eps", 1e-5),
                                                        elementwise_affine=p.get("elementwise_affine", True)),
+    "moe.MLP": lambda p: block_mlp(p["sizes"], p.get("activation", "relu"), p.get("batchnorm", False), p.get("dropout", 0.0),
+                                   p.get("output_activation", False)),
 }
 
 
@@ -62,6 +104,8 @@ def _function(node_type, p):
         return torch.bmm
     if node_type == "torch.einsum":
         return lambda a, b: torch.einsum(p["equation"], a, b)
+    if node_type == "torch.select":
+        return lambda x: torch.select(x, p["dim"], p["index"])
     if node_type == "torch.unsqueeze":
         return lambda x: torch.unsqueeze(x, p["dim"])
     if node_type == "torch.squeeze":
@@ -96,6 +140,7 @@ class GraphModule(torch.nn.Module):
         spec = yaml.safe_load(text)
         self.inputs = [(name, body["shape"][1:]) for name, body in spec["inputs"].items()]
         self.nodes = []
+        widths = {name: body["shape"][1:] for name, body in spec["inputs"].items()}  # for moe.MMoE's input size
         for n in spec["graph"]:
             params = n.get("params") or {}
             ins = n["inputs"]
@@ -107,12 +152,17 @@ class GraphModule(torch.nn.Module):
                 refs = ins
             else:
                 refs = [ins]
-            if n["type"] in MODULES:
+            if n["type"] == "moe.MMoE":
+                source = refs[0][:-len(".output")] if refs[0].endswith(".output") else refs[0]
+                self.add_module(n["name"], MMoEMixture(widths[source][-1], params))
+                fn = None
+            elif n["type"] in MODULES:
                 self.add_module(n["name"], MODULES[n["type"]](params))
                 fn = None
             else:
                 fn = _function(n["type"], params)
             self.nodes.append((n["name"], fn, [r[:-len(".output")] if r.endswith(".output") else r for r in refs]))
+            widths[n["name"]] = self._width(n, params, widths, refs)
         self.outputs = []
         for name, value in spec["outputs"].items():
             if isinstance(value, dict):
@@ -120,6 +170,18 @@ class GraphModule(torch.nn.Module):
                                      value.get("relu", False)))
             else:
                 self.outputs.append((name, value[:-len(".output")], "binary", False))
+
+    @staticmethod
+    def _width(n, params, widths, refs):
+        """The trailing dimensions of a node's output, as far as moe.MMoE's input needs them."""
+        if n["type"] == "torch.nn.Linear":
+            return [params["out_features"]]
+        if n["type"] == "moe.MLP":
+            return [params["sizes"][-1]]
+        if n["type"] == "moe.MMoE":
+            return [params["gates"], params["expert_dim"]]
+        first = refs[0][:-len(".output")] if refs and refs[0].endswith(".output") else (refs[0] if refs else None)
+        return widths.get(first, [None])
 
     def in_features(self):
         return sum(math.prod(s) for _, s in self.inputs)

@@ -13,6 +13,7 @@ interpreter) with seeded random parameters (BatchNorm's running statistics too),
   einsum: ops_einsum.yaml, training mode (BatchNorm on [B, C, L] with batch statistics)
   norms:  ops_norms.yaml, evaluation mode (BatchNorm's running statistics; its dropout needs masks
           PyTorch cannot share)
+  blocks: blocks_mmoe.yaml (moe.MMoE, torch.select, moe.MLP), evaluation mode for the same reason
 The loss is moe's MultiTaskLoss with default weights (graph_torch.GraphModule.loss); after its
 backward, one torch.optim.Adam step (lr 0.01).
 Names: param.<case>.<name> (the state_dict, buffers included), <case>.x (16, in), <case>.labels
@@ -33,7 +34,8 @@ import safetensors_io  # noqa: E402
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "graph")
 CASES = (("mmoe", "mmoe_corrected.yaml", "train"), ("matmul", "ops_matmul.yaml", "train"),
-         ("einsum", "ops_einsum.yaml", "train"), ("norms", "ops_norms.yaml", "eval"))
+         ("einsum", "ops_einsum.yaml", "train"), ("norms", "ops_norms.yaml", "eval"),
+         ("blocks", "blocks_mmoe.yaml", "eval"))
 BATCH = 16
 
 

@@ -80,7 +80,12 @@ public:
     Index in_features() const { return in_features_; }
     Index surfaces() const { return 1; }
     const std::string& name() const { return spec_.file; }
-    double aux_loss() const { return 0.0; }
+    /// The block nodes' auxiliary losses of the last forward (backward includes their gradients).
+    double aux_loss() const {
+        double total = 0;
+        for (const auto& k : kernels_) total += k->aux_loss();
+        return total;
+    }
     /// Linear groups fused into one GEMM each (node names per group).
     std::vector<std::vector<std::string>> fused_groups() const {
         std::vector<std::vector<std::string>> out;
@@ -114,13 +119,16 @@ public:
     /// f(name, BatchNorm1d<T>&) for every BatchNorm1d node (model files keep their running statistics).
     template <class F>
     void for_each_batchnorm(const std::string& prefix, F&& f) {
-        for (std::size_t n = 0; n < kernels_.size(); ++n)
-            if (BatchNorm1d<T>* bn = kernels_[n]->batchnorm()) f(join_name(prefix, graph_.nodes[n].name), *bn);
+        std::vector<std::pair<std::string, BatchNorm1d<T>*>> list;
+        for (std::size_t n = 0; n < kernels_.size(); ++n) {
+            list.clear();
+            kernels_[n]->batchnorms(list);
+            for (auto& [name, bn] : list) f(join_name(join_name(prefix, graph_.nodes[n].name), name), *bn);
+        }
     }
     /// Dropout nodes reuse their masks while the shape stays (gradient checks need one function).
     void freeze_dropout(bool on = true) {
-        for (auto& k : kernels_)
-            if (auto* d = dynamic_cast<typename ops::Dropout::template Run<T>*>(k.get())) d->frozen = on;
+        for (auto& k : kernels_) k->freeze_dropout(on);
     }
 
     /// Training forward of a batch; one outputs x B view per task. x must stay alive and unchanged
@@ -416,12 +424,13 @@ private:
         training_ = o.training_;
         for (std::size_t n = 0; n < kernels_.size(); ++n) {
             kernels_[n]->set_training(o.training_);
-            BatchNorm1d<T>* a = kernels_[n]->batchnorm();
-            BatchNorm1d<T>* b = o.kernels_[n]->batchnorm();
-            if (a && b) {
-                a->running_mean() = b->running_mean();
-                a->running_var() = b->running_var();
-                a->num_batches_tracked() = b->num_batches_tracked();
+            std::vector<std::pair<std::string, BatchNorm1d<T>*>> mine, theirs;
+            kernels_[n]->batchnorms(mine);
+            o.kernels_[n]->batchnorms(theirs);
+            for (std::size_t i = 0; i < mine.size() && i < theirs.size(); ++i) {
+                mine[i].second->running_mean() = theirs[i].second->running_mean();
+                mine[i].second->running_var() = theirs[i].second->running_var();
+                mine[i].second->num_batches_tracked() = theirs[i].second->num_batches_tracked();
             }
         }
     }

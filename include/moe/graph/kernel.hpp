@@ -42,8 +42,14 @@ public:
     /// PyTorch's default initialisation of the parameters (and a dropout's stream), from rng.
     virtual void reset_parameters(Rng&) {}
     virtual void set_training(bool) {}
-    /// The node's BatchNorm1d, for model files (running statistics); null for other ops.
-    virtual BatchNorm1d<T>* batchnorm() { return nullptr; }
+    /// The node's BatchNorm1d layers with their names under the node ("" for the node itself), for
+    /// model files (running statistics).
+    virtual void batchnorms(std::vector<std::pair<std::string, BatchNorm1d<T>*>>&) {}
+    /// Dropout masks reused while the shape stays (gradient checks need one function).
+    virtual void freeze_dropout(bool) {}
+    /// The weighted auxiliary losses of the last forward (a block's gate regulariser); backward
+    /// includes their gradients.
+    virtual double aux_loss() const { return 0.0; }
 
     /// Evaluation semantics (BatchNorm's running statistics, no dropout); caches nothing, so a
     /// const plan may run it from several threads, each with its own buffers.

@@ -16,8 +16,11 @@
 #include "moe/graph/ops/layer_norm.hpp"
 #include "moe/graph/ops/linear.hpp"
 #include "moe/graph/ops/matmul.hpp"
+#include "moe/graph/ops/moe_mlp.hpp"
+#include "moe/graph/ops/moe_mmoe.hpp"
 #include "moe/graph/ops/reduce.hpp"
 #include "moe/graph/ops/reshape.hpp"
+#include "moe/graph/ops/select.hpp"
 #include "moe/graph/ops/softmax.hpp"
 #include "moe/graph/ops/squeeze.hpp"
 #include "moe/graph/ops/stack.hpp"
@@ -55,7 +58,8 @@ inline const std::map<std::string, OpEntry>& op_registry() {
         detail::make_registry<ops::Linear, ops::ReLU, ops::GELU, ops::Sigmoid, ops::Tanh, ops::FunctionalReLU,
                               ops::FunctionalSigmoid, ops::Dropout, ops::BatchNorm1d, ops::LayerNorm, ops::Softmax,
                               ops::Stack, ops::Cat, ops::Matmul, ops::Bmm, ops::Einsum, ops::Unsqueeze, ops::Squeeze,
-                              ops::Reshape, ops::Transpose, ops::Sum, ops::Mean, ops::Add, ops::Mul>();
+                              ops::Reshape, ops::Transpose, ops::Sum, ops::Mean, ops::Add, ops::Mul, ops::Select,
+                              ops::MoeMLP, ops::MoeMMoE>();
     return ops;
 }
 

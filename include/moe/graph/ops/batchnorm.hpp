@@ -37,7 +37,9 @@ struct BatchNorm1d {
         }
         void reset_parameters(Rng& rng) override { bn_.reset_parameters(rng); }
         void set_training(bool on) override { bn_.set_training(on); }
-        moe::BatchNorm1d<T>* batchnorm() override { return &bn_; }
+        void batchnorms(std::vector<std::pair<std::string, moe::BatchNorm1d<T>*>>& out) override {
+            out.emplace_back("", &bn_);
+        }
 
         void infer(const std::vector<In<T>>& in, T* out, const Dims& d) const override {
             const Index c = d[1], l = d.size() == 3 ? d[2] : 1, n = d[0];

@@ -21,7 +21,7 @@ struct Dropout {
     class Run final : public Kernel<T> {
     public:
         explicit Run(double p) : p_(p) {}
-        bool frozen = false;
+        void freeze_dropout(bool on) override { frozen_ = on; }
 
         void reset_parameters(Rng& rng) override { rng_ = Rng(rng.split()); }
         void set_training(bool on) override { training_ = on; }
@@ -31,7 +31,7 @@ struct Dropout {
         void forward(const std::vector<In<T>>& in, T* out, const Dims& d) override {
             const Index n = in[0].size();
             if (!training_ || p_ == 0.0) return infer(in, out, d);
-            if (!(frozen && Index(mask_.size()) == n)) {
+            if (!(frozen_ && Index(mask_.size()) == n)) {
                 mask_.resize(std::size_t(n));
                 const T keep = T(1.0 / (1.0 - p_));
                 for (T& m : mask_) m = rng_.uniform() < p_ ? T(0) : keep;
@@ -48,7 +48,7 @@ struct Dropout {
 
     private:
         double p_;
-        bool training_ = true;
+        bool training_ = true, frozen_ = false;
         Rng rng_{0};
         std::vector<T> mask_;
     };
