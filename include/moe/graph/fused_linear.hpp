@@ -1,9 +1,10 @@
 #pragma once
-// Linears of a graph that read the same value, run as one grouped GEMM: the MMoE of a YAML file has
-// three experts and two gates on `features`, five small products that become one parallel loop
-// over all their output tiles (detail::gemm_many, the library's grouped GEMM). Forward, each member
-// writes its own value directly (a stacked output and its copy cost as much as the GEMM); backward,
-// the output gradients are stacked so that the weight gradients are one deep GEMM.
+// Linears of a graph that read the same value, run as one: the MMoE of a YAML file has three
+// experts and two gates on `features`, five small products that become one. Forward, large batches
+// run one grouped GEMM (detail::gemm_many: one parallel loop over every member's output tiles, each
+// member writing its own value directly), small batches one GEMM of the stacked weights and a copy
+// of each member's rows; backward, the output gradients are stacked (a ReLU that only reads a
+// member is done in that gather) so that the weight gradients are one deep GEMM.
 #include <vector>
 
 #include "moe/core/threads.hpp"
@@ -21,12 +22,59 @@ public:
     FusedLinear(std::vector<std::size_t> nodes, std::vector<Member*> members, std::size_t input)
         : nodes_(std::move(nodes)), members_(std::move(members)), input_(input) {}
 
+    /// Batches of at least this many rows run as a grouped GEMM (see infer).
+    static constexpr Index kGroupedMinRows = 1024;
+
     const std::vector<std::size_t>& nodes() const { return nodes_; }
+    Index total_outputs() const {
+        Index total = 0;
+        for (const Member* m : members_) total += m->out_features();
+        return total;
+    }
     std::size_t input() const { return input_; }
     Index in_features() const { return members_.front()->in_features(); }
 
-    /// Every member's output (out_i x rows, column-major) from x (in x rows).
-    void infer(const T* x, Index rows, const std::vector<T*>& outs) const {
+    /// The small-batch path of infer: one GEMM of the
+    /// members' weights side by side (copied into `w`, small: in x total) into the stacked output
+    /// `y`, whose rows are then copied to each member's value (columns spread over the threads).
+    void infer_stacked(const T* x, Index rows, const std::vector<T*>& outs, Matrix<T>& w, std::vector<T>& y) const {
+        const Index in = in_features(), total = total_outputs();
+        w.resize(in, total);
+        Index at = 0;
+        for (const Member* m : members_) {
+            w.middleCols(at, m->out_features()) = m->weight.value_t();
+            at += m->out_features();
+        }
+        y.resize(std::size_t(total * rows));
+        MatrixView<T> yv(y.data(), total, rows);
+        const bool bias = members_.front()->has_bias();
+        if (bias)
+            moe::detail::for_each_range(
+                rows, moe::detail::kElementwiseFlops * double(total * rows), [&](Index c0, Index c1) {
+                    Index row = 0;
+                    for (const Member* m : members_) {
+                        yv.block(row, c0, m->out_features(), c1 - c0).colwise() = m->bias.value_vec();
+                        row += m->out_features();
+                    }
+                });
+        moe::detail::matmul<T>(yv, w, true, ConstView<T>(x, in, rows), false, bias);
+        moe::detail::for_each_range(
+            rows, moe::detail::kElementwiseFlops * double(total * rows), [&](Index c0, Index c1) {
+                Index row = 0;
+                for (std::size_t m = 0; m < members_.size(); ++m) {
+                    const Index o = members_[m]->out_features();
+                    for (Index j = c0; j < c1; ++j)
+                        std::copy(y.data() + j * total + row, y.data() + j * total + row + o, outs[m] + j * o);
+                    row += o;
+                }
+            });
+    }
+    /// Every member's output (out_i x rows, column-major) from x (in x rows), `w` and `y` scratch.
+    /// Large batches: one grouped GEMM (gemm_many) whose products write the members' values directly;
+    /// small ones: one GEMM into a stacked output and a copy (measured, bench_graph: below about 1000
+    /// rows the grouped GEMM's per-tile cost, gates of 3 outputs included, outweighs the copy).
+    void infer(const T* x, Index rows, const std::vector<T*>& outs, Matrix<T>& w, std::vector<T>& y) const {
+        if (rows < kGroupedMinRows) return infer_stacked(x, rows, outs, w, y);
         const Index in = in_features();
         const bool bias = members_.front()->has_bias();
         if (bias) {
@@ -57,11 +105,16 @@ public:
         });
     }
 
+    void forward(const T* x, Index rows, const std::vector<T*>& outs) { infer(x, rows, outs, wt_, y_); }
+
     /// Adds the weight and bias gradients from the members' output gradients, and dx (when given;
     /// written when dx_fresh, as a kernel does its fresh input gradients). The output gradients are
     /// gathered into one stacked matrix first: the weight gradient is then one GEMM whose depth is
-    /// the batch (split over threads), not one per member.
-    void backward(const T* x, Index rows, const std::vector<const T*>& douts, T* dx, bool dx_fresh) {
+    /// the batch (split over threads), not one per member. A member whose output only a ReLU reads
+    /// gives that ReLU's output gradient and output (relu_outs[m], else null): the ReLU's backward
+    /// happens in the gather (dy = dout where the ReLU's output is positive), one pass fewer.
+    void backward(const T* x, Index rows, const std::vector<const T*>& douts, const std::vector<const T*>& relu_outs,
+                  T* dx, bool dx_fresh) {
         const Index in = in_features();
         Index total = 0;
         offsets_.clear();
@@ -74,8 +127,16 @@ public:
             rows, moe::detail::kElementwiseFlops * double(total * rows), [&](Index c0, Index c1) {
                 for (std::size_t m = 0; m < members_.size(); ++m) {
                     const Index o = members_[m]->out_features();
-                    for (Index j = c0; j < c1; ++j)
-                        std::copy(douts[m] + j * o, douts[m] + (j + 1) * o, dy_.data() + j * total + offsets_[m]);
+                    if (const T* y = relu_outs[m]) {
+                        using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+                        for (Index j = c0; j < c1; ++j)
+                            Eigen::Map<Vec>(dy_.data() + j * total + offsets_[m], o) =
+                                (Eigen::Map<const Vec>(y + j * o, o).array() > T(0))
+                                    .select(Eigen::Map<const Vec>(douts[m] + j * o, o), T(0));
+                    } else {
+                        for (Index j = c0; j < c1; ++j)
+                            std::copy(douts[m] + j * o, douts[m] + (j + 1) * o, dy_.data() + j * total + offsets_[m]);
+                    }
                 }
             });
         const ConstView<T> dy(dy_.data(), total, rows);
@@ -104,7 +165,7 @@ private:
     std::vector<Member*> members_;
     std::size_t input_;
     std::vector<Index> offsets_;
-    std::vector<T> dy_;
+    std::vector<T> dy_, y_;
     Vector<T> db_;
     Matrix<T> dwt_, wt_;
 };

@@ -148,7 +148,7 @@ public:
             const std::size_t v = graph_.spec.inputs.size() + i;
             if (group_of_[i] >= 0) {
                 FusedLinear<T>& g = groups_[std::size_t(group_of_[i])];
-                if (g.nodes().front() == i) g.infer(value_ptr_[g.input()], rows_of(g, dims_), values_out(g, values_));
+                if (g.nodes().front() == i) g.forward(value_ptr_[g.input()], rows_of(g, dims_), values_out(g, values_));
                 continue;
             }
             kernels_[i]->forward(inputs_of(i, dims_, value_ptr_), values_[v].data(), dims_[v]);
@@ -179,14 +179,14 @@ public:
             written_[graph_.outputs[t]] = 1;
         }
         for (std::size_t i = kernels_.size(); i-- > 0;) {
-            if (!reaches_output_[i]) continue;
+            if (!reaches_output_[i] || absorbed_relu_[i]) continue;
             const std::size_t v = inputs + i;
             if (group_of_[i] >= 0) {
                 FusedLinear<T>& g = groups_[std::size_t(group_of_[i])];
                 if (g.nodes().front() != i) continue;
                 const std::size_t u = g.input();
                 T* dx = grad_ptr(u);
-                g.backward(value_ptr_[u], rows_of(g, dims_), grads_out(g), dx, dx && !written_[u]);
+                g.backward(value_ptr_[u], rows_of(g, dims_), grads_out(g), relu_outs(g), dx, dx && !written_[u]);
                 if (dx) written_[u] = 1;
                 continue;
             }
@@ -292,6 +292,23 @@ private:
             }
             groups_.emplace_back(members, kernels, graph_.nodes[i].inputs[0]);
         }
+        // A member whose output only a ReLU reads (and no output names) leaves the ReLU's backward to
+        // the group's gather of output gradients (FusedLinear::backward).
+        relu_of_.assign(graph_.nodes.size(), -1);
+        absorbed_relu_.assign(graph_.nodes.size(), false);
+        std::vector<int> readers(graph_.values.size(), 0);
+        for (const auto& node : graph_.nodes)
+            for (std::size_t v : node.inputs) ++readers[v];
+        for (std::size_t v : graph_.outputs) readers[v] += 2;
+        const std::size_t inputs = graph_.spec.inputs.size();
+        for (std::size_t j = 0; j < graph_.nodes.size(); ++j) {
+            const std::string& type = graph_.nodes[j].type;
+            if (type != ops::ReLU::type && type != ops::FunctionalReLU::type) continue;
+            const std::size_t u = graph_.nodes[j].inputs[0];
+            if (u < inputs || readers[u] != 1 || group_of_[u - inputs] < 0) continue;
+            relu_of_[u - inputs] = Index(j);
+            absorbed_relu_[j] = true;
+        }
     }
     typename ops::Linear::template Run<T>* linear(std::size_t node) {
         return dynamic_cast<typename ops::Linear::template Run<T>*>(kernels_[node].get());
@@ -345,10 +362,21 @@ private:
         for (std::size_t m : g.nodes()) member_ptr_.push_back(store[graph_.spec.inputs.size() + m].data());
         return member_ptr_;
     }
+    /// The gradient each member's output gets: its own, or that of the ReLU that absorbed its backward.
     std::vector<const T*>& grads_out(const FusedLinear<T>& g) {
         member_grad_.clear();
-        for (std::size_t m : g.nodes()) member_grad_.push_back(grads_[graph_.spec.inputs.size() + m].data());
+        for (std::size_t m : g.nodes())
+            member_grad_.push_back(
+                grads_[graph_.spec.inputs.size() + (relu_of_[m] >= 0 ? std::size_t(relu_of_[m]) : m)].data());
         return member_grad_;
+    }
+    /// Per member: the output of the ReLU that absorbed its backward, or null.
+    std::vector<const T*>& relu_outs(const FusedLinear<T>& g) {
+        member_relu_.clear();
+        for (std::size_t m : g.nodes())
+            member_relu_.push_back(
+                relu_of_[m] >= 0 ? values_[graph_.spec.inputs.size() + std::size_t(relu_of_[m])].data() : nullptr);
+        return member_relu_;
     }
     T* grad_ptr(std::size_t v) { return grads_[v].empty() ? nullptr : grads_[v].data(); }
     const std::vector<ConstView<T>>& outputs(const std::vector<const T*>& ptr, std::vector<ConstView<T>>& out) const {
@@ -383,7 +411,9 @@ private:
                 if (g.nodes().front() != i) continue;
                 member.clear();
                 for (std::size_t m : g.nodes()) member.push_back(store[inputs + m].data());
-                g.infer(ptr[g.input()], rows_of(g, dims), member);
+                thread_local Matrix<T> w;
+                thread_local std::vector<T> y;
+                g.infer(ptr[g.input()], rows_of(g, dims), member, w, y);
                 continue;
             }
             in.clear();
@@ -439,7 +469,9 @@ private:
     CheckedGraph graph_;
     std::vector<std::unique_ptr<Kernel<T>>> kernels_;
     std::vector<FusedLinear<T>> groups_;
-    std::vector<Index> group_of_;  // per node: its fused group, or -1
+    std::vector<Index> group_of_;      // per node: its fused group, or -1
+    std::vector<Index> relu_of_;       // per fused member: the ReLU node that absorbed its backward, or -1
+    std::vector<bool> absorbed_relu_;  // per node: a ReLU whose backward its producer's group does
     std::vector<bool> reaches_output_;
     std::vector<TaskSpec> tasks_;
     Index in_features_ = 0;
@@ -453,7 +485,7 @@ private:
     std::vector<char> written_;  // per value: its gradient holds a contribution of this backward
     std::vector<In<T>> in_scratch_;
     std::vector<T*> member_ptr_;
-    std::vector<const T*> member_grad_;
+    std::vector<const T*> member_grad_, member_relu_;
     std::vector<ConstView<T>> out_;
     Buffer<T> dx_buf_;
     MatrixView<T> dx_{nullptr, 0, 0};
