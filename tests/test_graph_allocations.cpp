@@ -19,7 +19,7 @@ using namespace moe::graph;
 TEST_CASE("Graph model: training steps and predict allocate nothing after the first call at a batch size",
           "[graph][alloc]") {
     for (const char* file :
-         {"mmoe_corrected.yaml", "ops_norms.yaml", "ops_matmul.yaml", "ops_einsum.yaml", "blocks_mmoe.yaml"}) {
+         {"mmoe_corrected.yaml", "ops_norms.yaml", "ops_matmul.yaml", "ops_einsum.yaml", "blocks_mmoe.yaml", "blocks_ple.yaml"}) {
         INFO(file);
         Model<GraphModel<float>> model(graph_spec_from_file(moe::testing::fixture_path(std::string("graph/") + file)),
                                        1);

@@ -24,6 +24,7 @@ import torch
 import yaml
 
 sys.path.insert(0, os.path.dirname(__file__))
+import moe_torch  # noqa: E402
 import safetensors_io  # noqa: E402
 
 ACTIVATIONS = {"relu": torch.nn.ReLU, "gelu": torch.nn.GELU, "sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh,
@@ -64,6 +65,30 @@ class MMoEMixture(torch.nn.Module):
     def forward(self, x):
         o = torch.stack([e(x) for e in self.experts], dim=1)  # (B, E, D)
         return torch.stack([torch.einsum("be,bed->bd", torch.softmax(g(x), dim=1), o) for g in self.gates], dim=1)
+
+
+class PLEStack(torch.nn.Module):
+    """moe.PLE: `levels` extraction levels (moe_torch.PLELevel, ReLU experts), output (B, tasks, expert_dim)."""
+
+    def __init__(self, in_features, p):
+        super().__init__()
+        if p.get("activation", "relu") != "relu" or not p.get("expert_output_activation", True):
+            raise ValueError("graph_torch: moe.PLE supports ReLU experts with their output activation only")
+        self.tasks = p["tasks"]
+        level = {"task_experts": p.get("task_experts", 1), "shared_experts": p.get("shared_experts", 1),
+                 "expert_hidden": list(p.get("expert_hidden", [])), "expert_dim": p["expert_dim"]}
+        levels, in_dim, n = [], in_features, p.get("levels", 1)
+        for i in range(n):
+            levels.append(moe_torch.PLELevel(self.tasks, in_dim, level, i + 1 == n, p.get("batchnorm", False),
+                                             p.get("expert_dropout", 0.0)))
+            in_dim = p["expert_dim"]
+        self.levels = torch.nn.ModuleList(levels)
+
+    def forward(self, x):
+        reps = [x] * (self.tasks + 1)
+        for level in self.levels:
+            reps = level(reps)
+        return torch.stack(reps[:self.tasks], dim=1)
 
 
 MODULES = {
@@ -152,9 +177,10 @@ class GraphModule(torch.nn.Module):
                 refs = ins
             else:
                 refs = [ins]
-            if n["type"] == "moe.MMoE":
+            if n["type"] in ("moe.MMoE", "moe.PLE"):
                 source = refs[0][:-len(".output")] if refs[0].endswith(".output") else refs[0]
-                self.add_module(n["name"], MMoEMixture(widths[source][-1], params))
+                block = MMoEMixture if n["type"] == "moe.MMoE" else PLEStack
+                self.add_module(n["name"], block(widths[source][-1], params))
                 fn = None
             elif n["type"] in MODULES:
                 self.add_module(n["name"], MODULES[n["type"]](params))
@@ -180,6 +206,8 @@ class GraphModule(torch.nn.Module):
             return [params["sizes"][-1]]
         if n["type"] == "moe.MMoE":
             return [params["gates"], params["expert_dim"]]
+        if n["type"] == "moe.PLE":
+            return [params["tasks"], params["expert_dim"]]
         first = refs[0][:-len(".output")] if refs and refs[0].endswith(".output") else (refs[0] if refs else None)
         return widths.get(first, [None])
 

@@ -14,6 +14,7 @@ interpreter) with seeded random parameters (BatchNorm's running statistics too),
   norms:  ops_norms.yaml, evaluation mode (BatchNorm's running statistics; its dropout needs masks
           PyTorch cannot share)
   blocks: blocks_mmoe.yaml (moe.MMoE, torch.select, moe.MLP), evaluation mode for the same reason
+  blocks_ple: blocks_ple.yaml (moe.PLE of two levels with BatchNorm, towers), training mode
 The loss is moe's MultiTaskLoss with default weights (graph_torch.GraphModule.loss); after its
 backward, one torch.optim.Adam step (lr 0.01).
 Names: param.<case>.<name> (the state_dict, buffers included), <case>.x (16, in), <case>.labels
@@ -35,7 +36,7 @@ import safetensors_io  # noqa: E402
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "graph")
 CASES = (("mmoe", "mmoe_corrected.yaml", "train"), ("matmul", "ops_matmul.yaml", "train"),
          ("einsum", "ops_einsum.yaml", "train"), ("norms", "ops_norms.yaml", "eval"),
-         ("blocks", "blocks_mmoe.yaml", "eval"))
+         ("blocks", "blocks_mmoe.yaml", "eval"), ("blocks_ple", "blocks_ple.yaml", "train"))
 BATCH = 16
 
 

@@ -18,6 +18,7 @@
 #include "moe/graph/ops/matmul.hpp"
 #include "moe/graph/ops/moe_mlp.hpp"
 #include "moe/graph/ops/moe_mmoe.hpp"
+#include "moe/graph/ops/moe_ple.hpp"
 #include "moe/graph/ops/reduce.hpp"
 #include "moe/graph/ops/reshape.hpp"
 #include "moe/graph/ops/select.hpp"
@@ -59,7 +60,7 @@ inline const std::map<std::string, OpEntry>& op_registry() {
                               ops::FunctionalSigmoid, ops::Dropout, ops::BatchNorm1d, ops::LayerNorm, ops::Softmax,
                               ops::Stack, ops::Cat, ops::Matmul, ops::Bmm, ops::Einsum, ops::Unsqueeze, ops::Squeeze,
                               ops::Reshape, ops::Transpose, ops::Sum, ops::Mean, ops::Add, ops::Mul, ops::Select,
-                              ops::MoeMLP, ops::MoeMMoE>();
+                              ops::MoeMLP, ops::MoeMMoE, ops::MoePLE>();
     return ops;
 }
 

@@ -2,6 +2,8 @@
 // torch.nn.Linear(in_features, out_features, bias=True): [..., in] -> [..., out].
 #include <cmath>
 
+#include "moe/core/view.hpp"
+#include "moe/detail/row_sums.hpp"
 #include "moe/graph/kernel.hpp"
 
 namespace moe::graph::ops {
