@@ -128,6 +128,11 @@ TEST_CASE("Graph checks: unknown op, params, references, order, cycles, duplicat
                       Contains("'missing.output' names no input and no node"));
     CHECK_THROWS_WITH(check(graph_text("  - {name: last, type: torch.sum, params: {dim: 0}, inputs: [x]}\n")),
                       Contains("output 'task' is [20]: a multiclass task's output is [B, 20] (its logits)"));
+    CHECK_THROWS_WITH(check(graph_text("  - {name: last, type: torch.nn.Linear, params: {in_features: 20, out_features: 999999999999}, inputs: [x]}\n")),
+                      Contains("node 'last' (torch.nn.Linear): its output [B, 999999999999]") && Contains("exceed 2^31"));
+    CHECK_THROWS_WITH(check(graph_text("  - {name: last, type: torch.reshape, params: {shape: [-1, 4, 5]}, inputs: [x]}\n"
+                                       "  - {name: big, type: torch.nn.Linear, params: {in_features: 5, out_features: 3000000000}, inputs: [last.output]}\n")),
+                      Contains("exceed 2^31"));
     const auto g = check(graph_text("  - {name: unused, type: torch.nn.ReLU, inputs: [x]}\n  - {name: last, type: torch.nn.ReLU, inputs: [x]}\n"));
     REQUIRE(g.warnings.size() == 1);
     CHECK_THAT(g.warnings[0], Contains("m.yaml:7:5: node 'unused' is computed but nothing reads it"));

@@ -15,6 +15,8 @@ namespace moe::graph {
 constexpr Index kBatch = -1;
 /// The most dimensions a tensor of a graph may have (run-time shapes are held in place: no allocation).
 constexpr Index kMaxRank = 8;
+/// The most elements a sample's value, or a node's parameters, may have (2^31).
+constexpr double kMaxElements = 2147483648.0;
 
 /// A tensor's dimensions, outermost first (PyTorch's order: [B, 20] is a batch of 20 features).
 struct Shape {

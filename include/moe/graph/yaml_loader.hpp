@@ -246,15 +246,16 @@ inline GraphSpec parse_graph_yaml(const std::string& text, const std::string& fi
                     throw graph_error(position(file, value["task"].Mark()),
                                       what + ".task: expected binary, regression or multiclass, got '" + kind + "'");
             }
+            const YAML::Node body = value;  // a lambda may not capture a structured binding (C++17)
             auto number = [&](const char* key) -> Index {
-                const std::string digits = detail::scalar(value[key], file, what + "." + key);
+                const std::string digits = detail::scalar(body[key], file, what + "." + key);
                 try {
                     std::size_t used = 0;
                     const long long v = std::stoll(digits, &used);
                     if (used == digits.size()) return Index(v);
                 } catch (const std::exception&) {
                 }
-                throw graph_error(position(file, value[key].Mark()),
+                throw graph_error(position(file, body[key].Mark()),
                                   what + "." + key + ": expected an integer, got '" + digits + "'");
             };
             if (value["classes"]) {
