@@ -89,6 +89,15 @@ TEST_CASE("Graph model: every op passes the gradient checker (fixtures ops_norms
     CHECK(gradcheck(fixture_spec("blocks_ple.yaml")) < kTol);
 }
 
+TEST_CASE("Graph model: the check's parameter count is the model's, for every fixture", "[graph]") {
+    for (const char* file : {"mmoe_corrected.yaml", "ops_norms.yaml", "ops_matmul.yaml", "ops_einsum.yaml",
+                             "blocks_mmoe.yaml", "blocks_ple.yaml"}) {
+        INFO(file);
+        Model<GraphModel<float>> model(fixture_spec(file), 1);
+        CHECK(model.graph().params() == double(model.params().size()));
+    }
+}
+
 TEST_CASE("Graph model: block nodes name their parameters as the library's modules do", "[graph]") {
     Model<GraphModel<float>> model(fixture_spec("blocks_mmoe.yaml"), 1);
     for (const char* name : {"mixture.experts.0.0.weight", "mixture.experts.2.2.bias", "mixture.experts.1.3.weight",

@@ -4,6 +4,7 @@
 // output_activation), BatchNorm1d after each hidden activation (batchnorm, inputs [B, in] only) and
 // Dropout (dropout). Parameters as PyTorch's nn.Sequential names them: "<node>.0.weight", ...
 #include "moe/graph/kernel.hpp"
+#include "moe/graph/ops/block_params.hpp"
 #include "moe/layers/mlp.hpp"
 
 namespace moe::graph::ops {
@@ -13,21 +14,11 @@ struct MoeMLP {
 
     static MLPSpec spec(const OpContext& c) {
         MLPSpec s;
-        s.sizes = c.int_list_param("sizes");
+        s.sizes = widths_param(c, "sizes");
         if (s.sizes.size() < 2) throw c.error("sizes needs at least an input and an output size, as [64, 32, 1]");
-        for (Index v : s.sizes)
-            if (v <= 0) throw c.error(moe::detail::concat("sizes must be positive, got ", v));
-        if (c.has("activation")) {
-            try {
-                s.activation = activation_from_string(c.string_param("activation"));
-            } catch (const config_error& e) {
-                throw c.error(e.what());
-            }
-        }
+        s.activation = activation_param(c);
         s.batchnorm = c.bool_param("batchnorm", false);
-        s.dropout = c.number_param("dropout", 0.0);
-        if (!(s.dropout >= 0 && s.dropout < 1))
-            throw c.error(moe::detail::concat("dropout must be in [0, 1), got ", s.dropout));
+        s.dropout = dropout_param(c, "dropout");
         s.output_activation = c.bool_param("output_activation", false);
         return s;
     }

@@ -7,6 +7,7 @@
 // reshape and a Linear, or use one gate). Parameters as the library's MMoE names them:
 // "<node>.experts.{e}.{i}.weight", "<node>.gates.{g}.weight".
 #include "moe/graph/kernel.hpp"
+#include "moe/graph/ops/block_params.hpp"
 #include "moe/models/expert.hpp"
 #include "moe/models/mixture_gates.hpp"
 #include "moe/routing/combine.hpp"
@@ -33,25 +34,10 @@ struct MoeMMoE {
         if (s.experts <= 0 || s.expert_dim <= 0 || s.gates <= 0)
             throw c.error(moe::detail::concat("experts, expert_dim and gates must be positive, got ", s.experts, ", ",
                                               s.expert_dim, " and ", s.gates));
-        ActivationKind act = ActivationKind::relu;
-        if (c.has("activation")) {
-            try {
-                act = activation_from_string(c.string_param("activation"));
-            } catch (const config_error& e) {
-                throw c.error(e.what());
-            }
-        }
-        const std::vector<Index> hidden =
-            c.has("expert_hidden") ? c.int_list_param("expert_hidden") : std::vector<Index>{};
-        const std::vector<Index> gate_hidden =
-            c.has("gate_hidden") ? c.int_list_param("gate_hidden") : std::vector<Index>{};
-        for (Index h : hidden)
-            if (h <= 0) throw c.error(moe::detail::concat("expert_hidden must be positive, got ", h));
-        for (Index h : gate_hidden)
-            if (h <= 0) throw c.error(moe::detail::concat("gate_hidden must be positive, got ", h));
-        const double dropout = c.number_param("expert_dropout", 0.0);
-        if (!(dropout >= 0 && dropout < 1))
-            throw c.error(moe::detail::concat("expert_dropout must be in [0, 1), got ", dropout));
+        const ActivationKind act = activation_param(c);
+        const std::vector<Index> hidden = widths_param(c, "expert_hidden"),
+                                 gate_hidden = widths_param(c, "gate_hidden");
+        const double dropout = dropout_param(c, "expert_dropout");
         s.expert = make_mlp_spec(s.in, hidden, s.expert_dim, act, c.bool_param("batchnorm", false), dropout,
                                  c.bool_param("expert_output_activation", true));
         s.gate.hidden = gate_hidden;

@@ -8,6 +8,7 @@
 // PLE names them: "<node>.levels.{l}.experts.{e}.{i}.weight", "<node>.levels.{l}.task_gates.{t}.*",
 // "<node>.levels.{l}.shared_gate.*".
 #include "moe/graph/kernel.hpp"
+#include "moe/graph/ops/block_params.hpp"
 #include "moe/models/extraction_level.hpp"
 
 namespace moe::graph::ops {
@@ -37,26 +38,16 @@ struct MoePLE {
         s.level.shared_experts = c.int_param("shared_experts", 1);
         s.level.task_experts = c.int_param("task_experts", 1);
         s.level.expert_dim = c.int_param("expert_dim");
-        s.level.expert_hidden = c.has("expert_hidden") ? c.int_list_param("expert_hidden") : std::vector<Index>{};
+        s.level.expert_hidden = widths_param(c, "expert_hidden");
         if (s.tasks <= 0 || s.levels <= 0 || s.level.expert_dim <= 0 || s.level.shared_experts < 0 ||
             s.level.task_experts < 0 || s.level.shared_experts + s.level.task_experts == 0)
             throw c.error(moe::detail::concat(
                 "needs tasks, levels and expert_dim positive and at least one expert per gate, got tasks ", s.tasks,
                 ", levels ", s.levels, ", expert_dim ", s.level.expert_dim, ", task_experts ", s.level.task_experts,
                 ", shared_experts ", s.level.shared_experts));
-        for (Index h : s.level.expert_hidden)
-            if (h <= 0) throw c.error(moe::detail::concat("expert_hidden must be positive, got ", h));
-        if (c.has("activation")) {
-            try {
-                s.activation = activation_from_string(c.string_param("activation"));
-            } catch (const config_error& e) {
-                throw c.error(e.what());
-            }
-        }
+        s.activation = activation_param(c);
         s.batchnorm = c.bool_param("batchnorm", false);
-        s.dropout = c.number_param("expert_dropout", 0.0);
-        if (!(s.dropout >= 0 && s.dropout < 1))
-            throw c.error(moe::detail::concat("expert_dropout must be in [0, 1), got ", s.dropout));
+        s.dropout = dropout_param(c, "expert_dropout");
         s.output_activation = c.bool_param("expert_output_activation", true);
         return s;
     }
@@ -71,7 +62,7 @@ struct MoePLE {
         const double experts = double(s.tasks * s.level.task_experts + s.level.shared_experts);
         double in = double(s.in), macs = 0;
         for (Index l = 0; l < s.levels; ++l) {
-            const bool first = l == 0, last = l + 1 == s.levels;
+            const bool last = l + 1 == s.levels;
             double w = in, params = 0;
             for (Index h : s.level.expert_hidden) {
                 params += w * double(h) + double(h) + (s.batchnorm ? 2.0 * double(h) : 0.0);
@@ -79,7 +70,7 @@ struct MoePLE {
             }
             params += w * double(s.level.expert_dim) + double(s.level.expert_dim);
             r.params += experts * params;
-            macs += experts * (params - (first ? 0.0 : 0.0));
+            macs += experts * params;  // the experts' multiply-adds (and their biases: a bound)
             const double per_gate = double(s.level.task_experts + s.level.shared_experts);
             r.params += double(s.tasks) * (in * per_gate + per_gate) + (last ? 0.0 : in * experts + experts);
             macs += double(s.tasks) * in * per_gate + (last ? 0.0 : in * experts);
