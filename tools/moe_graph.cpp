@@ -115,7 +115,12 @@ int train(const TrainOptions& o) {
 
 /// The model file's dtype (float32 or float64) from its metadata.
 std::string file_dtype(const std::string& path) {
-    const auto f = moe::read_safetensors(path);
+    moe::SafetensorsFile f;
+    try {
+        f = moe::read_safetensors(path);
+    } catch (const moe::io_error& e) {
+        throw moe::io_error(std::string(e.what()) + " (expected a model file written by moe-graph train or moe::save)");
+    }
     const auto it = f.metadata.find("dtype");
     return it == f.metadata.end() ? "float32" : it->second;
 }
@@ -179,7 +184,6 @@ int export_model(const std::string& model_path, const std::string& yaml_path, co
 /// (f0 f1 + f2 f3) and a clickbait feature (f4); a watch time (minutes, 0 without a click) that
 /// follows the match and quality (f5) and punishes clickbait: the two tasks share signal and conflict.
 int toy_data(moe::Index rows, std::uint64_t seed, const std::string& path) {
-    if (rows < 1) throw moe::config_error(moe::detail::concat("toy-data: --rows must be positive, got ", rows));
     std::ofstream f(path);
     if (!f) throw moe::io_error(path + ": cannot write the data");
     moe::Rng rng(seed);
@@ -245,11 +249,15 @@ int main(int argc, char** argv) {
     std::uint64_t seed = 1;
     CLI::App* toy_cmd =
         app.add_subcommand("toy-data", "write the toy recommender data set (f0..f19, click, watch) as CSV");
-    toy_cmd->add_option("--rows", rows, "rows");
+    toy_cmd->add_option("--rows", rows, "rows (at most 10^8)")->check(CLI::Range(moe::Index(1), moe::Index(100000000)));
     toy_cmd->add_option("--seed", seed, "seed");
     toy_cmd->add_option("--out", out, "the CSV file to write")->required();
 
-    CLI11_PARSE(app, argc, argv);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e) == 0 ? 0 : 2;  // --help is 0; any other usage error 2, as the header says
+    }
     try {
         if (*check_cmd) return check(path);
         if (*train_cmd) {

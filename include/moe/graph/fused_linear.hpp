@@ -20,17 +20,17 @@ public:
     using Member = typename ops::Linear::template Run<T>;
 
     FusedLinear(std::vector<std::size_t> nodes, std::vector<Member*> members, std::size_t input)
-        : nodes_(std::move(nodes)), members_(std::move(members)), input_(input) {}
+        : nodes_(std::move(nodes)), members_(std::move(members)), input_(input) {
+        for (const Member* m : members_) {  // member m's rows in the stacked outputs
+            offsets_.push_back(total_);
+            total_ += m->out_features();
+        }
+    }
 
     /// Batches of at least this many rows run as a grouped GEMM (see infer).
     static constexpr Index kGroupedMinRows = 1024;
 
     const std::vector<std::size_t>& nodes() const { return nodes_; }
-    Index total_outputs() const {
-        Index total = 0;
-        for (const Member* m : members_) total += m->out_features();
-        return total;
-    }
     std::size_t input() const { return input_; }
     Index in_features() const { return members_.front()->in_features(); }
 
@@ -38,34 +38,25 @@ public:
     /// members' weights side by side (copied into `w`, small: in x total) into the stacked output
     /// `y`, whose rows are then copied to each member's value (columns spread over the threads).
     void infer_stacked(const T* x, Index rows, const std::vector<T*>& outs, Matrix<T>& w, std::vector<T>& y) const {
-        const Index in = in_features(), total = total_outputs();
-        w.resize(in, total);
-        Index at = 0;
-        for (const Member* m : members_) {
-            w.middleCols(at, m->out_features()) = m->weight.value_t();
-            at += m->out_features();
-        }
+        const Index in = in_features(), total = total_;
+        stack_weights(w);
         y.resize(std::size_t(total * rows));
         MatrixView<T> yv(y.data(), total, rows);
         const bool bias = members_.front()->has_bias();
         if (bias)
             moe::detail::for_each_range(
                 rows, moe::detail::kElementwiseFlops * double(total * rows), [&](Index c0, Index c1) {
-                    Index row = 0;
-                    for (const Member* m : members_) {
-                        yv.block(row, c0, m->out_features(), c1 - c0).colwise() = m->bias.value_vec();
-                        row += m->out_features();
-                    }
+                    for (std::size_t m = 0; m < members_.size(); ++m)
+                        yv.block(offsets_[m], c0, members_[m]->out_features(), c1 - c0).colwise() =
+                            members_[m]->bias.value_vec();
                 });
         moe::detail::matmul<T>(yv, w, true, ConstView<T>(x, in, rows), false, bias);
         moe::detail::for_each_range(
             rows, moe::detail::kElementwiseFlops * double(total * rows), [&](Index c0, Index c1) {
-                Index row = 0;
                 for (std::size_t m = 0; m < members_.size(); ++m) {
-                    const Index o = members_[m]->out_features();
+                    const Index o = members_[m]->out_features(), row = offsets_[m];
                     for (Index j = c0; j < c1; ++j)
                         std::copy(y.data() + j * total + row, y.data() + j * total + row + o, outs[m] + j * o);
-                    row += o;
                 }
             });
     }
@@ -115,13 +106,7 @@ public:
     /// happens in the gather (dy = dout where the ReLU's output is positive), one pass fewer.
     void backward(const T* x, Index rows, const std::vector<const T*>& douts, const std::vector<const T*>& relu_outs,
                   T* dx, bool dx_fresh) {
-        const Index in = in_features();
-        Index total = 0;
-        offsets_.clear();
-        for (const Member* m : members_) {
-            offsets_.push_back(total);
-            total += m->out_features();
-        }
+        const Index in = in_features(), total = total_;
         dy_.resize(std::size_t(total * rows));
         moe::detail::for_each_range(
             rows, moe::detail::kElementwiseFlops * double(total * rows), [&](Index c0, Index c1) {
@@ -153,18 +138,24 @@ public:
             g += dwt_.middleCols(offsets_[m], members_[m]->out_features());
         }
         if (!dx) return;
-        wt_.resize(in, total);  // the members' W^T side by side (small: in x total)
-        for (std::size_t m = 0; m < members_.size(); ++m)
-            wt_.middleCols(offsets_[m], members_[m]->out_features()) = members_[m]->weight.value_t();
+        stack_weights(wt_);
         MatrixView<T> d(dx, in, rows);
         moe::detail::matmul<T>(d, wt_, false, dy, false, !dx_fresh);
     }
 
 private:
+    /// The members' W^T side by side, in x total (small: copied per use, the weights change each step).
+    void stack_weights(Matrix<T>& w) const {
+        w.resize(in_features(), total_);
+        for (std::size_t m = 0; m < members_.size(); ++m)
+            w.middleCols(offsets_[m], members_[m]->out_features()) = members_[m]->weight.value_t();
+    }
+
     std::vector<std::size_t> nodes_;
     std::vector<Member*> members_;
     std::size_t input_;
-    std::vector<Index> offsets_;
+    std::vector<Index> offsets_;  // member m's first row in the stacked outputs
+    Index total_ = 0;             // the members' outputs together
     std::vector<T> dy_, y_;
     Vector<T> db_;
     Matrix<T> dwt_, wt_;

@@ -51,7 +51,8 @@ inline CheckedGraph check_graph(GraphSpec spec) {
     std::map<std::string, Position> defined;
     for (const auto& in : spec.inputs) {
         if (!(in.shape.per_sample() <= kMaxElements))
-            throw graph_error(in.where, moe::detail::concat("input '", in.name, "' ", to_string(in.shape), " has more than 2^31 elements per sample"));
+            throw graph_error(in.where, moe::detail::concat("input '", in.name, "' ", to_string(in.shape),
+                                                            " has more than 2^31 elements per sample"));
         if (in.shape.rank() > kMaxRank)
             throw graph_error(in.where, moe::detail::concat("input '", in.name, "' ", to_string(in.shape),
                                                             " has more than ", kMaxRank, " dimensions"));
@@ -111,9 +112,10 @@ inline CheckedGraph check_graph(GraphSpec spec) {
         // Sizes a computer holds: a value of a sample, or a node's parameters, beyond 2^31 elements is
         // a typo (and would overflow the arithmetic of buffers sized from it).
         if (!(s.out.per_sample() <= kMaxElements) || !(s.params <= kMaxElements))
-            throw graph_error(n.where, moe::detail::concat("node '", n.name, "' (", n.type, "): its output ", to_string(s.out), " (",
-                                                           s.out.per_sample(), " elements per sample) or its ", s.params,
-                                                           " parameters exceed 2^31"));
+            throw graph_error(
+                n.where, moe::detail::concat("node '", n.name, "' (", n.type, "): its output ", to_string(s.out), " (",
+                                             s.out.per_sample(), " elements per sample) or its ", s.params,
+                                             " parameters exceed 2^31"));
         if (s.out.rank() > kMaxRank)
             throw graph_error(n.where,
                               moe::detail::concat("node '", n.name, "' (", n.type, "): its output ", to_string(s.out),

@@ -322,11 +322,7 @@ private:
     }
     void resolve_dims(Index n, std::vector<Dims>& dims) const {
         dims.resize(graph_.values.size());
-        for (std::size_t v = 0; v < graph_.values.size(); ++v) {
-            const Shape& s = graph_.values[v];
-            dims[v].resize(s.dims.size());
-            for (std::size_t k = 0; k < s.dims.size(); ++k) dims[v][k] = s.dims[k] == kBatch ? n : s.dims[k];
-        }
+        for (std::size_t v = 0; v < graph_.values.size(); ++v) dims[v] = resolve(graph_.values[v], n);
     }
     /// Points the input values at x's rows (x itself when it is the only input and contiguous).
     template <class Store>

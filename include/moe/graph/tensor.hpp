@@ -82,6 +82,22 @@ inline Index numel(const Dims& d) {
     return n;
 }
 
+/// A tensor seen as [outer, size, inner] around dimension `dim` (outer: the product of the
+/// dimensions before it, inner: of those after): what softmax, select, stack and cat loop over.
+struct AroundDim {
+    Index outer = 1, size = 1, inner = 1;
+    AroundDim(const Dims& d, Index dim) {
+        for (std::size_t i = 0; i < d.size(); ++i) {
+            if (Index(i) < dim)
+                outer *= d[i];
+            else if (Index(i) == dim)
+                size = d[i];
+            else
+                inner *= d[i];
+        }
+    }
+};
+
 /// Row-major strides of a contiguous tensor.
 inline Dims strides_of(const Dims& d) {
     Dims s(d.size(), 0);

@@ -36,7 +36,8 @@ struct Cat {
     public:
         explicit Run(Index dim) : dim_(dim) {}
         void infer(const std::vector<In<T>>& in, T* out, const Dims& d) const override {
-            const Index outer = outer_of(d), total = numel(d) / std::max<Index>(1, outer);
+            const AroundDim a(d, dim_);
+            const Index outer = a.outer, total = a.size * a.inner;
             Index at = 0;
             for (const auto& x : in) {
                 const Index w = outer ? x.size() / outer : 0;
@@ -46,7 +47,8 @@ struct Cat {
         }
         void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims& d,
                       const std::vector<T*>& din) override {
-            const Index outer = outer_of(d), total = numel(d) / std::max<Index>(1, outer);
+            const AroundDim a(d, dim_);
+            const Index outer = a.outer, total = a.size * a.inner;
             Index at = 0;
             for (std::size_t i = 0; i < in.size(); ++i) {
                 const Index w = outer ? in[i].size() / outer : 0;
@@ -58,11 +60,6 @@ struct Cat {
         }
 
     private:
-        Index outer_of(const Dims& d) const {
-            Index outer = 1;
-            for (Index i = 0; i < dim_; ++i) outer *= d[std::size_t(i)];
-            return outer;
-        }
         Index dim_;
     };
     template <class T>

@@ -29,8 +29,8 @@ struct Select {
     public:
         Run(Index dim, Index index) : dim_(dim), index_(index) {}
         void infer(const std::vector<In<T>>& in, T* out, const Dims&) const override {
-            Index outer, r, inner;
-            split(*in[0].dims, outer, r, inner);
+            const AroundDim a(*in[0].dims, dim_);
+            const Index outer = a.outer, r = a.size, inner = a.inner;
             for (Index o = 0; o < outer; ++o) {
                 const T* src = in[0].data + (o * r + at(r)) * inner;
                 std::copy(src, src + inner, out + o * inner);
@@ -39,8 +39,8 @@ struct Select {
         void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims&,
                       const std::vector<T*>& din) override {
             if (!din[0]) return;
-            Index outer, r, inner;
-            split(*in[0].dims, outer, r, inner);
+            const AroundDim a(*in[0].dims, dim_);
+            const Index outer = a.outer, r = a.size, inner = a.inner;
             for (Index o = 0; o < outer; ++o) {
                 T* dst = din[0] + (o * r + at(r)) * inner;
                 for (Index j = 0; j < inner; ++j) dst[j] += dout[o * inner + j];
@@ -49,12 +49,6 @@ struct Select {
 
     private:
         Index at(Index r) const { return index_ < 0 ? index_ + r : index_; }
-        void split(const Dims& d, Index& outer, Index& r, Index& inner) const {
-            outer = inner = 1;
-            for (Index i = 0; i < dim_; ++i) outer *= d[std::size_t(i)];
-            r = d[std::size_t(dim_)];
-            for (std::size_t i = std::size_t(dim_) + 1; i < d.size(); ++i) inner *= d[i];
-        }
         Index dim_, index_;
     };
     template <class T>

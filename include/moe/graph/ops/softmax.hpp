@@ -27,8 +27,8 @@ struct Softmax {
     public:
         explicit Run(Index dim) : dim_(dim) {}
         void infer(const std::vector<In<T>>& in, T* out, const Dims& d) const override {
-            Index outer, r, inner;
-            split(d, outer, r, inner);
+            const AroundDim a(d, dim_);
+            const Index outer = a.outer, r = a.size, inner = a.inner;
             const T* x = in[0].data;
             // Chunks of rows fixed by the shape alone (not the thread count): the vectorised exp may
             // round its scalar tail differently, and a result must not depend on the threads.
@@ -56,8 +56,8 @@ struct Softmax {
         void backward(const std::vector<In<T>>&, const T* y, const T* dy, const Dims& d,
                       const std::vector<T*>& din) override {
             if (!din[0]) return;
-            Index outer, r, inner;
-            split(d, outer, r, inner);
+            const AroundDim a(d, dim_);
+            const Index outer = a.outer, r = a.size, inner = a.inner;
             moe::detail::for_each_range(outer, 4.0 * double(outer * r * inner), [&](Index o0, Index o1) {
                 for (Index o = o0; o < o1; ++o)
                     for (Index j = 0; j < inner; ++j) {
@@ -77,12 +77,6 @@ struct Softmax {
         bool assigns_fresh_grads() const override { return true; }
 
     private:
-        void split(const Dims& d, Index& outer, Index& r, Index& inner) const {
-            outer = inner = 1;
-            for (Index i = 0; i < dim_; ++i) outer *= d[std::size_t(i)];
-            r = d[std::size_t(dim_)];
-            for (std::size_t i = std::size_t(dim_) + 1; i < d.size(); ++i) inner *= d[i];
-        }
         Index dim_;
     };
     template <class T>

@@ -28,8 +28,8 @@ struct Stack {
     public:
         explicit Run(Index dim) : dim_(dim) {}
         void infer(const std::vector<In<T>>& in, T* out, const Dims& d) const override {
-            Index outer, inner;
-            split(d, outer, inner);
+            const AroundDim a(d, dim_);  // the output: n = a.size
+            const Index outer = a.outer, inner = a.inner;
             const Index n = Index(in.size());
             moe::detail::for_each_range(
                 outer, moe::detail::kElementwiseFlops * double(outer * n * inner), [&](Index o0, Index o1) {
@@ -41,8 +41,8 @@ struct Stack {
         }
         void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims& d,
                       const std::vector<T*>& din) override {
-            Index outer, inner;
-            split(d, outer, inner);
+            const AroundDim a(d, dim_);  // the output: n = a.size
+            const Index outer = a.outer, inner = a.inner;
             const Index n = Index(in.size());
             moe::detail::for_each_range(outer, moe::detail::kElementwiseFlops * double(outer * n * inner),
                                         [&](Index o0, Index o1) {
@@ -62,11 +62,6 @@ struct Stack {
         bool assigns_fresh_grads() const override { return true; }
 
     private:
-        void split(const Dims& d, Index& outer, Index& inner) const {
-            outer = inner = 1;
-            for (Index i = 0; i < dim_; ++i) outer *= d[std::size_t(i)];
-            for (std::size_t i = std::size_t(dim_) + 1; i < d.size(); ++i) inner *= d[i];
-        }
         Index dim_;
     };
     template <class T>
