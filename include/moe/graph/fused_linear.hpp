@@ -10,6 +10,7 @@
 #include "moe/core/threads.hpp"
 #include "moe/detail/gemm.hpp"
 #include "moe/detail/row_sums.hpp"
+#include "moe/layers/activations.hpp"
 #include "moe/graph/ops/linear.hpp"
 
 namespace moe::graph {
@@ -113,11 +114,8 @@ public:
                 for (std::size_t m = 0; m < members_.size(); ++m) {
                     const Index o = members_[m]->out_features();
                     if (const T* y = relu_outs[m]) {
-                        using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
                         for (Index j = c0; j < c1; ++j)
-                            Eigen::Map<Vec>(dy_.data() + j * total + offsets_[m], o) =
-                                (Eigen::Map<const Vec>(y + j * o, o).array() > T(0))
-                                    .select(Eigen::Map<const Vec>(douts[m] + j * o, o), T(0));
+                            moe::detail::relu_backward_span(y + j * o, douts[m] + j * o, dy_.data() + j * total + offsets_[m], o);
                     } else {
                         for (Index j = c0; j < c1; ++j)
                             std::copy(douts[m] + j * o, douts[m] + (j + 1) * o, dy_.data() + j * total + offsets_[m]);
