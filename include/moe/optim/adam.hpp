@@ -10,6 +10,7 @@
 #include "moe/core/errors.hpp"
 #include "moe/core/parameters.hpp"
 #include "moe/core/threads.hpp"
+#include "moe/optim/adam_update.hpp"
 
 namespace moe {
 
@@ -42,35 +43,23 @@ public:
         }
         ++t_;
         // Scalars are formed in double and rounded once, as PyTorch does with its Python floats.
-        const T b1 = T(o_.beta1), b2 = T(o_.beta2), wd = T(o_.weight_decay), eps = T(o_.eps);
-        const T one_minus_b1 = T(1.0 - o_.beta1), one_minus_b2 = T(1.0 - o_.beta2);
-        const T decay = T(1.0 - o_.lr * o_.weight_decay);
+        detail::AdamScalars<T> s;
+        s.b1 = T(o_.beta1), s.b2 = T(o_.beta2), s.wd = T(o_.weight_decay), s.eps = T(o_.eps);
+        s.one_minus_b1 = T(1.0 - o_.beta1), s.one_minus_b2 = T(1.0 - o_.beta2);
+        s.decay = T(1.0 - o_.lr * o_.weight_decay);
         const double t = static_cast<double>(t_);
-        const T bc2_sqrt = T(std::sqrt(1.0 - std::pow(o_.beta2, t)));
-        const T step_size = T(o_.lr / (1.0 - std::pow(o_.beta1, t)));
+        s.bc2_sqrt = T(std::sqrt(1.0 - std::pow(o_.beta2, t)));
+        s.step_size = T(o_.lr / (1.0 - std::pow(o_.beta1, t)));
+        s.decoupled = o_.decoupled_weight_decay && s.wd != T(0);
+        s.l2 = s.wd != T(0) && !o_.decoupled_weight_decay;
         const Index n = values.size();
-        const bool decoupled = o_.decoupled_weight_decay, l2 = wd != T(0) && !decoupled;
-        // Eigen array expressions: vectorised (std::sqrt in a plain loop is not, because of errno),
-        // elementwise in PyTorch's order. Threads take contiguous chunks when the store is large.
-        auto update = [&](Index begin, Index len) {
-            auto p = values.segment(begin, len).array();
-            auto m = m_.segment(begin, len).array();
-            auto v = v_.segment(begin, len).array();
-            const auto g = grads.segment(begin, len).array();
-            if (decoupled && wd != T(0)) p *= decay;
-            if (l2) {
-                m = b1 * m + one_minus_b1 * (g + wd * p);
-                v = b2 * v + one_minus_b2 * (g + wd * p).square();
-            } else {
-                m = b1 * m + one_minus_b1 * g;
-                v = b2 * v + one_minus_b2 * g.square();
-            }
-            p -= step_size * (m / (v.sqrt() / bc2_sqrt + eps));
-        };
-        // Chunks of a fixed size (a multiple of any SIMD width): which elements fall in a vector
+        // Threads take chunks of a fixed size (a multiple of any SIMD width): which elements fall in a vector
         // body or a scalar tail depends on the store's size only, so the bits never depend on the
         // thread count (a tail contracted into an FMA would otherwise round differently).
-        parallel_for(n, kAdamChunk, 12.0 * double(n), [&](Index begin, Index end) { update(begin, end - begin); });
+        parallel_for(n, kAdamChunk, 12.0 * double(n), [&](Index begin, Index end) {
+            detail::adam_update(values.data() + begin, m_.data() + begin, v_.data() + begin, grads.data() + begin,
+                                end - begin, s);
+        });
     }
     template <class Store>
     void step(Store& store) {
