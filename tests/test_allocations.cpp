@@ -127,6 +127,12 @@ TEST_CASE("MMoE: training steps and predict allocate nothing after the first cal
     Model<MMoE<float>> model(s, 1);
     MultiTaskLoss<float> loss(s.tasks);
     CHECK(steady_state_allocations(model, loss) == 0);
+    // Without BatchNorm and dropout the experts train in column blocks (300 samples: 3 blocks).
+    MMoESpec plain = s;
+    plain.batchnorm = false;
+    plain.tower_dropout = 0;
+    Model<MMoE<float>> blocked(plain, 1);
+    CHECK(steady_state_allocations(blocked, loss) == 0);
     // A tower tree: samples gathered by surface in training and predict.
     s.surfaces = 3;
     Model<MMoE<float>> tree(s, 1);

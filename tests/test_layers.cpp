@@ -190,6 +190,53 @@ TEST_CASE("MLP: 3 layers with batchnorm and dropout, gradients in training", "[l
     CHECK(r.max_error < kTol);
 }
 
+TEST_CASE("MLP: batches of several column blocks, gradients (relu, gelu, expert banks, row blocks)", "[layers][gradcheck]") {
+    // 300 samples: blocks of 128, 128 and 44 (MLP runs batches above 128 block by block).
+    for (ActivationKind act : {ActivationKind::relu, ActivationKind::gelu}) {
+        for (GroupedInput input : {GroupedInput::shared, GroupedInput::row_blocks}) {
+            MLPSpec spec{{5, 8, 6, 2}};
+            spec.activation = act;
+            spec.output_activation = true;
+            const Index groups = 3;
+            MLP<double> mlp(spec, "moe::MLP", groups, input);
+            ParameterStore<double> store;
+            store.bind(mlp);
+            Rng rng(4);
+            mlp.reset_parameters(rng);
+            const Index in = input == GroupedInput::shared ? 5 : groups * 5;
+            auto r = check_layer(mlp, store, random_matrix(in, 300, 2));
+            INFO(to_string(act) << (input == GroupedInput::shared ? " shared" : " row blocks") << r.report << r.worst);
+            CHECK(r.max_error < kTol);
+        }
+    }
+}
+
+TEST_CASE("MLP: the column blocks give the bits of the layer-by-layer pass", "[layers]") {
+    // A Dropout layer keeps an MLP on the layer-by-layer pass; in evaluation mode it is the identity,
+    // so the same parameters must give the same bits, forward and backward, blocked or not.
+    for (Index batch : {Index(100), Index(128), Index(129), Index(300), Index(1000)}) {
+        INFO("batch " << batch);
+        MLPSpec spec{{16, 64, 32}};
+        spec.output_activation = true;
+        MLPSpec with_dropout = spec;
+        with_dropout.dropout = 0.5;
+        MLP<float> blocked(spec, "moe::MLP", 4, GroupedInput::shared), plain(with_dropout, "moe::MLP", 4, GroupedInput::shared);
+        ParameterStore<float> blocked_store, plain_store;
+        blocked_store.bind(blocked);
+        plain_store.bind(plain);
+        Rng rng(1);
+        blocked.reset_parameters(rng);
+        plain_store.values() = blocked_store.values();
+        plain.set_training(false);
+        const Matrix<float> x = random_matrix(16, batch, 3).cast<float>(), dy = random_matrix(4 * 32, batch, 4).cast<float>();
+        const Matrix<float> y_blocked = blocked.forward(x), y_plain = plain.forward(x);
+        CHECK(y_blocked == y_plain);
+        const Matrix<float> dx_blocked = blocked.backward(dy, true), dx_plain = plain.backward(dy, true);
+        CHECK(dx_blocked == dx_plain);
+        CHECK(blocked_store.grads() == plain_store.grads());
+    }
+}
+
 TEST_CASE("MLP: state_dict names follow nn.Sequential", "[layers]") {
     MLPSpec expert{{16, 32, 8}};  // Linear-ReLU-BatchNorm-Linear-ReLU
     expert.batchnorm = true;

@@ -356,6 +356,11 @@ Spec with_batchnorm_and_dropout(Spec s) {
 
 TEST_CASE("Training gives the same bits on 1, 2 and 3 threads", "[train][threads]") {
     SECTION("MMoE") { check_same_bits_on_1_2_3_threads<MMoE<float>>(with_batchnorm_and_dropout(spec2())); }
+    SECTION("MMoE without BatchNorm (its experts run in column blocks)") {
+        auto s = with_batchnorm_and_dropout(spec2());
+        s.batchnorm = false;
+        check_same_bits_on_1_2_3_threads<MMoE<float>>(s);
+    }
     SECTION("PLE") {
         check_same_bits_on_1_2_3_threads<PLE<float>>(with_batchnorm_and_dropout(moe::testing::small_ple()));
     }

@@ -167,6 +167,28 @@ public:
         return dx;
     }
     const MatrixView<T>& output() const { return y_.view(); }
+
+    // The training pass in column blocks (see MLP): begin_forward keeps x and sizes y for the whole
+    // batch, forward_columns computes its columns [c0, c1) on the calling thread; begin_backward
+    // checks dy and sizes dx, backward_columns computes dx's columns [c0, c1) from dy's.
+    const MatrixView<T>& begin_forward(const ConstView<T>& x) {
+        x_ = x;
+        return y_.resize(x.rows(), x.cols());
+    }
+    void forward_columns(Index c0, Index c1) {
+        MatrixView<T> yb = detail::column_block(y_.view(), c0, c1);
+        detail::activation_forward_serial(kind_, detail::column_block(x_, c0, c1), yb);
+    }
+    const MatrixView<T>& begin_backward(const ConstView<T>& dy) {
+        detail::check_shape(dy, y_.rows(), y_.cols(), name_, "backward", "output gradient");
+        return dx_.resize(dy.rows(), dy.cols());
+    }
+    void backward_columns(const ConstView<T>& dy, Index c0, Index c1) {
+        MatrixView<T> dxb = detail::column_block(dx_.view(), c0, c1);
+        detail::activation_backward_serial(kind_, detail::column_block(x_, c0, c1), detail::column_block(ConstView<T>(y_.view()), c0, c1),
+                                           detail::column_block(dy, c0, c1), dxb);
+    }
+
     /// Sizes the buffers for up to rows x columns, so that varying shapes never allocate.
     void reserve(Index rows, Index columns) {
         y_.reserve(rows * columns);

@@ -133,30 +133,70 @@ public:
     /// and shared columns, dx sums every group's part (in x the longest segment).
     const MatrixView<T>& backward(const ConstView<T>& dy, bool input_grad = true) {
         if (input_ == GroupedInput::column_segments) return backward_segments(dy, input_grad);
-        detail::check_shape(dy, output_rows(), x_.cols(), name_, "backward", "output gradient");
+        check_output_grad(dy);
+        add_param_grads(dy);
+        if (!input_grad) return dx_.resize(0, 0);
+        const Index in = in_features(), n = dy.cols();
+        if (shared_input()) {
+            auto& dx = dx_.resize(in, n);
+            detail::matmul<T>(dx, weight_.value_t(), false, dy, false);
+            return dx;
+        }
+        auto& dx = dx_.resize(groups_ * in, n);
+        input_grad_into(dy, dx);
+        return dx;
+    }
+
+    // The training pass in column blocks (MLP runs every layer on one block of samples while it is
+    // in cache): begin_forward keeps x and sizes the output for the whole batch, forward_columns
+    // computes columns [c0, c1) of it; backward: begin_backward checks dy and sizes dx,
+    // input_grad_columns computes dx's columns [c0, c1) from dy's, add_param_grads adds dW and db
+    // of the whole batch. Shared input or row blocks only. Products per block are cut into gemm's
+    // tiles and nothing else (no depth split): with blocks that start at multiples of
+    // detail::kTileCols a column gets the same bits as in forward() and backward().
+    const MatrixView<T>& begin_forward(const ConstView<T>& x) {
+        require_mode(false, "begin_forward");
+        detail::check_rows(x, input_rows(), name_, "forward");
+        x_ = x;
+        return y_.resize(output_rows(), x.cols());
+    }
+    void forward_columns(Index c0, Index c1) {
+        MatrixView<T>& y = y_.view();
+        MatrixView<T> yb(y.data() + c0 * y.rows(), y.rows(), c1 - c0);
+        if (has_bias_) yb.colwise() = bias_.value_vec();
+        else yb.setZero();
+        const ConstView<T> xb(x_.data() + c0 * x_.outerStride(), x_.rows(), c1 - c0, x_.outerStride());
+        const Index in = in_features(), o = shared_input() ? output_rows() : out_features();
+        const T* w = weight_.value_vec().data();
+        detail::gemm_many<T>(shared_input() ? 1 : groups_, [&](Index g) {
+            return detail::GemmArgs<T>{true, false, o, c1 - c0, in, T(1), w + g * o * in, in, xb.data() + g * in, xb.outerStride(),
+                                       true, yb.data() + g * o, yb.outerStride()};
+        });
+    }
+    /// dx for the whole batch when input_grad (input_rows() x B), else an empty matrix.
+    const MatrixView<T>& begin_backward(const ConstView<T>& dy, bool input_grad) {
+        require_mode(false, "begin_backward");
+        check_output_grad(dy);
+        return input_grad ? dx_.resize(input_rows(), dy.cols()) : dx_.resize(0, 0);
+    }
+    void input_grad_columns(const ConstView<T>& dy, Index c0, Index c1) {
+        MatrixView<T>& dx = dx_.view();
+        MatrixView<T> dxb(dx.data() + c0 * dx.rows(), dx.rows(), c1 - c0);
+        input_grad_into(ConstView<T>(dy.data() + c0 * dy.outerStride(), dy.rows(), c1 - c0, dy.outerStride()), dxb);
+    }
+    void add_param_grads(const ConstView<T>& dy) {
         if (has_bias_) detail::add_row_sums(dy, bias_.grad_vec());
         const Index in = in_features(), o = out_features(), n = dy.cols();
         if (shared_input()) {
             auto dw_t = weight_.grad_t();  // dW^T = x dy^T, in x (G out)
             detail::matmul<T>(dw_t, x_, false, dy, true, /*accumulate=*/true);
-            if (!input_grad) return dx_.resize(0, 0);
-            auto& dx = dx_.resize(in, n);
-            detail::matmul<T>(dx, weight_.value_t(), false, dy, false);
-            return dx;
+            return;
         }
         T* dw = weight_.grad_vec().data();
-        const T* w = weight_.value_vec().data();
         // dW_g = dy_g x_g^T: a reduction over the batch, split by gemm into depth chunks when long.
         for (Index g = 0; g < groups_; ++g)
             detail::gemm<T>(false, true, in, o, n, T(1), x_.data() + g * in, x_.outerStride(), dy.data() + g * o,
                             dy.outerStride(), true, dw + g * o * in, in);
-        if (!input_grad) return dx_.resize(0, 0);
-        auto& dx = dx_.resize(groups_ * in, n);
-        detail::gemm_many<T>(groups_, [&](Index g) {
-            return detail::GemmArgs<T>{false, false, in, n, o, T(1), w + g * o * in, in, dy.data() + g * o, dy.outerStride(),
-                                       false, dx.data() + g * in, dx.outerStride()};
-        });
-        return dx;
     }
 
     template <class F>
@@ -198,6 +238,18 @@ public:
     const MatrixView<T>& output() const { return y_.view(); }
 
 private:
+    void check_output_grad(const ConstView<T>& dy) const {
+        detail::check_shape(dy, output_rows(), x_.cols(), name_, "backward", "output gradient");
+    }
+    /// dx = W^T dy, group by group (shared input: one product), every tile in one parallel loop.
+    void input_grad_into(const ConstView<T>& dy, MatrixView<T>& dx) const {
+        const Index in = in_features(), o = shared_input() ? output_rows() : out_features(), n = dy.cols();
+        const T* w = weight_.value_vec().data();
+        detail::gemm_many<T>(shared_input() ? 1 : groups_, [&](Index g) {
+            return detail::GemmArgs<T>{false, false, in, n, o, T(1), w + g * o * in, in, dy.data() + g * o, dy.outerStride(),
+                                       false, dx.data() + (shared_input() ? 0 : g * in), dx.outerStride()};
+        });
+    }
     void require_mode(bool segments, const char* fn) const {
         if (segments != (input_ == GroupedInput::column_segments))
             throw config_error(detail::concat(name_, "::", fn, ": this layer's groups are ",

@@ -81,7 +81,7 @@ public:
                                              : l == 0                              ? input_
                                                                                    : GroupedInput::row_blocks;
             Block b{GroupedLinear<T>(groups, spec.sizes[l], spec.sizes[l + 1], layer_input, sub(index)), index, {}, -1, {}, -1,
-                    {}, -1};
+                    {}, -1, {}, {}};
             ++index;
             if (!last || spec.output_activation) b.act_index = index, b.act.emplace(spec.activation, sub(index++));
             if (!last && spec.batchnorm) {
@@ -120,6 +120,7 @@ public:
     /// Training/evaluation forward. Keeps views for backward; x must outlive the backward call.
     const MatrixView<T>& forward(const ConstView<T>& x) {
         detail::check_rows(x, in_features(), name_, "forward");
+        if (in_column_blocks(x.cols())) return forward_in_column_blocks(x);
         ConstView<T> h = x;
         for (auto& b : blocks_) h = after_linear(b, b.linear.forward(h));
         return last_output();
@@ -153,6 +154,7 @@ public:
     /// Back-propagates dy (out x B); adds parameter gradients and returns dx (in x B), or an empty
     /// matrix when input_grad is false.
     const MatrixView<T>& backward(const ConstView<T>& dy, bool input_grad = true) {
+        if (in_column_blocks(dy.cols())) return backward_in_column_blocks(dy, input_grad);
         ConstView<T> g = dy;
         for (std::size_t i = blocks_.size(); i-- > 0;) {
             auto& b = blocks_[i];
@@ -191,8 +193,73 @@ private:
         int bn_index;
         std::optional<Dropout<T>> dropout;
         int dropout_index;
+        ConstView<T> dy_in, dlinear;  // the blocked backward's gradients at the block's output and linear output
     };
     std::string sub(int index) const { return name_ + "." + std::to_string(index); }
+
+    /// Samples per block of the blocked training pass: gemm's tile width, so that a block's
+    /// products are cut into the same tiles as the whole batch's (same bits either way).
+    static constexpr Index kColumnBlock = detail::kTileCols;
+
+    /// Whether a batch of `cols` samples runs in column blocks: more than one block, and layers that
+    /// treat samples apart (BatchNorm's batch statistics and Dropout's masks, drawn in one pass over
+    /// the batch, are not cut).
+    bool in_column_blocks(Index cols) const {
+        if (cols <= kColumnBlock || input_ == GroupedInput::column_segments) return false;
+        for (const auto& b : blocks_)
+            if (b.bn || b.dropout) return false;
+        return true;
+    }
+    /// Multiply-adds per sample of all layers (the threading decision of the blocked pass).
+    double macs_per_sample() const {
+        double macs = 0;
+        for (const auto& b : blocks_) macs += double(b.linear.output_rows()) * double(b.linear.in_features());
+        return macs;
+    }
+
+    /// forward() one block of samples at a time: each block runs through every layer while its
+    /// activations are in cache, instead of each layer streaming the whole batch through memory
+    /// (at batch 2048 the experts' hidden layer alone is 16 MB), and blocks run on the threads with
+    /// single-threaded products. Each layer's output still covers the whole batch (backward reads it).
+    const MatrixView<T>& forward_in_column_blocks(const ConstView<T>& x) {
+        ConstView<T> h = x;
+        for (auto& b : blocks_) {
+            h = b.linear.begin_forward(h);
+            if (b.act) h = b.act->begin_forward(h);
+        }
+        parallel_for(x.cols(), kColumnBlock, 2.0 * macs_per_sample() * double(x.cols()), [&](Index c0, Index c1) {
+            for (auto& b : blocks_) {
+                b.linear.forward_columns(c0, c1);
+                if (b.act) b.act->forward_columns(c0, c1);
+            }
+        });
+        return last_output();
+    }
+
+    /// backward() of forward_in_column_blocks: each block's input gradients go down through every
+    /// layer in cache (blocks on the threads); then each layer's weight and bias gradients as one
+    /// product over the whole batch (a reduction over samples: one deep GEMM, cut by gemm alone).
+    const MatrixView<T>& backward_in_column_blocks(const ConstView<T>& dy, bool input_grad) {
+        // Sizes (and checks) every gradient first: the blocks below only fill them in.
+        ConstView<T> g = dy;
+        const MatrixView<T>* dx = nullptr;
+        for (std::size_t i = blocks_.size(); i-- > 0;) {
+            Block& b = blocks_[i];
+            b.dy_in = g;
+            b.dlinear = b.act ? ConstView<T>(b.act->begin_backward(g)) : g;
+            dx = &b.linear.begin_backward(b.dlinear, input_grad || i > 0);
+            g = *dx;
+        }
+        parallel_for(dy.cols(), kColumnBlock, 2.0 * macs_per_sample() * double(dy.cols()), [&](Index c0, Index c1) {
+            for (std::size_t i = blocks_.size(); i-- > 0;) {
+                Block& b = blocks_[i];
+                if (b.act) b.act->backward_columns(b.dy_in, c0, c1);
+                if (input_grad || i > 0) b.linear.input_grad_columns(b.dlinear, c0, c1);
+            }
+        });
+        for (auto& b : blocks_) b.linear.add_param_grads(b.dlinear);
+        return *dx;
+    }
 
     ConstView<T> after_linear(Block& b, const MatrixView<T>& y) {
         ConstView<T> h = y;
