@@ -94,7 +94,7 @@ public:
     const MatrixView<T>& backward(const std::vector<ConstView<T>>& doutputs, bool input_grad = false) {
         const Index batch = mix_.cols(), d = spec_.expert_dim, e = experts(), g = gates();
         const MatrixView<T>& dm = towers_.backward(doutputs, batch, name_);
-        auto& d_o = dexperts_.zeros(e * d, batch);
+        auto& d_o = dexperts_.resize(e * d, batch);  // written by gate 0 (every gate has every expert)
         auto& dp = dgates_.resize(g * e, batch);
         const T* o = experts_.output().data();
         const T* p = gates_.output().data();
@@ -102,7 +102,8 @@ public:
         detail::combine_backward<T>(
             dm.data(), batch, g, d, [&](Index, Index) { return e; }, [&](Index b, Index gi, Index j) { return p[(b * g + gi) * e + j]; },
             [&](Index b, Index, Index j) { return o + (b * e + j) * d; }, [&](Index b, Index, Index j) { return dop + (b * e + j) * d; },
-            [&](Index b, Index gi, Index j) -> T& { return dp.data()[(b * g + gi) * e + j]; }, 2.0 * double(d * e * g));
+            [&](Index b, Index gi, Index j) -> T& { return dp.data()[(b * g + gi) * e + j]; }, 2.0 * double(d * e * g),
+            /*first_gate_writes=*/true);
         const MatrixView<T>& dx_experts = experts_.backward(d_o, input_grad);
         if (!input_grad) {
             gates_.backward(dp, false);

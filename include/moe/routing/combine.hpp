@@ -40,9 +40,12 @@ void combine(T* y, Index batch, Index gates, Index dim, Terms&& terms, Weight&& 
 
 /// Backward of combine: for every term, dsrc += w dy_g (accumulated: zero dsrc first when terms
 /// share sources) and dweight = src . dy_g. dsource(b, g, j) gives the pointer matching source.
+/// With first_gate_writes, gate 0 writes dsrc instead of adding to it, so dsrc need not be zeroed:
+/// only for callers whose gates all have the same non-null sources per sample (MMoE's E experts),
+/// where it saves a pass over the whole expert-output gradient.
 template <class T, class Terms, class Weight, class Source, class DSource, class DWeight>
 void combine_backward(const T* dy, Index batch, Index gates, Index dim, Terms&& terms, Weight&& weight, Source&& source,
-                      DSource&& dsource, DWeight&& dweight, double work) {
+                      DSource&& dsource, DWeight&& dweight, double work, bool first_gate_writes = false) {
     for_each_sample(batch, work, [&](Index b) {
         for (Index g = 0; g < gates; ++g) {
             const Eigen::Map<const Vector<T>> dyg(dy + (b * gates + g) * dim, dim);
@@ -54,7 +57,9 @@ void combine_backward(const T* dy, Index batch, Index gates, Index dim, Terms&& 
                     continue;
                 }
                 dweight(b, g, j) = Eigen::Map<const Vector<T>>(s, dim).dot(dyg);
-                Eigen::Map<Vector<T>>(dsource(b, g, j), dim) += weight(b, g, j) * dyg;
+                Eigen::Map<Vector<T>> ds(dsource(b, g, j), dim);
+                if (first_gate_writes && g == 0) ds = weight(b, g, j) * dyg;
+                else ds += weight(b, g, j) * dyg;
             }
         }
     });

@@ -120,7 +120,7 @@ struct MoeMMoE {
         void backward(const std::vector<In<T>>& in, const T*, const T* dout, const Dims&,
                       const std::vector<T*>& din) override {
             const Index batch = in[0].size() / s_.in, d = s_.expert_dim, e = s_.experts, g = s_.gates;
-            auto& d_o = dexperts_.zeros(e * d, batch);
+            auto& d_o = dexperts_.resize(e * d, batch);  // written by gate 0 (every gate has every expert)
             auto& dp = dgates_.resize(g * e, batch);
             const T* o = experts_.output().data();
             const T* p = gates_.output().data();
@@ -131,7 +131,7 @@ struct MoeMMoE {
                 [&](Index b, Index, Index j) { return o + (b * e + j) * d; },
                 [&](Index b, Index, Index j) { return dop + (b * e + j) * d; },
                 [&](Index b, Index gi, Index j) -> T& { return dp.data()[(b * g + gi) * e + j]; },
-                2.0 * double(d * e * g));
+                2.0 * double(d * e * g), /*first_gate_writes=*/true);
             const bool input_grad = din[0] != nullptr;
             const MatrixView<T>& dx_experts = experts_.backward(d_o, input_grad);
             if (!input_grad) {
