@@ -7,18 +7,45 @@
 #include <algorithm>
 
 #include "moe/core/threads.hpp"
+#include "moe/core/types.hpp"
 #include "moe/core/view.hpp"
 
 namespace moe::detail {
 
-/// acc += sum over columns j of m.col(j). acc has m.rows() entries. Ranges of features over the
-/// threads when the batch pays for it (for_each_range); each feature is summed over the batch in
-/// sample order, so the bits do not depend on the threads.
+/// Samples per partial sum of add_row_sums: each block of the batch is summed on its own, then the
+/// blocks' sums are added in order. MLP's blocked training pass sums each block of an output
+/// gradient while it is in cache (sum_columns) and adds the sums in the same order: same bits.
+constexpr Index kRowSumBlock = 128;
+
+/// out = the sum of columns [c0, c1) of rows [r0, r1) of m, in column order (c1 > c0).
+template <class T>
+void sum_columns(const ConstView<T>& m, Index r0, Index r1, Index c0, Index c1, T* out) {
+    Eigen::Map<Vector<T>> o(out, r1 - r0);
+    o = m.col(c0).segment(r0, r1 - r0);
+    for (Index j = c0 + 1; j < c1; ++j) o += m.col(j).segment(r0, r1 - r0);
+}
+
+/// One block's sums, per thread (grow-only).
+template <class T>
+Vector<T>& row_sum_part() {
+    thread_local Vector<T> part;
+    return part;
+}
+
+/// acc += sum over columns j of m.col(j), as the sums of blocks of kRowSumBlock columns added in
+/// block order. acc has m.rows() entries. Ranges of features over the threads when the batch pays
+/// for it (for_each_range); every feature is summed in the same order whatever the cut, so the
+/// bits do not depend on the threads.
 template <class T, class Acc>
 void add_row_sums(const ConstView<T>& m, Acc&& acc) {
     for_each_range(m.rows(), kElementwiseFlops * double(m.size()), [&](Index r0, Index r1) {
+        Vector<T>& part = row_sum_part<T>();
+        if (part.size() < r1 - r0) part.resize(r1 - r0);
         auto a = acc.segment(r0, r1 - r0);
-        for (Index j = 0; j < m.cols(); ++j) a += m.col(j).segment(r0, r1 - r0);
+        for (Index c0 = 0; c0 < m.cols(); c0 += kRowSumBlock) {
+            sum_columns(m, r0, r1, c0, std::min(m.cols(), c0 + kRowSumBlock), part.data());
+            a += part.head(r1 - r0);
+        }
     });
 }
 

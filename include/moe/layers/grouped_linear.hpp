@@ -134,7 +134,8 @@ public:
     const MatrixView<T>& backward(const ConstView<T>& dy, bool input_grad = true) {
         if (input_ == GroupedInput::column_segments) return backward_segments(dy, input_grad);
         check_output_grad(dy);
-        add_param_grads(dy);
+        if (has_bias_) detail::add_row_sums(dy, bias_.grad_vec());
+        add_weight_grads(dy);
         if (!input_grad) return dx_.resize(0, 0);
         const Index in = in_features(), n = dy.cols();
         if (shared_input()) {
@@ -150,10 +151,12 @@ public:
     // The training pass in column blocks (MLP runs every layer on one block of samples while it is
     // in cache): begin_forward keeps x and sizes the output for the whole batch, forward_columns
     // computes columns [c0, c1) of it; backward: begin_backward checks dy and sizes dx,
-    // input_grad_columns computes dx's columns [c0, c1) from dy's, add_param_grads adds dW and db
-    // of the whole batch. Shared input or row blocks only. Products per block are cut into gemm's
-    // tiles and nothing else (no depth split): with blocks that start at multiples of
-    // detail::kTileCols a column gets the same bits as in forward() and backward().
+    // backward_columns takes columns [c0, c1) of dy (one block of detail::kRowSumBlock, as
+    // add_row_sums cuts them) to the bias gradient's block sum and to dx's columns, end_backward
+    // adds the block sums in order and dW over the whole batch. Shared input or row blocks only.
+    // Products per block are cut into gemm's tiles and nothing else (no depth split): with blocks
+    // that start at multiples of detail::kTileCols a column gets the same bits as in forward() and
+    // backward(), and so does the bias gradient.
     const MatrixView<T>& begin_forward(const ConstView<T>& x) {
         require_mode(false, "begin_forward");
         detail::check_rows(x, input_rows(), name_, "forward");
@@ -177,26 +180,22 @@ public:
     const MatrixView<T>& begin_backward(const ConstView<T>& dy, bool input_grad) {
         require_mode(false, "begin_backward");
         check_output_grad(dy);
+        if (has_bias_) bias_parts_.resize(output_rows(), (dy.cols() + detail::kRowSumBlock - 1) / detail::kRowSumBlock);
+        blocked_input_grad_ = input_grad;
         return input_grad ? dx_.resize(input_rows(), dy.cols()) : dx_.resize(0, 0);
     }
-    void input_grad_columns(const ConstView<T>& dy, Index c0, Index c1) {
+    void backward_columns(const ConstView<T>& dy, Index c0, Index c1) {
+        if (has_bias_)
+            detail::sum_columns(dy, 0, dy.rows(), c0, c1, bias_parts_.view().col(c0 / detail::kRowSumBlock).data());
+        if (!blocked_input_grad_) return;
         MatrixView<T>& dx = dx_.view();
         MatrixView<T> dxb(dx.data() + c0 * dx.rows(), dx.rows(), c1 - c0);
         input_grad_into(ConstView<T>(dy.data() + c0 * dy.outerStride(), dy.rows(), c1 - c0, dy.outerStride()), dxb);
     }
-    void add_param_grads(const ConstView<T>& dy) {
-        if (has_bias_) detail::add_row_sums(dy, bias_.grad_vec());
-        const Index in = in_features(), o = out_features(), n = dy.cols();
-        if (shared_input()) {
-            auto dw_t = weight_.grad_t();  // dW^T = x dy^T, in x (G out)
-            detail::matmul<T>(dw_t, x_, false, dy, true, /*accumulate=*/true);
-            return;
-        }
-        T* dw = weight_.grad_vec().data();
-        // dW_g = dy_g x_g^T: a reduction over the batch, split by gemm into depth chunks when long.
-        for (Index g = 0; g < groups_; ++g)
-            detail::gemm<T>(false, true, in, o, n, T(1), x_.data() + g * in, x_.outerStride(), dy.data() + g * o,
-                            dy.outerStride(), true, dw + g * o * in, in);
+    void end_backward(const ConstView<T>& dy) {
+        if (has_bias_)
+            for (Index k = 0; k < bias_parts_.cols(); ++k) bias_.grad_vec() += bias_parts_.view().col(k);
+        add_weight_grads(dy);
     }
 
     template <class F>
@@ -240,6 +239,20 @@ public:
 private:
     void check_output_grad(const ConstView<T>& dy) const {
         detail::check_shape(dy, output_rows(), x_.cols(), name_, "backward", "output gradient");
+    }
+    /// dW += dy x^T over the batch.
+    void add_weight_grads(const ConstView<T>& dy) {
+        const Index in = in_features(), o = out_features(), n = dy.cols();
+        if (shared_input()) {
+            auto dw_t = weight_.grad_t();  // dW^T = x dy^T, in x (G out)
+            detail::matmul<T>(dw_t, x_, false, dy, true, /*accumulate=*/true);
+            return;
+        }
+        T* dw = weight_.grad_vec().data();
+        // dW_g = dy_g x_g^T: a reduction over the batch, split by gemm into depth chunks when long.
+        for (Index g = 0; g < groups_; ++g)
+            detail::gemm<T>(false, true, in, o, n, T(1), x_.data() + g * in, x_.outerStride(), dy.data() + g * o,
+                            dy.outerStride(), true, dw + g * o * in, in);
     }
     /// dx = W^T dy, group by group (shared input: one product), every tile in one parallel loop.
     void input_grad_into(const ConstView<T>& dy, MatrixView<T>& dx) const {
@@ -301,7 +314,8 @@ private:
     ConstView<T> x_;
     const Index* offsets_ = nullptr;
     bool shared_columns_ = false;
-    Buffer<T> y_, dx_;
+    bool blocked_input_grad_ = false;
+    Buffer<T> y_, dx_, bias_parts_;
 };
 
 }  // namespace moe

@@ -200,6 +200,7 @@ private:
     /// Samples per block of the blocked training pass: gemm's tile width, so that a block's
     /// products are cut into the same tiles as the whole batch's (same bits either way).
     static constexpr Index kColumnBlock = detail::kTileCols;
+    static_assert(kColumnBlock == detail::kRowSumBlock, "a block's bias-gradient sum must be add_row_sums' block");
 
     /// Whether a batch of `cols` samples runs in column blocks: more than one block, and layers that
     /// treat samples apart (BatchNorm's batch statistics and Dropout's masks, drawn in one pass over
@@ -236,9 +237,10 @@ private:
         return last_output();
     }
 
-    /// backward() of forward_in_column_blocks: each block's input gradients go down through every
-    /// layer in cache (blocks on the threads); then each layer's weight and bias gradients as one
-    /// product over the whole batch (a reduction over samples: one deep GEMM, cut by gemm alone).
+    /// backward() of forward_in_column_blocks: each block's gradients go down through every layer in
+    /// cache (blocks on the threads), summed for the biases on the way; then each layer's weight
+    /// gradient as one product over the whole batch (a reduction over samples: one deep GEMM, cut
+    /// by gemm alone).
     const MatrixView<T>& backward_in_column_blocks(const ConstView<T>& dy, bool input_grad) {
         // Sizes (and checks) every gradient first: the blocks below only fill them in.
         ConstView<T> g = dy;
@@ -254,10 +256,10 @@ private:
             for (std::size_t i = blocks_.size(); i-- > 0;) {
                 Block& b = blocks_[i];
                 if (b.act) b.act->backward_columns(b.dy_in, c0, c1);
-                if (input_grad || i > 0) b.linear.input_grad_columns(b.dlinear, c0, c1);
+                b.linear.backward_columns(b.dlinear, c0, c1);
             }
         });
-        for (auto& b : blocks_) b.linear.add_param_grads(b.dlinear);
+        for (auto& b : blocks_) b.linear.end_backward(b.dlinear);
         return *dx;
     }
 
