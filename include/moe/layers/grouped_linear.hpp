@@ -156,7 +156,8 @@ public:
     // adds the block sums in order and dW over the whole batch. Shared input or row blocks only.
     // Products per block are cut into gemm's tiles and nothing else (no depth split): with blocks
     // that start at multiples of detail::kTileCols a column gets the same bits as in forward() and
-    // backward(), and so does the bias gradient.
+    // backward(), and so does the bias gradient; but for dx of a shared input when backward()'s
+    // product had few tiles and a long depth (gemm then splits the depth: another summation order).
     const MatrixView<T>& begin_forward(const ConstView<T>& x) {
         require_mode(false, "begin_forward");
         detail::check_rows(x, input_rows(), name_, "forward");
