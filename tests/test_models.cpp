@@ -130,6 +130,13 @@ TEST_CASE("MMoE, OMoE, SharedBottom: gradients with all task kinds and masks", "
     }
 }
 
+TEST_CASE("MMoE: gradients at 300 samples (experts and towers in column blocks)", "[models][gradcheck]") {
+    const auto tasks = all_kinds();
+    MultiTaskLoss<double> loss(tasks, {{}, {LossKind::huber, 0.7, 0.5}, {LossKind::mse, 2.0}, {}});
+    Model<MMoE<double>> mmoe(small_mmoe(tasks), 5);
+    CHECK(gradcheck_model(mmoe, 300, loss, true) < kTol);
+}
+
 TEST_CASE("MMoE: parameter names follow the PyTorch module", "[models]") {
     Model<MMoE<double>> m(small_mmoe({binary_task("a"), regression_task("b")}), 1);
     for (const char* name : {"experts.0.0.weight", "experts.2.2.bias", "gates.0.weight", "gates.1.bias",
