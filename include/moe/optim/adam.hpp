@@ -53,9 +53,9 @@ public:
         s.decoupled = o_.decoupled_weight_decay && s.wd != T(0);
         s.l2 = s.wd != T(0) && !o_.decoupled_weight_decay;
         const Index n = values.size();
-        // Threads take chunks of a fixed size (a multiple of any SIMD width): which elements fall in a vector
-        // body or a scalar tail depends on the store's size only, so the bits never depend on the
-        // thread count (a tail contracted into an FMA would otherwise round differently).
+        // Threads take chunks of a fixed size (a multiple of any SIMD width): which elements fall in
+        // a vector body or a scalar tail depends on the store's size only, so the bits never depend
+        // on the thread count (a tail contracted into an FMA would otherwise round differently).
         parallel_for(n, kAdamChunk, 12.0 * double(n), [&](Index begin, Index end) {
             detail::adam_update(values.data() + begin, m_.data() + begin, v_.data() + begin, grads.data() + begin,
                                 end - begin, s);
