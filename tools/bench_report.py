@@ -16,6 +16,10 @@ import sys
 
 
 def medians(path):
+    """The median rows of one suite's JSON; none when the suite wrote nothing (a filter that
+    matched none of its rows leaves an empty file)."""
+    if os.path.getsize(path) == 0:
+        return {}, {}
     with open(path) as f:
         data = json.load(f)
     rows = {}
