@@ -119,6 +119,13 @@ TEST_CASE("Graph model: block nodes name their parameters as the library's modul
                           "outputs:\n  y: m.output\n",
                           "b.yaml"}),
                       Contains("experts, expert_dim and gates must be positive"));
+    for (const std::string block : {"moe.MMoE, params: {experts: 2, expert_dim: 3, gates: 1}",
+                                    "moe.PLE, params: {tasks: 2, expert_dim: 3}"})
+        CHECK_THROWS_WITH(Model<GraphModel<float>>(GraphModelSpec{"inputs:\n  x: {shape: [null, 2, 4]}\ngraph:\n"
+                                                                  "  - {name: m, type: " + block + ", inputs: [x]}\n"
+                                                                  "outputs:\n  y: m.output\n",
+                                                                  "b.yaml"}),
+                          Contains("expects an input [B, features], got [B, 2, 4]"));
     CHECK_THROWS_WITH(Model<GraphModel<float>>(
                           GraphModelSpec{"inputs:\n  x: {shape: [null, 4]}\ngraph:\n"
                                          "  - {name: m, type: torch.select, params: {dim: 1, index: 4}, inputs: [x]}\n"

@@ -1,6 +1,7 @@
 #pragma once
 // The params the library's block nodes (moe.MLP, moe.MMoE, moe.PLE) share, read once here: the
-// activation by name, a dropout probability, a list of positive widths.
+// activation by name, a dropout probability, a list of positive widths; and the [B, features] input
+// of the mixtures.
 #include <string>
 #include <vector>
 
@@ -32,6 +33,13 @@ inline std::vector<Index> widths_param(const OpContext& c, const std::string& ke
     for (Index v : w)
         if (v <= 0) throw c.error(moe::detail::concat(key, " must be positive, got ", v));
     return w;
+}
+
+/// The features of the node's one input, which must be [B, features] (moe.MMoE, moe.PLE).
+inline Index features_input(const OpContext& c) {
+    const Shape& x = c.input(0);
+    if (x.rank() != 2 || x[0] != kBatch || x[1] <= 0) throw c.error("expects an input [B, features], got " + to_string(x));
+    return x[1];
 }
 
 }  // namespace moe::graph::ops

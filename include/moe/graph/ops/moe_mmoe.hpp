@@ -24,10 +24,7 @@ struct MoeMMoE {
     };
     static Spec spec(const OpContext& c) {
         Spec s;
-        const Shape& x = c.input(0);
-        if (x.rank() != 2 || x[0] != kBatch || x[1] <= 0)
-            throw c.error("expects an input [B, features], got " + to_string(x));
-        s.in = x[1];
+        s.in = features_input(c);
         s.experts = c.int_param("experts");
         s.expert_dim = c.int_param("expert_dim");
         s.gates = c.int_param("gates");

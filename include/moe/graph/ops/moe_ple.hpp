@@ -29,10 +29,7 @@ struct MoePLE {
     };
     static Spec spec(const OpContext& c) {
         Spec s;
-        const Shape& x = c.input(0);
-        if (x.rank() != 2 || x[0] != kBatch || x[1] <= 0)
-            throw c.error("expects an input [B, features], got " + to_string(x));
-        s.in = x[1];
+        s.in = features_input(c);
         s.tasks = c.int_param("tasks");
         s.levels = c.int_param("levels", 1);
         s.level.shared_experts = c.int_param("shared_experts", 1);
