@@ -107,6 +107,32 @@ TEST_CASE("Activations: values", "[layers]") {
     CHECK_THROWS_WITH(activation_from_string("swish"), Catch::Matchers::Contains("unknown activation 'swish'"));
 }
 
+TEST_CASE("Activation: the output written over the input (blocked MLPs); a copy owns it, GELU refuses", "[layers]") {
+    Matrix<double> x = random_matrix(3, 5, 7);
+    const Matrix<double> x0 = x, dy = random_matrix(3, 5, 8);
+    MatrixView<double> xv(x.data(), 3, 5);
+    ReLU<double> relu;
+    CHECK(relu.begin_forward_in_place(xv).data() == x.data());
+    relu.forward_columns(0, 2);
+    relu.forward_columns(2, 5);
+    CHECK(x == x0.cwiseMax(0.0));
+    CHECK(relu.output().data() == x.data());
+    ReLU<double> copy = relu;
+    CHECK(copy.output().data() != x.data());
+    CHECK(Matrix<double>(copy.output()) == x);
+    ReLU<double> moved = std::move(relu);
+    CHECK(moved.output().data() == x.data());
+    const MatrixView<double>& dx = moved.begin_backward(dy);
+    moved.backward_columns(dy, 0, 5);
+    CHECK(Matrix<double>(dx) == (x0.array() > 0).select(dy, 0.0));
+    CHECK_THROWS_AS(moved.begin_backward(Matrix<double>(3, 4)), shape_error);
+    const Matrix<double> x2 = random_matrix(3, 5, 9);
+    CHECK(moved.forward(x2).data() != x.data());  // a plain forward owns its output again
+    CHECK(moved.output().data() != x.data());
+    GELU<double> gelu;
+    CHECK_THROWS_WITH(gelu.begin_forward_in_place(xv), Catch::Matchers::Contains("needs the input"));
+}
+
 TEST_CASE("Softmax: stable and gradients", "[layers][gradcheck]") {
     Softmax<double> sm;
     CHECK(gradcheck_bare(sm, random_matrix(4, 3, 5)) < kTol);

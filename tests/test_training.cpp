@@ -6,6 +6,7 @@
 #endif
 
 #include "support/catch.hpp"
+#include "support/forced_threads.hpp"
 #include "support/gradcheck.hpp"
 #include "support/specs.hpp"
 
@@ -264,24 +265,7 @@ struct RunResult {
     double train_loss = 0;
 };
 
-/// For its lifetime: `threads` OpenMP threads and every loop of more than one chunk threaded
-/// (restored on the way out, also when fit throws).
-class ForcedThreads {
-public:
-    explicit ForcedThreads(int threads) : saved_(omp_get_max_threads()) {
-        omp_set_num_threads(threads);
-        detail::always_parallel() = true;
-    }
-    ~ForcedThreads() {
-        detail::always_parallel() = false;
-        omp_set_num_threads(saved_);
-    }
-    ForcedThreads(const ForcedThreads&) = delete;
-    ForcedThreads& operator=(const ForcedThreads&) = delete;
-
-private:
-    int saved_;
-};
+using moe::testing::ForcedThreads;
 
 /// Threads a parallel region really gets (OMP_THREAD_LIMIT or OMP_DYNAMIC may give fewer).
 int threads_granted(int threads) {

@@ -154,11 +154,13 @@ public:
     // backward_columns takes columns [c0, c1) of dy (one block of detail::kRowSumBlock, as
     // add_row_sums cuts them) to the bias gradient's block sum and to dx's columns, end_backward
     // adds the block sums in order and dW over the whole batch. Shared input or row blocks only.
+    // The output begin_forward returns is the caller's to overwrite after forward_columns (an
+    // activation in place); backward does not read it.
     // Products per block are cut into gemm's tiles and nothing else (no depth split): with blocks
     // that start at multiples of detail::kTileCols a column gets the same bits as in forward() and
     // backward(), and so does the bias gradient; but for dx of a shared input when backward()'s
     // product had few tiles and a long depth (gemm then splits the depth: another summation order).
-    const MatrixView<T>& begin_forward(const ConstView<T>& x) {
+    MatrixView<T>& begin_forward(const ConstView<T>& x) {
         require_mode(false, "begin_forward");
         detail::check_rows(x, input_rows(), name_, "forward");
         x_ = x;
@@ -194,9 +196,26 @@ public:
         input_grad_into(ConstView<T>(dy.data() + c0 * dy.outerStride(), dy.rows(), c1 - c0, dy.outerStride()), dxb);
     }
     void end_backward(const ConstView<T>& dy) {
+        end_backward_bias();
+        add_weight_grads(dy);
+    }
+
+    /// The weight gradient as products for detail::gemm_reductions (dW_g += dy_g x_g^T; a shared
+    /// input: dW^T += x dy^T, one product), so that a caller can run several layers' in one loop.
+    Index weight_grad_products() const { return shared_input() ? 1 : groups_; }
+    detail::GemmArgs<T> weight_grad_product(const ConstView<T>& dy, Index g) {
+        const Index in = in_features(), n = dy.cols();
+        if (shared_input())  // dW^T = x dy^T: in x (G out)
+            return {false, true, in, output_rows(), n, T(1), x_.data(), x_.outerStride(), dy.data(), dy.outerStride(),
+                    true, weight_.grad_vec().data(), in};
+        const Index o = out_features();
+        return {false, true, in, o, n, T(1), x_.data() + g * in, x_.outerStride(), dy.data() + g * o, dy.outerStride(),
+                true, weight_.grad_vec().data() + g * o * in, in};
+    }
+    /// end_backward without the weight gradient (the caller runs weight_grad_product's products).
+    void end_backward_bias() {
         if (has_bias_)
             for (Index k = 0; k < bias_parts_.cols(); ++k) bias_.grad_vec() += bias_parts_.view().col(k);
-        add_weight_grads(dy);
     }
 
     template <class F>
@@ -241,19 +260,9 @@ private:
     void check_output_grad(const ConstView<T>& dy) const {
         detail::check_shape(dy, output_rows(), x_.cols(), name_, "backward", "output gradient");
     }
-    /// dW += dy x^T over the batch.
+    /// dW += dy x^T over the batch: one reduction product per group (shared input: one for all).
     void add_weight_grads(const ConstView<T>& dy) {
-        const Index in = in_features(), o = out_features(), n = dy.cols();
-        if (shared_input()) {
-            auto dw_t = weight_.grad_t();  // dW^T = x dy^T, in x (G out)
-            detail::matmul<T>(dw_t, x_, false, dy, true, /*accumulate=*/true);
-            return;
-        }
-        T* dw = weight_.grad_vec().data();
-        // dW_g = dy_g x_g^T: a reduction over the batch, split by gemm into depth chunks when long.
-        for (Index g = 0; g < groups_; ++g)
-            detail::gemm<T>(false, true, in, o, n, T(1), x_.data() + g * in, x_.outerStride(), dy.data() + g * o,
-                            dy.outerStride(), true, dw + g * o * in, in);
+        detail::gemm_reductions<T>(weight_grad_products(), [&](Index i) { return weight_grad_product(dy, i); });
     }
     /// dx = W^T dy, group by group (shared input: one product), every tile in one parallel loop.
     void input_grad_into(const ConstView<T>& dy, MatrixView<T>& dx) const {

@@ -225,12 +225,14 @@ private:
     /// forward() one block of samples at a time: each block runs through every layer while its
     /// activations are in cache, instead of each layer streaming the whole batch through memory
     /// (at batch 2048 the experts' hidden layer alone is 16 MB), and blocks run on the threads with
-    /// single-threaded products. Each layer's output still covers the whole batch (backward reads it).
+    /// single-threaded products. Each layer's output still covers the whole batch (backward reads it);
+    /// an activation whose derivative needs only its output (ReLU) writes it over the linear output.
     const MatrixView<T>& forward_in_column_blocks(const ConstView<T>& x) {
         ConstView<T> h = x;
         for (auto& b : blocks_) {
-            h = b.linear.begin_forward(h);
-            if (b.act) h = b.act->begin_forward(h);
+            MatrixView<T>& y = b.linear.begin_forward(h);
+            h = y;
+            if (b.act) h = b.act->derivative_from_output() ? b.act->begin_forward_in_place(y) : b.act->begin_forward(h);
         }
         parallel_for(x.cols(), kColumnBlock, 2.0 * macs_per_sample() * double(x.cols()), [&](Index c0, Index c1) {
             for (auto& b : blocks_) {
@@ -242,9 +244,9 @@ private:
     }
 
     /// backward() of forward_in_column_blocks: each block's gradients go down through every layer in
-    /// cache (blocks on the threads), summed for the biases on the way; then each layer's weight
-    /// gradient as one product over the whole batch (a reduction over samples: one deep GEMM, cut
-    /// by gemm alone).
+    /// cache (blocks on the threads), summed for the biases on the way; then the layers' weight
+    /// gradients as products over the whole batch (reductions over samples: deep GEMMs, cut by
+    /// detail::gemm_reductions), all in one parallel loop.
     const MatrixView<T>& backward_in_column_blocks(const ConstView<T>& dy, bool input_grad) {
         // Sizes (and checks) every gradient first: the blocks below only fill them in.
         ConstView<T> g = dy;
@@ -263,7 +265,18 @@ private:
                 b.linear.backward_columns(b.dlinear, c0, c1);
             }
         });
-        for (auto& b : blocks_) b.linear.end_backward(b.dlinear);
+        // Every layer's weight gradient in one parallel loop (a hidden layer's dW alone may have
+        // fewer tiles than threads); same bits as each layer's own.
+        Index products = 0;
+        for (auto& b : blocks_) {
+            b.linear.end_backward_bias();
+            products += b.linear.weight_grad_products();
+        }
+        detail::gemm_reductions<T>(products, [&](Index i) {
+            std::size_t layer = 0;
+            for (; i >= blocks_[layer].linear.weight_grad_products(); ++layer) i -= blocks_[layer].linear.weight_grad_products();
+            return blocks_[layer].linear.weight_grad_product(blocks_[layer].dlinear, i);
+        });
         return *dx;
     }
 
