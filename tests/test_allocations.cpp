@@ -141,6 +141,34 @@ TEST_CASE("MMoE: training steps and predict allocate nothing after the first cal
     CHECK(steady_state_allocations(tree, loss, surfaces) == 0);
 }
 
+TEST_CASE("MMoE: a step of 128 samples or fewer (layer by layer) after steps in column blocks allocates nothing", "[alloc]") {
+    MMoESpec s;
+    s.input = 8;
+    s.experts = 3;
+    s.expert_hidden = {16};
+    s.expert_dim = 8;
+    s.tower_hidden = {4};
+    s.tasks = three_tasks();
+    Model<MMoE<float>> model(s, 1);
+    MultiTaskLoss<float> loss(s.tasks);
+    Rng rng(2);
+    Matrix<float> x(8, 300), y(3, 300);
+    for (Index i = 0; i < x.size(); ++i) x.data()[i] = float(rng.normal());
+    for (Index j = 0; j < 300; ++j) y.col(j) << float(rng.below(2)), float(rng.uniform()), float(rng.below(3));
+    const Matrix<float> xs = x.leftCols(100), ys = y.leftCols(100);
+    auto step = [&](const Matrix<float>& xb, const Matrix<float>& yb) {
+        model.zero_grad();
+        loss.forward(model.forward(xb), yb);
+        model.backward(loss.backward());
+    };
+    model.train();
+    step(x, y);  // the experts' ReLUs write their outputs over the linear outputs here
+    const long before = moe::testing::allocations();
+    step(xs, ys);  // and into their own buffers here
+    step(x, y);
+    CHECK(moe::testing::allocations() - before == 0);
+}
+
 TEST_CASE("PLE, CGC: training steps (uncertainty weighting) and predict allocate nothing in steady state", "[alloc]") {
     PLESpec s;
     s.input = 16;
