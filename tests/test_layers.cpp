@@ -107,7 +107,7 @@ TEST_CASE("Activations: values", "[layers]") {
     CHECK_THROWS_WITH(activation_from_string("swish"), Catch::Matchers::Contains("unknown activation 'swish'"));
 }
 
-TEST_CASE("Activation: the output written over the input (blocked MLPs); a copy owns it, GELU refuses", "[layers]") {
+TEST_CASE("Activation: output over input, input gradient over output gradient (blocked MLPs); a copy owns its output", "[layers]") {
     Matrix<double> x = random_matrix(3, 5, 7);
     const Matrix<double> x0 = x, dy = random_matrix(3, 5, 8);
     MatrixView<double> xv(x.data(), 3, 5);
@@ -126,6 +126,11 @@ TEST_CASE("Activation: the output written over the input (blocked MLPs); a copy 
     moved.backward_columns(dy, 0, 5);
     CHECK(Matrix<double>(dx) == (x0.array() > 0).select(dy, 0.0));
     CHECK_THROWS_AS(moved.begin_backward(Matrix<double>(3, 4)), shape_error);
+    Matrix<double> d = dy;  // the input gradient written over the output gradient
+    MatrixView<double> dv(d.data(), 3, 5);
+    CHECK(moved.begin_backward_in_place(dv).data() == d.data());
+    moved.backward_columns(dv, 0, 5);
+    CHECK(d == Matrix<double>(dx));
     const Matrix<double> x2 = random_matrix(3, 5, 9);
     CHECK(moved.forward(x2).data() != x.data());  // a plain forward owns its output again
     CHECK(moved.output().data() != x.data());

@@ -385,7 +385,7 @@ template <class T, class Product>
 void gemm_reductions_slice(Index count, Product&& product) {
     constexpr Index kMaxProducts = 512;
     struct Plan {
-        Index row_tiles, tiles, chunks, chunk_depth, tile_cols, first_task, partials;
+        Index row_tiles, tiles, chunks, chunk_depth, tile_cols, first_task, partials, slot;  // slot: one tile's partial sum
     };
     Plan plans[kMaxProducts];
     Index tasks = 0, partial_size = 0;
@@ -398,10 +398,11 @@ void gemm_reductions_slice(Index count, Product&& product) {
         p.tiles = g.m > 0 && g.n > 0 ? p.row_tiles * ((g.n + p.tile_cols - 1) / p.tile_cols) : 0;
         p.chunks = std::max<Index>(1, g.k / kReductionDepth);
         p.chunk_depth = (g.k + p.chunks - 1) / p.chunks;
+        p.slot = std::min(g.m, kTileRows) * p.tile_cols;
         p.first_task = tasks;
         p.partials = partial_size;
         tasks += p.tiles * p.chunks;
-        if (p.chunks > 1) partial_size += p.tiles * p.chunks * kTileRows * p.tile_cols;
+        if (p.chunks > 1) partial_size += p.tiles * p.chunks * p.slot;
         flops += 2.0 * double(g.m) * double(g.n) * double(g.k);
     }
     auto& partials = gemm_partials<T>();
@@ -430,7 +431,7 @@ void gemm_reductions_slice(Index count, Product&& product) {
             gemm_serial(g.trans_a, g.trans_b, mm, nn, kk, g.alpha, a, g.lda, b, g.ldb, g.accumulate, g.c + i0 + j0 * g.ldc, g.ldc);
         else
             gemm_serial(g.trans_a, g.trans_b, mm, nn, kk, g.alpha, a, g.lda, b, g.ldb, false,
-                        part + p.partials + (chunk * p.tiles + t) * kTileRows * p.tile_cols, mm);
+                        part + p.partials + (chunk * p.tiles + t) * p.slot, mm);
     });
     if (partial_size == 0) return;
     // The chunks' partial sums, added into C tile by tile in chunk order.
@@ -451,7 +452,7 @@ void gemm_reductions_slice(Index count, Product&& product) {
             T* cj = g.c + i0 + (j0 + j) * g.ldc;
             if (!g.accumulate) std::fill(cj, cj + mm, T(0));
             for (Index chunk = 0; chunk < p.chunks; ++chunk) {
-                const T* pj = part + p.partials + (chunk * p.tiles + s) * kTileRows * p.tile_cols + j * mm;
+                const T* pj = part + p.partials + (chunk * p.tiles + s) * p.slot + j * mm;
                 for (Index r = 0; r < mm; ++r) cj[r] += pj[r];
             }
         }

@@ -180,7 +180,7 @@ public:
         });
     }
     /// dx for the whole batch when input_grad (input_rows() x B), else an empty matrix.
-    const MatrixView<T>& begin_backward(const ConstView<T>& dy, bool input_grad) {
+    MatrixView<T>& begin_backward(const ConstView<T>& dy, bool input_grad) {
         require_mode(false, "begin_backward");
         check_output_grad(dy);
         if (has_bias_) bias_parts_.resize(output_rows(), (dy.cols() + detail::kRowSumBlock - 1) / detail::kRowSumBlock);

@@ -249,12 +249,15 @@ private:
     /// detail::gemm_reductions), all in one parallel loop.
     const MatrixView<T>& backward_in_column_blocks(const ConstView<T>& dy, bool input_grad) {
         // Sizes (and checks) every gradient first: the blocks below only fill them in.
+        // An activation writes its input gradient over the gradient the layer above gave it (not
+        // over the caller's dy).
         ConstView<T> g = dy;
-        const MatrixView<T>* dx = nullptr;
+        MatrixView<T>* dx = nullptr;
         for (std::size_t i = blocks_.size(); i-- > 0;) {
             Block& b = blocks_[i];
             b.dy_in = g;
-            b.dlinear = b.act ? ConstView<T>(b.act->begin_backward(g)) : g;
+            if (b.act) b.dlinear = dx ? b.act->begin_backward_in_place(*dx) : b.act->begin_backward(g);
+            else b.dlinear = g;
             dx = &b.linear.begin_backward(b.dlinear, input_grad || i > 0);
             g = *dx;
         }
