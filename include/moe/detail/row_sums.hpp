@@ -25,26 +25,26 @@ void sum_columns(const ConstView<T>& m, Index r0, Index r1, Index c0, Index c1, 
     for (Index j = c0 + 1; j < c1; ++j) o += m.col(j).segment(r0, r1 - r0);
 }
 
-/// One block's sums, per thread (grow-only).
-template <class T>
-Vector<T>& row_sum_part() {
-    thread_local Vector<T> part;
-    return part;
-}
+/// Rows per strip of add_row_sums: a strip's block sums live on the stack (no per-thread buffer
+/// that a later, smaller batch would have to grow: the layer-by-layer pass of a batch of 128 or
+/// fewer after blocked steps at a larger one allocates nothing).
+constexpr Index kRowSumStrip = 512;
 
 /// acc += sum over columns j of m.col(j), as the sums of blocks of kRowSumBlock columns added in
 /// block order. acc has m.rows() entries. Ranges of features over the threads when the batch pays
-/// for it (for_each_range); every feature is summed in the same order whatever the cut, so the
-/// bits do not depend on the threads.
+/// for it (for_each_range), each range in strips of kRowSumStrip features; every feature is summed
+/// in the same order whatever the cut, so the bits do not depend on the threads.
 template <class T, class Acc>
 void add_row_sums(const ConstView<T>& m, Acc&& acc) {
     for_each_range(m.rows(), kElementwiseFlops * double(m.size()), [&](Index r0, Index r1) {
-        Vector<T>& part = row_sum_part<T>();
-        if (part.size() < r1 - r0) part.resize(r1 - r0);
-        auto a = acc.segment(r0, r1 - r0);
-        for (Index c0 = 0; c0 < m.cols(); c0 += kRowSumBlock) {
-            sum_columns(m, r0, r1, c0, std::min(m.cols(), c0 + kRowSumBlock), part.data());
-            a += part.head(r1 - r0);
+        for (Index s0 = r0; s0 < r1; s0 += kRowSumStrip) {
+            const Index s1 = std::min(r1, s0 + kRowSumStrip);
+            alignas(64) T part[kRowSumStrip];
+            auto a = acc.segment(s0, s1 - s0);
+            for (Index c0 = 0; c0 < m.cols(); c0 += kRowSumBlock) {
+                sum_columns(m, s0, s1, c0, std::min(m.cols(), c0 + kRowSumBlock), part);
+                a += Eigen::Map<const Vector<T>>(part, s1 - s0);
+            }
         }
     });
 }
