@@ -2,6 +2,7 @@
 // and a smaller batch after a larger one does not allocate either (buffers only grow).
 #include "support/alloc_counter.hpp"
 #include "support/catch.hpp"
+#include "support/forced_threads.hpp"
 
 #include "moe/moe.hpp"
 
@@ -29,8 +30,10 @@ struct Trainer {
 };
 }  // namespace
 
-TEMPLATE_TEST_CASE("Training step: no allocation after the first step at a batch size", "[alloc]", float, double) {
-    using T = TestType;
+namespace {
+/// Allocations of steps at batch 512, then 100, then 512 again, after a first step at 512.
+template <class T>
+long allocations_of_steps() {
     MLPSpec spec{{64, 256, 128, 1}};
     spec.batchnorm = true;
     spec.dropout = 0.1;
@@ -50,9 +53,21 @@ TEMPLATE_TEST_CASE("Training step: no allocation after the first step at a batch
     for (int i = 0; i < 3; ++i) tr.step(x, y, w);
     tr.step(xs, ys, ws);  // smaller batch: reuses the grown buffers
     tr.step(x, y, w);
-    const long during = moe::testing::allocations() - before;
-    CHECK(during == 0);
+    return moe::testing::allocations() - before;
 }
+}  // namespace
+
+TEMPLATE_TEST_CASE("Training step: no allocation after the first step at a batch size", "[alloc]", float, double) {
+    CHECK(allocations_of_steps<TestType>() == 0);
+}
+
+#ifdef _OPENMP
+TEST_CASE("Training step on 3 threads, every loop threaded: no allocation either", "[alloc][threads]") {
+    // Loops of 2 chunks and of 3 or more alternate: every parallel region must reuse one team.
+    moe::testing::ForcedThreads three(3);
+    CHECK(allocations_of_steps<float>() == 0);
+}
+#endif
 
 TEST_CASE("The allocation counter counts Eigen and new", "[alloc]") {
     const long before = moe::testing::allocations();

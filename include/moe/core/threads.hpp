@@ -115,8 +115,19 @@ void parallel_for(Index n, Index grain, double flops, F&& body) {
     const int threads = detail::threads_for(flops, chunks);
 #ifdef _OPENMP
     if (threads > 1) {
-#pragma omp parallel for num_threads(threads) schedule(static)
-        for (Index c = 0; c < chunks; ++c) body(c * grain, std::min(n, (c + 1) * grain));
+        // Every region gets the whole team and the first `threads` of it share the chunks in
+        // contiguous ranges (as schedule(static)). libgomp reuses its last team only for a region of
+        // the same size: with 3 or more threads, regions of 2 and 3 alternated and each allocated a
+        // team (60 allocations in 5 steps of a small MLP on 3 threads).
+#pragma omp parallel num_threads(omp_get_max_threads())
+        {
+            const Index workers = std::min<Index>(threads, omp_get_num_threads()), t = omp_get_thread_num();
+            if (t < workers) {
+                const Index per = chunks / workers, extra = chunks % workers;
+                const Index first = t * per + std::min(t, extra), last = first + per + (t < extra ? 1 : 0);
+                for (Index c = first; c < last; ++c) body(c * grain, std::min(n, (c + 1) * grain));
+            }
+        }
         return;
     }
 #endif
