@@ -25,9 +25,9 @@ void sum_columns(const ConstView<T>& m, Index r0, Index r1, Index c0, Index c1, 
     for (Index j = c0 + 1; j < c1; ++j) o += m.col(j).segment(r0, r1 - r0);
 }
 
-/// Rows per strip of add_row_sums: a strip's block sums live on the stack (no per-thread buffer
-/// that a later, smaller batch would have to grow: the layer-by-layer pass of a batch of 128 or
-/// fewer after blocked steps at a larger one allocates nothing).
+/// Rows per strip of add_row_sums: a strip's block sums live on the stack, not in a per-thread
+/// buffer that each thread would grow on its first use (a first small step after blocked ones
+/// allocated it: docs/design.md, "No allocation in steady state").
 constexpr Index kRowSumStrip = 512;
 
 /// acc += sum over columns j of m.col(j), as the sums of blocks of kRowSumBlock columns added in
