@@ -31,6 +31,7 @@
 // narrow outputs, the depth cut into chunks of kReductionDepth, several layers' products in one
 // parallel loop; with Eigen, gemm's tiles.
 #include <algorithm>
+#include <atomic>
 #include <type_traits>
 #include <vector>
 
@@ -151,6 +152,37 @@ void gemm_serial(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha,
 #endif
 }
 
+#ifdef MOE_BLAS
+/// BLIS grows its pools of packing buffers the first time more threads are inside it at once than
+/// ever before, which may happen at any later step, as the threads' timing falls: with three busy
+/// loops beside it, 59 runs in 250 of a small MLP's predicts allocated (22 times) after a first
+/// predict; with this warm-up 0 in 300. So before the first threaded product (and again when there
+/// are more threads), every thread multiplies until each has done 32 products since all started:
+/// a few milliseconds, once per process. OpenBLAS (which allocates per call anyway) gets it too.
+inline void warm_blas_for_threads() {
+#ifdef _OPENMP
+    static std::atomic<int> warmed{1};
+    if (omp_in_parallel() || omp_get_max_threads() <= warmed.load()) return;
+    const int team = omp_get_max_threads();
+    constexpr Index kSize = 192;  // large enough for BLIS to pack (small products skip packing)
+    const std::vector<float> a(std::size_t(kSize * kSize), 1.0f);
+    std::atomic<int> started{0}, finished{0};
+#pragma omp parallel num_threads(team)
+    {
+        const int n = omp_get_num_threads();
+        std::vector<float> c(std::size_t(kSize * kSize));
+        started.fetch_add(1);
+        int after_all_started = 0;
+        while (finished.load() < n) {
+            gemm_serial<float>(false, false, kSize, kSize, kSize, 1.0f, a.data(), kSize, a.data(), kSize, false, c.data(), kSize);
+            if (started.load() == n && ++after_all_started == 32) finished.fetch_add(1);
+        }
+    }
+    warmed.store(team);
+#endif
+}
+#endif
+
 /// Per calling thread: the partial sums of a depth-split product (grow-only).
 template <class T>
 std::vector<T>& gemm_partials() {
@@ -218,6 +250,9 @@ void gemm_tiles(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, 
         if (buffer.size() < std::size_t(copies)) buffer.resize(std::size_t(copies));
         untranspose_operands(trans_a, trans_b, m, n, k, a, lda, b, ldb, buffer.data());
     }
+#ifdef MOE_BLAS
+    warm_blas_for_threads();
+#endif
     const Index mt = (m + kTileRows - 1) / kTileRows, nt = (n + kTileCols - 1) / kTileCols, tiles = mt * nt;
     const double flops = 2.0 * double(m) * double(n) * double(k);
     const T* a_at = a;
@@ -329,6 +364,9 @@ void gemm_many(Index count, Product&& product) {
         }
         return;
     }
+#ifdef MOE_BLAS
+    warm_blas_for_threads();
+#endif
     Index first_tile[kMaxProducts + 1];  // product i owns tasks [first_tile[i], first_tile[i + 1])
     first_tile[0] = 0;
     double flops = 0;
@@ -383,6 +421,9 @@ inline Index reduction_tile_cols(Index m) {
 /// gemm_reductions of at most 512 products.
 template <class T, class Product>
 void gemm_reductions_slice(Index count, Product&& product) {
+#ifdef MOE_BLAS
+    warm_blas_for_threads();
+#endif
     constexpr Index kMaxProducts = 512;
     struct Plan {
         Index row_tiles, tiles, chunks, chunk_depth, tile_cols, first_task, partials, slot;  // slot: one tile's partial sum
