@@ -153,7 +153,8 @@ public:
     // computes columns [c0, c1) of it; backward: begin_backward checks dy and sizes dx,
     // backward_columns takes columns [c0, c1) of dy (one block of detail::kRowSumBlock, as
     // add_row_sums cuts them) to the bias gradient's block sum and to dx's columns, end_backward
-    // adds the block sums in order and dW over the whole batch. Shared input or row blocks only.
+    // adds the block sums in order; the caller runs dW over the whole batch as weight_grad_product's
+    // products (several layers' in one loop). Shared input or row blocks only.
     // The output begin_forward returns is the caller's to overwrite after forward_columns (an
     // activation in place); backward does not read it.
     // Products per block are cut into gemm's tiles and nothing else (no depth split): with blocks
@@ -195,11 +196,6 @@ public:
         MatrixView<T> dxb(dx.data() + c0 * dx.rows(), dx.rows(), c1 - c0);
         input_grad_into(ConstView<T>(dy.data() + c0 * dy.outerStride(), dy.rows(), c1 - c0, dy.outerStride()), dxb);
     }
-    void end_backward(const ConstView<T>& dy) {
-        end_backward_bias();
-        add_weight_grads(dy);
-    }
-
     /// The weight gradient as products for detail::gemm_reductions (dW_g += dy_g x_g^T; a shared
     /// input: dW^T += x dy^T, one product), so that a caller can run several layers' in one loop.
     Index weight_grad_products() const { return shared_input() ? 1 : groups_; }
@@ -212,8 +208,8 @@ public:
         return {false, true, in, o, n, T(1), x_.data() + g * in, x_.outerStride(), dy.data() + g * o, dy.outerStride(),
                 true, weight_.grad_vec().data() + g * o * in, in};
     }
-    /// end_backward without the weight gradient (the caller runs weight_grad_product's products).
-    void end_backward_bias() {
+    /// The blocked backward's bias gradient: its block sums added in order.
+    void end_backward() {
         if (has_bias_)
             for (Index k = 0; k < bias_parts_.cols(); ++k) bias_.grad_vec() += bias_parts_.view().col(k);
     }

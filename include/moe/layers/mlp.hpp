@@ -272,7 +272,7 @@ private:
         // fewer tiles than threads); same bits as each layer's own.
         Index products = 0;
         for (auto& b : blocks_) {
-            b.linear.end_backward_bias();
+            b.linear.end_backward();
             products += b.linear.weight_grad_products();
         }
         detail::gemm_reductions<T>(products, [&](Index i) {
