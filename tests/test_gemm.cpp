@@ -86,6 +86,12 @@ TEST_CASE("gemm and gemm_many: against a plain sum (tiles, depth split, transpos
     }
     detail::gemm_many<float>(Index(cases.size()), [&](Index i) { return cases[std::size_t(i)].args(out[std::size_t(i)]); });
     for (std::size_t i = 0; i < cases.size(); ++i) check_close(cases[i], out[i]);
+    // The wide tiles of a SparseMoE's experts: partial tiles both ways (513 rows, 300 columns).
+    for (std::size_t i = 0; i < cases.size(); ++i) out[i] = cases[i].c0;
+    detail::gemm_many<float>(
+        Index(cases.size()), [&](Index i) { return cases[std::size_t(i)].args(out[std::size_t(i)]); }, detail::kTileRows,
+        detail::kWideTileCols);
+    for (std::size_t i = 0; i < cases.size(); ++i) check_close(cases[i], out[i]);
 }
 
 TEST_CASE("gemm_reductions: against a plain sum, wide tiles and depth chunks", "[gemm]") {

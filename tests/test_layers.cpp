@@ -1,5 +1,6 @@
 // Gradient checks and behaviour of every layer: Linear, activations, Softmax, BatchNorm1d, Dropout, MLP.
 #include "support/catch.hpp"
+#include "support/forced_threads.hpp"
 #include "support/gradcheck.hpp"
 #include "support/specs.hpp"
 
@@ -267,6 +268,41 @@ TEST_CASE("MLP: the column blocks give the bits of the layer-by-layer pass", "[l
         CHECK(blocked_store.grads() == plain_store.grads());
     }
 }
+
+#ifdef _OPENMP
+TEST_CASE("MLP: fewer column blocks than threads run in order, their products threaded: same bits", "[layers][threads]") {
+    // 300 samples are 3 blocks; the second layer has 4 tiles per block (4 groups). On 2 threads the
+    // blocks run on the threads; on 4 they run one after another, each block's products on the
+    // threads. Both must give the bits of one thread.
+    MLPSpec spec{{16, 64, 32}};
+    spec.output_activation = true;
+    const Matrix<float> x = random_matrix(16, 300, 3).cast<float>(), dy = random_matrix(4 * 32, 300, 4).cast<float>();
+    struct Pass {
+        Matrix<float> y, dx, grads;
+    };
+    auto run = [&](int threads) {
+        MLP<float> mlp(spec, "moe::MLP", 4, GroupedInput::shared);
+        ParameterStore<float> store;
+        store.bind(mlp);
+        Rng rng(1);
+        mlp.reset_parameters(rng);
+        const moe::testing::ForcedThreads forced(threads);
+        Pass p;
+        p.y = mlp.forward(x);
+        p.dx = mlp.backward(dy, true);
+        p.grads = store.grads();
+        return p;
+    };
+    const Pass one = run(1);
+    for (int threads : {2, 4}) {
+        INFO(threads << " threads");
+        const Pass many = run(threads);
+        CHECK(many.y == one.y);
+        CHECK(many.dx == one.dx);
+        CHECK(many.grads == one.grads);
+    }
+}
+#endif
 
 TEST_CASE("MLP: state_dict names follow nn.Sequential", "[layers]") {
     MLPSpec expert{{16, 32, 8}};  // Linear-ReLU-BatchNorm-Linear-ReLU

@@ -124,7 +124,7 @@ public:
             const T* xg = x.data() + (shared_columns ? 0 : begin) * x.outerStride();
             return detail::GemmArgs<T>{true, false, o, offsets[g + 1] - begin, in, T(1), w + g * o * in, in, xg,
                                        x.outerStride(), true, y.data() + begin * o, o};
-        });
+        }, detail::kTileRows, detail::kWideTileCols);
         return y;
     }
 
@@ -166,6 +166,11 @@ public:
         detail::check_rows(x, input_rows(), name_, "forward");
         x_ = x;
         return y_.resize(output_rows(), x.cols());
+    }
+    /// Output tiles of forward_columns' products on one block (gemm_many's cut).
+    Index column_block_tiles() const {
+        const Index rows = shared_input() ? output_rows() : out_features();
+        return (shared_input() ? 1 : groups_) * ((rows + detail::kTileRows - 1) / detail::kTileRows);
     }
     void forward_columns(Index c0, Index c1) {
         MatrixView<T>& y = y_.view();
@@ -294,7 +299,7 @@ private:
             const T* xg = x_.data() + (shared_columns_ ? 0 : begin) * x_.outerStride();
             return detail::GemmArgs<T>{false, true, in, o, len, T(1), xg, x_.outerStride(), dy.data() + begin * dy.outerStride(),
                                        dy.outerStride(), true, dw + g * o * in, in};
-        });
+        }, detail::kTileRows, detail::kWideTileCols);
         if (!input_grad) return dx_.resize(0, 0);
         if (shared_columns_) {  // every group adds into the same dx: one after another
             auto& dx = dx_.zeros(in, x_.cols());
@@ -308,7 +313,7 @@ private:
             const Index begin = offsets_[g];
             return detail::GemmArgs<T>{false, false, in, offsets_[g + 1] - begin, o, T(1), w + g * o * in, in,
                                        dy.data() + begin * dy.outerStride(), dy.outerStride(), false, dx.data() + begin * in, in};
-        });
+        }, detail::kTileRows, detail::kWideTileCols);
         return dx;
     }
 

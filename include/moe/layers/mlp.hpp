@@ -215,6 +215,28 @@ private:
             if (b.bn || b.dropout) return false;
         return true;
     }
+    /// Whether the blocks of a batch run on the threads, each with single-threaded products, or one
+    /// after another with each block's products over the threads. With fewer blocks than threads
+    /// (batch 256 on 16 threads: 2 blocks) most threads would wait while a block's products have
+    /// tiles for them (the default experts' layers: 8 per block). Either way each product is cut
+    /// into the same tiles (gemm_many: no depth split) and the same code runs on each block: the
+    /// same bits.
+    bool blocks_on_threads(Index cols) const {
+        const Index blocks = (cols + kColumnBlock - 1) / kColumnBlock;
+        Index tiles = 1;  // output tiles of a block's widest product
+        for (const auto& b : blocks_) tiles = std::max(tiles, b.linear.column_block_tiles());
+        return blocks >= std::min<Index>(max_threads(), tiles);
+    }
+    /// body(c0, c1) for each block [c0, c1) of kColumnBlock samples: on the threads, or in order with
+    /// the threads inside each block's products (blocks_on_threads).
+    template <class F>
+    void for_each_column_block(Index cols, F&& body) {
+        if (blocks_on_threads(cols)) {
+            parallel_for(cols, kColumnBlock, 2.0 * macs_per_sample() * double(cols), body);
+            return;
+        }
+        for (Index c0 = 0; c0 < cols; c0 += kColumnBlock) body(c0, std::min(cols, c0 + kColumnBlock));
+    }
     /// Multiply-adds per sample of all layers (the threading decision of the blocked pass).
     double macs_per_sample() const {
         double macs = 0;
@@ -234,7 +256,7 @@ private:
             h = y;
             if (b.act) h = b.act->derivative_from_output() ? b.act->begin_forward_in_place(y) : b.act->begin_forward(h);
         }
-        parallel_for(x.cols(), kColumnBlock, 2.0 * macs_per_sample() * double(x.cols()), [&](Index c0, Index c1) {
+        for_each_column_block(x.cols(), [&](Index c0, Index c1) {
             for (auto& b : blocks_) {
                 b.linear.forward_columns(c0, c1);
                 if (b.act) b.act->forward_columns(c0, c1);
@@ -261,7 +283,7 @@ private:
             dx = &b.linear.begin_backward(b.dlinear, input_grad || i > 0);
             g = *dx;
         }
-        parallel_for(dy.cols(), kColumnBlock, 2.0 * macs_per_sample() * double(dy.cols()), [&](Index c0, Index c1) {
+        for_each_column_block(dy.cols(), [&](Index c0, Index c1) {
             for (std::size_t i = blocks_.size(); i-- > 0;) {
                 Block& b = blocks_[i];
                 if (b.act) b.act->backward_columns(b.dy_in, c0, c1);
