@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "moe/core/errors.hpp"
+#include "moe/core/threads.hpp"
 #include "moe/core/types.hpp"
 
 namespace moe {
@@ -121,7 +122,12 @@ public:
     Vector<T>& grads() { return grads_; }
     const Vector<T>& grads() const { return grads_; }
     Index size() const { return values_.size(); }
-    void zero_grad() { grads_.setZero(); }
+    /// Zeroes every gradient, in ranges over the threads: a SparseMoE of 16 experts at d = 512 has
+    /// 67 MB of them, 2% of its training step zeroed on one thread.
+    void zero_grad() {
+        detail::for_each_range(grads_.size(), detail::kElementwiseFlops * double(grads_.size()),
+                               [&](Index begin, Index end) { grads_.segment(begin, end - begin).setZero(); });
+    }
 
     const std::vector<Entry>& entries() const { return entries_; }
     bool contains(const std::string& name) const { return index_.count(name) != 0; }
