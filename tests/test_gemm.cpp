@@ -76,6 +76,7 @@ TEST_CASE("gemm and gemm_many: against a plain sum (tiles, depth split, transpos
     cases.emplace_back(true, false, 40, 30, 3000, true, 11);   // one tile, long depth: split
     cases.emplace_back(false, true, 513, 129, 33, true, 21);
     cases.emplace_back(true, true, 17, 300, 600, false, 31);
+    cases.emplace_back(false, false, 70, 700, 50, true, 41);  // expert tiles: 3 of 234 columns
     std::vector<Matrix<float>> out;
     for (const Case& p : cases) {
         Matrix<float> c = p.c0;
@@ -86,11 +87,10 @@ TEST_CASE("gemm and gemm_many: against a plain sum (tiles, depth split, transpos
     }
     detail::gemm_many<float>(Index(cases.size()), [&](Index i) { return cases[std::size_t(i)].args(out[std::size_t(i)]); });
     for (std::size_t i = 0; i < cases.size(); ++i) check_close(cases[i], out[i]);
-    // The wide tiles of a SparseMoE's experts: partial tiles both ways (513 rows, 300 columns).
+    // The tiles of a SparseMoE's experts: 256 wide, equal widths (300 columns: one tile; 700: three).
     for (std::size_t i = 0; i < cases.size(); ++i) out[i] = cases[i].c0;
     detail::gemm_many<float>(
-        Index(cases.size()), [&](Index i) { return cases[std::size_t(i)].args(out[std::size_t(i)]); }, detail::kTileRows,
-        detail::kWideTileCols);
+        Index(cases.size()), [&](Index i) { return cases[std::size_t(i)].args(out[std::size_t(i)]); }, detail::kExpertTiles);
     for (std::size_t i = 0; i < cases.size(); ++i) check_close(cases[i], out[i]);
 }
 

@@ -351,18 +351,27 @@ struct GemmArgs {
     Index ldc = 1;
 };
 
-/// gemm_many's tiles for large products of their own (the experts of a SparseMoE, one product per
-/// expert over its tokens): a tile packs its rows of A once for all its columns, and 256 columns
-/// instead of 128 made the d = 512 experts' products 10-17% faster (180-192 -> 198-210 GFLOP/s on
-/// one thread, OpenBLAS).
-constexpr Index kWideTileCols = 256;
+/// How gemm_many cuts a product's output: tiles of `rows` x `cols` (gemm's by default), or, with
+/// even_cols, round(n / cols) column tiles (at least one) of equal width, so that no tile is a
+/// narrow remainder (283 columns: one tile, not 256 + 27; a tile packs its rows of A whatever its
+/// width).
+struct GemmTiles {
+    Index rows = kTileRows, cols = kTileCols;
+    bool even_cols = false;
+    Index col_tiles(Index n) const { return even_cols ? std::max<Index>(1, (n + cols / 2) / cols) : (n + cols - 1) / cols; }
+    Index col_width(Index n) const { return (n + col_tiles(n) - 1) / col_tiles(n); }
+};
+/// The tiles of a SparseMoE's experts (one product per expert over its tokens): 256 columns instead
+/// of 128 made the d = 512 experts' products 10-17% faster (180-192 -> 198-210 GFLOP/s on one
+/// thread, OpenBLAS: a tile packs its rows of A once for all its columns), and equal widths
+/// avoid remainder tiles of a few tokens.
+constexpr GemmTiles kExpertTiles{kTileRows, 256, true};
 
 /// Runs `count` independent products (product(i) returns product i's GemmArgs; outputs must not
 /// overlap) in one parallel loop over all their output tiles: a bank of experts or gates keeps every
-/// thread busy whatever the number of groups. Tiles of tile_rows x tile_cols (gemm's by default),
-/// fixed by the shapes as gemm's are; no depth split.
+/// thread busy whatever the number of groups. Tiles fixed by the shapes (`tiles`); no depth split.
 template <class T, class Product>
-void gemm_many(Index count, Product&& product, Index tile_rows = kTileRows, Index tile_cols = kTileCols) {
+void gemm_many(Index count, Product&& product, GemmTiles tiling = {}) {
     constexpr Index kMaxProducts = 512;
     if (count > kMaxProducts) {  // more products than the tile table holds: one after another
         for (Index i = 0; i < count; ++i) {
@@ -380,7 +389,7 @@ void gemm_many(Index count, Product&& product, Index tile_rows = kTileRows, Inde
     Index copies = 0;
     for (Index i = 0; i < count; ++i) {
         const GemmArgs<T> g = product(i);
-        const Index tiles = g.m > 0 && g.n > 0 ? ((g.m + tile_rows - 1) / tile_rows) * ((g.n + tile_cols - 1) / tile_cols) : 0;
+        const Index tiles = g.m > 0 && g.n > 0 ? ((g.m + tiling.rows - 1) / tiling.rows) * tiling.col_tiles(g.n) : 0;
         first_tile[i + 1] = first_tile[i] + tiles;
         flops += 2.0 * double(g.m) * double(g.n) * double(g.k);
         if (tiles > 0) copies += untransposed_size(g.trans_a, g.trans_b, g.m, g.n, g.k);
@@ -408,9 +417,9 @@ void gemm_many(Index count, Product&& product, Index tile_rows = kTileRows, Inde
     parallel_for_each(first_tile[count], flops, [&](Index task) {
         const Index i = Index(std::upper_bound(first_tile, first_tile + count + 1, task) - first_tile) - 1;
         const GemmArgs<T> g = untransposed ? plain[std::size_t(i)] : product(i);
-        const Index mt = (g.m + tile_rows - 1) / tile_rows, t = task - first_tile[i];
-        const Index i0 = (t % mt) * tile_rows, j0 = (t / mt) * tile_cols;
-        const Index mm = std::min(tile_rows, g.m - i0), nn = std::min(tile_cols, g.n - j0);
+        const Index mt = (g.m + tiling.rows - 1) / tiling.rows, t = task - first_tile[i], width = tiling.col_width(g.n);
+        const Index i0 = (t % mt) * tiling.rows, j0 = (t / mt) * width;
+        const Index mm = std::min(tiling.rows, g.m - i0), nn = std::min(width, g.n - j0);
         const T* a = g.trans_a ? g.a + i0 * g.lda : g.a + i0;
         const T* b = g.trans_b ? g.b + j0 : g.b + j0 * g.ldb;
         gemm_serial(g.trans_a, g.trans_b, mm, nn, g.k, g.alpha, a, g.lda, b, g.ldb, g.accumulate, g.c + i0 + j0 * g.ldc, g.ldc);

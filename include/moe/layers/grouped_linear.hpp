@@ -9,6 +9,7 @@
 //   column_segments  the groups of a sparse mixture: x is in x S, group g reads the columns of its
 //                    segment [offsets[g], offsets[g+1]) and writes the same columns of y (out x S);
 //                    offsets are given per call (forward_segments), one GEMM per group.
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -114,17 +115,23 @@ public:
         const Index in = in_features(), o = out_features(), slots = offsets[groups_];
         auto& y = out.resize(o, slots);
         const T* w = weight_.value_vec().data();
-        if (!has_bias_) y.setZero();
-        else
-            for (Index g = 0; g < groups_; ++g)
-                y.middleCols(offsets[g], offsets[g + 1] - offsets[g]).colwise() = bias_.value_vec().segment(g * o, o);
+        // Start from the biases (the products accumulate): column ranges over the threads, each
+        // range the part of every segment it overlaps.
+        detail::for_each_range(slots, detail::kElementwiseFlops * double(y.size()), [&](Index c0, Index c1) {
+            for (Index g = 0; g < groups_; ++g) {
+                const Index begin = std::max(c0, offsets[g]), end = std::min(c1, offsets[g + 1]);
+                if (begin >= end) continue;
+                if (has_bias_) y.middleCols(begin, end - begin).colwise() = bias_.value_vec().segment(g * o, o);
+                else y.middleCols(begin, end - begin).setZero();
+            }
+        });
         // Every (expert, column tile) is a task: 16 experts keep 16 threads busy, and so does one.
         detail::gemm_many<T>(groups_, [&](Index g) {
             const Index begin = offsets[g];
             const T* xg = x.data() + (shared_columns ? 0 : begin) * x.outerStride();
             return detail::GemmArgs<T>{true, false, o, offsets[g + 1] - begin, in, T(1), w + g * o * in, in, xg,
                                        x.outerStride(), true, y.data() + begin * o, o};
-        }, detail::kTileRows, detail::kWideTileCols);
+        }, detail::kExpertTiles);
         return y;
     }
 
@@ -299,7 +306,7 @@ private:
             const T* xg = x_.data() + (shared_columns_ ? 0 : begin) * x_.outerStride();
             return detail::GemmArgs<T>{false, true, in, o, len, T(1), xg, x_.outerStride(), dy.data() + begin * dy.outerStride(),
                                        dy.outerStride(), true, dw + g * o * in, in};
-        }, detail::kTileRows, detail::kWideTileCols);
+        }, detail::kExpertTiles);
         if (!input_grad) return dx_.resize(0, 0);
         if (shared_columns_) {  // every group adds into the same dx: one after another
             auto& dx = dx_.zeros(in, x_.cols());
@@ -313,7 +320,7 @@ private:
             const Index begin = offsets_[g];
             return detail::GemmArgs<T>{false, false, in, offsets_[g + 1] - begin, o, T(1), w + g * o * in, in,
                                        dy.data() + begin * dy.outerStride(), dy.outerStride(), false, dx.data() + begin * in, in};
-        }, detail::kTileRows, detail::kWideTileCols);
+        }, detail::kExpertTiles);
         return dx;
     }
 
