@@ -369,7 +369,7 @@ constexpr GemmTiles kExpertTiles{kTileRows, 256, true};
 
 /// Runs `count` independent products (product(i) returns product i's GemmArgs; outputs must not
 /// overlap) in one parallel loop over all their output tiles: a bank of experts or gates keeps every
-/// thread busy whatever the number of groups. Tiles fixed by the shapes (`tiles`); no depth split.
+/// thread busy whatever the number of groups. Tiles fixed by the shapes (`tiling`); no depth split.
 template <class T, class Product>
 void gemm_many(Index count, Product&& product, GemmTiles tiling = {}) {
     constexpr Index kMaxProducts = 512;
