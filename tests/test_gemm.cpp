@@ -94,6 +94,20 @@ TEST_CASE("gemm and gemm_many: against a plain sum (tiles, depth split, transpos
     for (std::size_t i = 0; i < cases.size(); ++i) check_close(cases[i], out[i]);
 }
 
+TEST_CASE("gemm_many's tiles: gemm's by default, equal widths for experts", "[gemm]") {
+    // The default must cut columns as gemm and the blocked MLP pass do (128 wide from the first):
+    // equal widths there changed the layer-by-layer pass's bits on BLIS.
+    const detail::GemmTiles plain;
+    CHECK(plain.col_tiles(300) == 3);
+    CHECK(plain.col_width(300) == 128);
+    CHECK(plain.col_width(100) == 128);
+    CHECK(detail::kExpertTiles.col_tiles(283) == 1);  // one tile, not 256 + 27
+    CHECK(detail::kExpertTiles.col_width(283) == 283);
+    CHECK(detail::kExpertTiles.col_tiles(700) == 3);
+    CHECK(detail::kExpertTiles.col_width(700) == 234);
+    CHECK(detail::kExpertTiles.col_tiles(1) == 1);
+}
+
 TEST_CASE("gemm_reductions: against a plain sum, wide tiles and depth chunks", "[gemm]") {
     const std::vector<Case> cases = reduction_cases();
     std::vector<Matrix<float>> out;
