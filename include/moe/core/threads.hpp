@@ -187,12 +187,9 @@ void parallel_for_each(Index n, double flops, F&& body) {
 /// allocate) at any later step (a queue did, on 3 threads, in every run of the allocation test).
 template <class F>
 void parallel_for_each_in_turn(Index n, double flops, F&& body) {
-    if (n <= 0) return;
+    // One chunk per worker: parallel_for makes the same threading decision for `threads` chunks,
+    // and with one thread (or none worth it) the single chunk runs every item in order.
     const Index threads = detail::threads_for(flops, n);
-    if (threads <= 1) {
-        for (Index i = 0; i < n; ++i) body(i);
-        return;
-    }
     parallel_for(threads, 1, flops, [&](Index w, Index) {
         for (Index i = w; i < n; i += threads) body(i);
     });
