@@ -7,6 +7,7 @@
 #include "moe/core/buffer.hpp"
 #include "moe/core/threads.hpp"
 #include "moe/core/view.hpp"
+#include "moe/detail/gemm.hpp"
 #include "moe/models/surfaces.hpp"
 #include "moe/models/task.hpp"
 #include "moe/routing/dispatch.hpp"
@@ -74,6 +75,11 @@ const std::vector<ConstView<T>>& predict_in_blocks(const ConstView<T>& x, const 
         for (std::size_t t = 0; t < tasks.size(); ++t) ws.preds[t].view().middleCols(begin, len) = p[t];
     };
     const Index per_thread = (blocks + parts - 1) / parts;
+#ifdef MOE_BLAS
+    // The blocks' products run inside this region, where the BLAS cannot be warmed for the threads:
+    // warm it before (a predict-only process grew BLIS's pools at a random later call).
+    if (parts > 1) detail::warm_blas_for_threads();
+#endif
     parallel_for_each(parts, parts > 1 ? 1e300 : 0.0, [&](Index part) {
         for (Index b = part * per_thread; b < std::min(blocks, (part + 1) * per_thread); ++b)
             run(b, ws.scratch[static_cast<std::size_t>(part)]);
